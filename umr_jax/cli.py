@@ -1,0 +1,92 @@
+"""The `umr-jax` command: one sub-command per stage of the UMR pipeline.
+
+Each built sub-command lives in a module that exposes `add_arguments(parser)` and
+`run(args) -> int`. Those modules import nothing heavy (jax, torch) at import time, so
+`umr-jax --help` stays fast. Sub-commands that are planned but not built yet are listed
+with the capability that will bring them; running one says so and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from umr_jax import __version__
+
+# name -> (module, one-line help). Order is the order of the UMR data flow.
+BUILT: dict[str, tuple[str, str]] = {
+    "model": ("umr_jax.models.cli", "inspect and check Hugging Face model folders (T5/mT5, BERT, XLM-R)"),
+}
+
+# name -> (one-line help, capability that brings it)
+PLANNED: dict[str, tuple[str, str]] = {
+    "demo": ("two UMR iterations plus evaluation on the embedded demo corpus", "UMR end to end"),
+    "data": ("validate and convert XOR-TyDi, DPR, WebFAQ, pairs and retrieval files", "data layer"),
+    "encode": ("encode passages or queries with a retriever tower across the mesh", "retrieval stage"),
+    "index": ("build (ScaNN or exact) and search an embedding index", "retrieval stage"),
+    "retrieve": ("top-k retrieval for a question file, written in the field's formats", "retrieval stage"),
+    "score": ("stage 1: mT5 question-likelihood pseudo labels", "UMR end to end"),
+    "train": ("stage 2: distil the retriever from pseudo labels, or contrastive training on pairs", "UMR end to end"),
+    "loop": ("iterate encode -> index -> retrieve -> score -> train", "UMR end to end"),
+    "evaluate": ("XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison", "evaluation module"),
+    "scaling": ("scaling sweeps over nested data subsets, curve fits and plots", "scaling studies and TPU launch"),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="umr-jax",
+        description=(
+            "Unsupervised multilingual dense retrieval (UMR) in JAX/Flax: "
+            "pseudo-label with a frozen mT5, distil a dual encoder, iterate."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"umr-jax {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in BUILT.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    for name, (help_text, capability) in PLANNED.items():
+        label = f"[not built yet: arrives with '{capability}'] {help_text}"
+        p = sub.add_parser(name, help=label, description=label)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(_run=_not_built(name, capability))
+    return parser
+
+
+def _not_built(name: str, capability: str):
+    def run(args: argparse.Namespace) -> int:
+        if name == "demo":
+            _print_status()
+        print(
+            f"umr-jax {name}: not built yet; it arrives with the '{capability}' capability.",
+            file=sys.stderr,
+        )
+        return 0 if name == "demo" else 2
+
+    return run
+
+
+def _print_status() -> None:
+    print(f"umr-jax {__version__}")
+    print("sub-commands:")
+    for name, (_, help_text) in BUILT.items():
+        print(f"  {name:<10} {help_text}")
+    for name, (help_text, capability) in PLANNED.items():
+        print(f"  {name:<10} {help_text}  [not built yet: '{capability}']")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

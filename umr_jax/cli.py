@@ -85,7 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    from umr_jax.errors import InputError, ModelLoadError
+
+    try:
+        return int(args._run(args) or 0)
+    except (InputError, ModelLoadError) as err:
+        print(f"umr-jax {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""Building blocks shared by the T5 and BERT families (Flax Linen).
+
+Every parameter is created through `nn.with_logical_partitioning`, so it carries logical axis
+names (`embed`, `mlp`, `heads`, `kv`, `vocab`, ...). The mapping of those names to mesh axes
+lives in config (see `umr_jax.parallel.sharding`); model code never names a mesh axis.
+
+Numerics: parameters are stored in `param_dtype` (fp32); matmuls run in `dtype` (bf16 in
+production, fp32 in parity tests); normalisation statistics and softmax run in fp32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+Dtype = Any
+Axes = tuple[str | None, ...]
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    # Hugging Face "gelu" is the exact erf form; "gelu_new" / "gelu_pytorch_tanh" the tanh form.
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation function Hugging Face calls `name`."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}") from None
+
+
+def dtype_of(name: str | Dtype) -> Dtype:
+    """`'bfloat16'` -> `jnp.bfloat16`; dtypes pass through."""
+    return jnp.dtype(name) if isinstance(name, str) else name
+
+
+def logical_init(init: Callable, axes: Axes) -> Callable:
+    return nn.with_logical_partitioning(init, axes)
+
+
+def dense(
+    features: int | Sequence[int],
+    axes: Axes,
+    *,
+    axis: int | Sequence[int] = -1,
+    use_bias: bool = False,
+    bias_axes: Axes | None = None,
+    dtype: Dtype,
+    param_dtype: Dtype,
+    init_std: float = 0.02,
+    name: str | None = None,
+) -> nn.DenseGeneral:
+    """A DenseGeneral whose kernel (and bias) carry logical axis names.
+
+    `axes` names every kernel dimension: contracted input dims first, then output dims.
+    """
+    return nn.DenseGeneral(
+        features=features,
+        axis=axis,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=logical_init(nn.initializers.normal(init_std), axes),
+        bias_init=logical_init(nn.initializers.zeros_init(), bias_axes or axes[-1:]),
+        name=name,
+    )
+
+
+class RMSNorm(nn.Module):
+    """T5's layer norm: scale only, no mean subtraction, no bias; statistics in fp32."""
+
+    epsilon: float = 1e-6
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param(
+            "scale", logical_init(nn.initializers.ones_init(), ("embed",)), (x.shape[-1],), self.param_dtype
+        )
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        return (x32 * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+    """BERT's layer norm (mean and variance, scale and bias); statistics in fp32."""
+
+    epsilon: float = 1e-12
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", logical_init(nn.initializers.ones_init(), ("embed",)), (features,), self.param_dtype)
+        bias = self.param("bias", logical_init(nn.initializers.zeros_init(), ("embed",)), (features,), self.param_dtype)
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+def embedding_table(module: nn.Module, name: str, num: int, features: int, axes: Axes, std: float, param_dtype: Dtype):
+    """A `[num, features]` table parameter with logical axes, declared on `module`."""
+    return module.param(name, logical_init(nn.initializers.normal(std), axes), (num, features), param_dtype)
+
+
+def attention_bias_from_mask(mask: jax.Array) -> jax.Array:
+    """`[batch, k]` 0/1 key mask -> additive fp32 bias `[batch, 1, 1, k]` (0 or a large negative)."""
+    return jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+
+
+def causal_bias(length: int) -> jax.Array:
+    """Additive fp32 bias `[1, 1, length, length]` that hides future positions."""
+    allowed = jnp.tril(jnp.ones((length, length), dtype=bool))
+    return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)[None, None].astype(jnp.float32)
+
+
+def dot_product_attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array,
+    *,
+    scale: float,
+    dropout_rate: float,
+    deterministic: bool,
+    module: nn.Module,
+) -> jax.Array:
+    """Multi-head attention core.
+
+    query [batch, q, heads, kv], key/value [batch, k, heads, kv], bias broadcastable to
+    [batch, heads, q, k] (fp32, additive). Scores and softmax run in fp32; the weighted sum
+    runs in the value dtype. Returns [batch, q, heads, kv].
+    """
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    if scale != 1.0:
+        scores = scores * scale
+    # Adding two finfo.min values would overflow to -inf; clip keeps masked scores finite.
+    scores = jnp.maximum(scores + bias, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    if not deterministic and dropout_rate > 0.0:
+        keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - dropout_rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+
+
+def masked_mean(hidden: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean over non-padding positions: hidden [batch, length, embed], mask [batch, length] -> [batch, embed] (fp32)."""
+    m = mask.astype(jnp.float32)[..., None]
+    summed = jnp.sum(hidden.astype(jnp.float32) * m, axis=1)
+    return summed / jnp.maximum(jnp.sum(m, axis=1), 1.0)

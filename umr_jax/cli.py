@@ -17,6 +17,7 @@ from umr_jax import __version__
 # name -> (module, one-line help). Order is the order of the UMR data flow.
 BUILT: dict[str, tuple[str, str]] = {
     "model": ("umr_jax.models.cli", "inspect and check Hugging Face model folders (T5/mT5, BERT, XLM-R)"),
+    "evaluate": ("umr_jax.evaluation.cli", "XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison"),
 }
 
 # name -> (one-line help, capability that brings it)
@@ -29,7 +30,6 @@ PLANNED: dict[str, tuple[str, str]] = {
     "score": ("stage 1: mT5 question-likelihood pseudo labels", "UMR end to end"),
     "train": ("stage 2: distil the retriever from pseudo labels, or contrastive training on pairs", "UMR end to end"),
     "loop": ("iterate encode -> index -> retrieve -> score -> train", "UMR end to end"),
-    "evaluate": ("XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison", "evaluation module"),
     "scaling": ("scaling sweeps over nested data subsets, curve fits and plots", "scaling studies and TPU launch"),
 }
 

@@ -1,0 +1,84 @@
+"""Readers: both prediction formats, and `file:line: what was expected` for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from umr_jax.errors import InputError
+from umr_jax.evaluation import readers
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_official_prediction_list_and_retrieval_jsonl_give_the_same_predictions(tmp_path):
+    official = write(tmp_path, "pred.json", json.dumps([{"id": "q1", "lang": "ja", "ctxs": ["first", "second"]}]))
+    ours = write(
+        tmp_path,
+        "pred.jsonl",
+        '{"id": "q1", "question": "?", "lang": "ja", "ctxs": [{"id": "9", "title": "T", "text": "first", "score": 2.0}, {"id": "3", "title": "U", "text": "second", "score": 1.0}]}\n',
+    )
+    expected = [readers.XorPrediction("q1", "ja", ["first", "second"])]
+    assert list(readers.iter_xor_predictions(official)) == expected
+    assert list(readers.iter_xor_predictions(ours)) == expected
+
+
+def test_gold_keeps_the_last_answers_of_a_repeated_id(tmp_path):
+    gold = write(tmp_path, "gold.jsonl", '{"id": "q1", "answers": ["a"]}\n\n{"id": "q1", "answers": ["b"], "lang": "ja"}\n')
+    assert readers.read_xor_gold_answers(gold) == {"q1": ["b"]}
+
+
+def test_xor_full_predictions_keys_are_cut_at_the_last_underscore(tmp_path):
+    path = write(tmp_path, "pred.json", json.dumps({"ja_123": "東京", "456": "x", "a_b_789": "y"}))
+    assert readers.read_xor_full_predictions(path) == {"123": "東京", "456": "x", "789": "y"}
+
+
+def test_xor_full_gold_accepts_a_bare_string_answer(tmp_path):
+    path = write(tmp_path, "gold.jsonl", '{"id": "1", "lang": "ja", "answers": "1999年"}\n')
+    assert readers.read_xor_full_gold(path) == [readers.XorFullGold("1", "ja", ["1999年"])]
+
+
+@pytest.mark.parametrize(
+    "name, text, reader, expected",
+    [
+        ("gold.jsonl", '{"id": "q1", "answers": ["a"]}\n{"id": "q2", "answers": [\n', readers.read_xor_gold_answers, "gold.jsonl:2: not valid JSON"),
+        ("gold.jsonl", '{"id": "q1"}\n', readers.read_xor_gold_answers, "gold.jsonl:1: missing field 'answers'; expected 'answers' (a list of strings)"),
+        ("gold.jsonl", '{"id": "q1", "answers": "a"}\n', readers.read_xor_gold_answers, "gold.jsonl:1: field 'answers' is a string; expected 'answers' (a list of strings)"),
+        ("gold.jsonl", '{"id": "q1", "answers": ["a", 3]}\n', readers.read_xor_gold_answers, "gold.jsonl:1: 'answers'[1] is a number; expected a list of strings"),
+        ("gold.jsonl", '{"id": true, "answers": []}\n', readers.read_xor_gold_answers, "gold.jsonl:1: field 'id' is true; expected 'id' (a string or an integer)"),
+        ("gold.jsonl", '["q1"]\n', readers.read_xor_gold_answers, "gold.jsonl: record 1: expected a JSON object"),
+        ("pred.jsonl", '{"id": "q1", "lang": "ja", "ctxs": [{"id": "1"}]}\n', readers.read_xor_gold_answers, "pred.jsonl:1: missing field 'answers'"),
+        ("pred.json", '[{"id": "q1", "lang": "ja", "ctxs": ["a"]}, {"id": "q2", "ctxs": []}]', lambda p: list(readers.iter_xor_predictions(p)), "pred.json: record 2: missing field 'lang'"),
+        ("pred.jsonl", '{"id": "q1", "lang": "ja", "ctxs": [{"id": "1", "title": "t"}]}\n', lambda p: list(readers.iter_xor_predictions(p)), "pred.jsonl:1: 'ctxs'[0] is an object without a string text"),
+        ("full.json", '["a"]', readers.read_xor_full_predictions, "full.json: a JSON object {question id: answer} is expected, got a list"),
+        ("full.json", '{"1": 5}', readers.read_xor_full_predictions, "full.json: the answer for '1' is a number; a string is expected"),
+        ("qrels.txt", "q1 0 d1 1\nq1 0 d2\n", readers.read_qrels, "qrels.txt:2: expected 4 columns like the first line, got 3"),
+        ("qrels.txt", "q1 0 d1 high\n", readers.read_qrels, "qrels.txt:1: relevance 'high' is not an integer"),
+        ("run.trec", "q1 Q0 d1 1 0.5\n", readers.read_run, "run.trec:1: expected a TREC run line 'qid Q0 docid rank score tag' (6 columns), got 5 columns"),
+        ("run.trec", "q1 Q0 d1 1 x t\n", readers.read_run, "run.trec:1: score 'x' is not a number"),
+        ("run.trec", "q1 Q0 d1 1 1 t\nq1 Q0 d1 2 0 t\n", readers.read_run, "run.trec:2: document 'd1' appears twice for query 'q1'"),
+        ("run.jsonl", '{"id": "q1", "ctxs": [{"id": "a"}, {"id": "a"}]}\n', readers.read_run, "run.jsonl:1: document 'a' appears twice in 'ctxs'"),
+        ("queries.jsonl", '{"id": "q1", "text": "?"}\n', readers.read_query_langs, "queries.jsonl:1: missing field 'lang'"),
+    ],
+)
+def test_bad_input_names_file_line_and_expectation(tmp_path, name, text, reader, expected):
+    path = write(tmp_path, name, text)
+    with pytest.raises(InputError) as err:
+        reader(path)
+    assert str(err.value).startswith(str(tmp_path / name)[: -len(name)] + expected)
+
+
+def test_xor_full_gold_language_must_be_in_the_official_table(tmp_path):
+    path = write(tmp_path, "gold.jsonl", '{"id": "1", "lang": "ja", "answers": ["a"]}\n{"id": "2", "lang": "es", "answers": ["a"]}\n')
+    with pytest.raises(InputError, match=r"gold.jsonl:2: language 'es' is not one of"):
+        readers.read_xor_full_gold(path, langs=("ja", "ko"))
+
+
+def test_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="cannot read"):
+        readers.read_xor_gold_answers(tmp_path / "absent.jsonl")

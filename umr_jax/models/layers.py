@@ -48,6 +48,46 @@ def logical_init(init: Callable, axes: Axes) -> Callable:
     return nn.with_logical_partitioning(init, axes)
 
 
+class Dense(nn.Module):
+    """y = x . kernel (+ bias), contracting `axis` of x with the kernel's leading dims.
+
+    The kernel is created directly in its final shape `[*contracted, *features]` with one
+    logical name per dim (Flax's DenseGeneral initialises a flattened kernel, whose names then
+    disagree with its rank under a mesh).
+    """
+
+    features: tuple[int, ...]
+    axes: Axes
+    axis: tuple[int, ...] = (-1,)
+    use_bias: bool = False
+    bias_axes: Axes | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    init_std: float = 0.02
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        axis = tuple(a % x.ndim for a in self.axis)
+        in_shape = tuple(x.shape[a] for a in axis)
+        kernel = self.param(
+            "kernel", logical_init(nn.initializers.normal(self.init_std), self.axes), in_shape + self.features, self.param_dtype
+        )
+        y = jax.lax.dot_general(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            ((axis, tuple(range(len(axis)))), ((), ())),
+        )
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                logical_init(nn.initializers.zeros_init(), self.bias_axes or self.axes[-len(self.features):]),
+                self.features,
+                self.param_dtype,
+            )
+            y = y + bias.astype(self.dtype)
+        return y
+
+
 def dense(
     features: int | Sequence[int],
     axes: Axes,
@@ -59,19 +99,20 @@ def dense(
     param_dtype: Dtype,
     init_std: float = 0.02,
     name: str | None = None,
-) -> nn.DenseGeneral:
-    """A DenseGeneral whose kernel (and bias) carry logical axis names.
+) -> Dense:
+    """A Dense whose kernel (and bias) carry logical axis names.
 
     `axes` names every kernel dimension: contracted input dims first, then output dims.
     """
-    return nn.DenseGeneral(
-        features=features,
-        axis=axis,
+    return Dense(
+        features=tuple(features) if isinstance(features, (tuple, list)) else (features,),
+        axes=axes,
+        axis=tuple(axis) if isinstance(axis, (tuple, list)) else (axis,),
         use_bias=use_bias,
+        bias_axes=bias_axes,
         dtype=dtype,
         param_dtype=param_dtype,
-        kernel_init=logical_init(nn.initializers.normal(init_std), axes),
-        bias_init=logical_init(nn.initializers.zeros_init(), bias_axes or axes[-1:]),
+        init_std=init_std,
         name=name,
     )
 

@@ -1,0 +1,1 @@
+"""Sharded runtime: device mesh, logical-axis sharding, multi-host start, checkpoints."""

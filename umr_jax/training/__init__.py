@@ -1,0 +1,1 @@
+"""Training: state, optimizer, the jitted sharded step and the resumable loop."""

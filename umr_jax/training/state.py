@@ -1,0 +1,127 @@
+"""Train state born sharded, the optimizer, and the one jitted step per trainer.
+
+The step is a pure function of global arrays (`loss_fn(params, batch, rng)`); it is jitted
+with explicit `in_shardings`/`out_shardings` and donates the old state, so XLA inserts the
+collectives and reuses the state's memory. No pmap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import flax
+import flax.linen as nn
+import optax
+from jax.sharding import Mesh
+
+from umr_jax.parallel import sharding as shd
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def make_optimizer(
+    learning_rate: float,
+    *,
+    total_steps: int,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-8,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    grad_clip_norm: float | None = None,
+) -> optax.GradientTransformation:
+    """AdamW with linear warm-up then linear decay to 0 (the UMR/DPR schedule), with optional
+    global-norm gradient clipping applied first."""
+    warmup_steps = max(0, min(warmup_steps, total_steps))
+    schedule = optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
+            optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup_steps, 1)),
+        ],
+        [warmup_steps],
+    )
+    parts = []
+    if grad_clip_norm:
+        parts.append(optax.clip_by_global_norm(grad_clip_norm))
+    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+    return optax.chain(*parts)
+
+
+def create_train_state(
+    init_params: Callable[[], Any], optimizer: optax.GradientTransformation, mesh: Mesh, rules: shd.Rules | str
+) -> tuple[TrainState, TrainState]:
+    """A TrainState whose params and optimizer moments are created already sharded.
+
+    `init_params()` returns boxed (logically partitioned) params, e.g.
+    `lambda: module.init(rng, *example)["params"]`. The optimizer moments inherit the params'
+    logical axes. Returns (state, state_shardings).
+    """
+
+    def init_boxed() -> TrainState:
+        params = init_params()
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+    abstract = jax.eval_shape(init_boxed)
+    shardings = shd.logical_shardings(abstract, mesh, rules)
+    state = jax.jit(lambda: nn.meta.unbox(init_boxed()), out_shardings=shardings)()
+    return state, shardings
+
+
+def state_from_params(
+    params: Any, boxed_abstract_params: Any, optimizer: optax.GradientTransformation, mesh: Mesh, rules: shd.Rules | str
+) -> tuple[TrainState, TrainState]:
+    """A fresh TrainState around existing (e.g. loaded from a HF folder, host numpy) params."""
+
+    def init_boxed(p) -> TrainState:
+        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p))
+
+    abstract = jax.eval_shape(init_boxed, boxed_abstract_params)
+    shardings = shd.logical_shardings(abstract, mesh, rules)
+    placed = shd.place_host_params(params, shardings.params)
+    state = jax.jit(
+        lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p)),
+        in_shardings=(shardings.params,),
+        out_shardings=shardings,
+    )(placed)
+    return state, shardings
+
+
+def make_train_step(
+    loss_fn: Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]],
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    state_shardings: TrainState,
+    batch_shardings: Any,
+    rules: shd.Rules | str,
+) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+    """The one jitted update: grads of `loss_fn(params, batch, rng) -> (loss, metrics)`, an
+    optimizer step, and metrics (loss, grad_norm, plus the loss's own). State is donated."""
+    rules = shd.get_rules(rules)
+
+    def step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+        with nn.logical_axis_rules(list(rules)):
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    jitted = jax.jit(
+        step,
+        in_shardings=(state_shardings, batch_shardings, shd.replicated(mesh)),
+        out_shardings=(state_shardings, shd.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+
+    def run(state, batch, rng):
+        with jax.set_mesh(mesh):
+            return jitted(state, batch, rng)
+
+    return run

@@ -121,9 +121,9 @@ def place_host_params(host_params: Any, shardings: Any) -> Any:
     return jax.tree_util.tree_map(place, host_params, shardings)
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Batches are split along their first dim over data x fsdp; other dims are whole."""
-    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batches are split along their first dim over data x fsdp; other dims (any rank) are whole."""
+    return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -137,7 +137,7 @@ def host_batch_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[st
     result is one logical array per key whose first dim is the global batch.
     """
     return {
-        key: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(value)), np.asarray(value))
+        key: jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(value))
         for key, value in batch.items()
     }
 

@@ -1,0 +1,102 @@
+"""The resumable training loop shared by every trainer.
+
+It owns what is the same for all objectives: resume from the latest checkpoint (state, data
+iterator position, config), step, log, checkpoint every N steps, stop on a non-finite loss
+keeping the last good checkpoint, and turn SIGTERM into a final save and a clean exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Iterator, Protocol
+
+import jax
+import numpy as np
+
+from umr_jax.parallel.checkpoint import Checkpointer, PreemptionGuard, abstract_like
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointableIterator(Protocol):
+    """What the loop needs from a data pipeline (grain's DatasetIterator fits)."""
+
+    def __next__(self) -> dict: ...
+
+    def get_state(self) -> Any: ...
+
+    def set_state(self, state: Any) -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the message names the step and the last good checkpoint."""
+
+
+def _jsonable(state: Any) -> Any:
+    if isinstance(state, bytes):
+        return {"__bytes__": state.decode("latin-1")}
+    return state
+
+
+def _from_jsonable(state: Any) -> Any:
+    if isinstance(state, dict) and set(state) == {"__bytes__"}:
+        return state["__bytes__"].encode("latin-1")
+    return state
+
+
+def train_loop(
+    *,
+    state: Any,
+    state_shardings: Any,
+    train_step: Callable[[Any, dict, jax.Array], tuple[Any, dict]],
+    data: CheckpointableIterator,
+    to_global: Callable[[dict], dict],
+    total_steps: int,
+    checkpointer: Checkpointer,
+    rng: jax.Array,
+    config: dict | None = None,
+    on_metrics: Callable[[int, dict], None] | None = None,
+    guard: PreemptionGuard | None = None,
+) -> tuple[Any, str]:
+    """Run `train_step` until `total_steps`, resuming from `checkpointer`'s latest step.
+
+    `data` yields host-local batches (numpy); `to_global` turns them into global arrays.
+    The rng for step i is `fold_in(rng, i)`, so a resumed run takes exactly the same steps.
+    Returns (state, reason) with reason "done" or "preempted". Raises NonFiniteLossError.
+    """
+    start = checkpointer.latest_step()
+    if start is not None:
+        state, saved_config, data_state = checkpointer.restore(abstract_like(state, state_shardings), start)
+        if "iterator" in data_state:
+            data.set_state(_from_jsonable(data_state["iterator"]))
+        log.info("resumed from step %d (%s)", start, checkpointer.directory)
+    step = int(start or 0)
+    guard = guard or PreemptionGuard()
+
+    def save(at: int, force: bool) -> None:
+        checkpointer.save(at, state, config=config, data_state={"iterator": _jsonable(data.get_state())}, force=force)
+
+    with guard:
+        while step < total_steps:
+            batch = to_global(next(data))
+            state, metrics = train_step(state, batch, jax.random.fold_in(rng, step))
+            step += 1
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                checkpointer.wait_until_finished()
+                last = checkpointer.latest_step()
+                raise NonFiniteLossError(
+                    f"loss is {loss} at step {step}; stopped. The last good checkpoint is "
+                    + (f"step {last} in {checkpointer.directory}" if last is not None else "none (no step was saved yet)")
+                )
+            if on_metrics is not None:
+                on_metrics(step, {k: float(np.asarray(v)) for k, v in metrics.items()})
+            if guard.should_stop(step):
+                save(step, force=True)
+                checkpointer.wait_until_finished()
+                log.warning("preempted: saved step %d to %s", step, checkpointer.directory)
+                return state, "preempted"
+            save(step, force=step == total_steps)
+    checkpointer.wait_until_finished()
+    return state, "done"

@@ -1,0 +1,84 @@
+"""Config files: small Python files under configs/ that define `get_config()` returning an
+`ml_collections.ConfigDict` (big_vision style: each file starts with the command that runs it).
+
+  load_config("configs/umr_xor_retrieve.py", ["train.batch_size=32", "mesh.fsdp=4"])
+  load_config("configs/webfaq_scaling.py:small")   # the text after ':' is passed to get_config
+
+Overrides are `dotted.key=value`; values are parsed as Python literals when they can be
+(`4`, `2e-5`, `True`, `[1, 2]`, `None`), else taken as strings. Overriding a key the config
+does not define is an error (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import ml_collections
+
+from umr_jax.errors import InputError
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def load_config(spec: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Load `path.py[:arg]` and apply `key=value` overrides."""
+    spec = os.fspath(spec)
+    path, _, arg = spec.partition(":") if not Path(spec).is_file() else (spec, "", "")
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", path)
+    module_spec = importlib.util.spec_from_file_location(f"umr_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as err:  # a config file is user code: report where it failed
+        raise InputError(f"config file failed to load: {type(err).__name__}: {err}", path) from err
+    if not hasattr(module, "get_config"):
+        raise InputError("config file must define get_config()", path)
+    try:
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception as err:
+        raise InputError(f"get_config() failed: {type(err).__name__}: {err}", path) from err
+    if not isinstance(config, ml_collections.ConfigDict):
+        config = ml_collections.ConfigDict(config)
+    apply_overrides(config, overrides, source=path)
+    return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str], source: Any = None) -> None:
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"override {item!r} must look like key=value", source)
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if part not in node:
+                raise InputError(f"override {item!r}: config has no key {key!r}", source)
+            node = node[part]
+        if parts[-1] not in node:
+            raise InputError(f"override {item!r}: config has no key {key!r}", source)
+        value = _parse_value(text)
+        with config.ignore_type():  # e.g. a rule-set name replaced by an explicit list of rules
+            node[parts[-1]] = value
+
+
+def mesh_and_rules(config: ml_collections.ConfigDict, devices=None):
+    """The device mesh and sharding rules a config asks for (`config.mesh`, `config.sharding_rules`)."""
+    from umr_jax.parallel import mesh as mesh_lib
+    from umr_jax.parallel import sharding as shd
+
+    sizes = dict(config.get("mesh", {"data": -1}))
+    rules = config.get("sharding_rules", "data_parallel")
+    if not isinstance(rules, str):
+        rules = [tuple(pair) for pair in rules]
+    return mesh_lib.make_mesh(sizes, devices), shd.get_rules(rules)

@@ -1,0 +1,285 @@
+"""Question, query and answer templates of the demo corpus, in the seven XOR-TyDi languages.
+
+`{X}` is the entity name as the question writes it (Latin script, or transliterated into the
+language's script); `{X_gen}` is its Finnish genitive; `{A}` is the answer. A template given
+as a dict is gendered: key "m" or "f" is chosen by the person's gender.
+"""
+
+from __future__ import annotations
+
+LANGUAGES = ("ar", "bn", "fi", "ja", "ko", "ru", "te")
+
+# Attributes asked about, per entity type. The answer of each is a year, a number with its
+# unit, or a coined name, and appears verbatim in exactly one passage of the entity.
+ATTRIBUTES = {
+    "person": ("birth_year", "death_year", "birthplace", "spouse"),
+    "city": ("founded", "population", "mayor"),
+    "river": ("length", "mouth"),
+    "company": ("founded", "founder", "headquarters"),
+    "mountain": ("height", "ascent_year", "first_climber"),
+}
+
+QUESTIONS: dict[str, dict[str, tuple]] = {
+    "ar": {
+        "person.birth_year": ("ما هو عام ميلاد {X}؟", {"m": "في أي عام ولد {X}؟", "f": "في أي عام ولدت {X}؟"}),
+        "person.death_year": ("ما هو عام وفاة {X}؟", {"m": "متى توفي {X}؟", "f": "متى توفيت {X}؟"}),
+        "person.birthplace": ("ما هو مكان ميلاد {X}؟", {"m": "أين ولد {X}؟", "f": "أين ولدت {X}؟"}),
+        "person.spouse": ({"m": "من هي زوجة {X}؟", "f": "من هو زوج {X}؟"}, "من هو شريك حياة {X}؟"),
+        "city.founded": ("متى تأسست مدينة {X}؟", "في أي عام تأسست مدينة {X}؟"),
+        "city.population": ("كم عدد سكان مدينة {X}؟", "ما هو عدد سكان {X}؟"),
+        "city.mayor": ("من هو عمدة مدينة {X}؟", "من يشغل منصب عمدة {X}؟"),
+        "river.length": ("ما هو طول نهر {X}؟", "كم يبلغ طول نهر {X}؟"),
+        "river.mouth": ("في أي بحيرة يصب نهر {X}؟", "أين يصب نهر {X}؟"),
+        "company.founded": ("متى تأسست شركة {X}؟", "في أي عام تأسست شركة {X}؟"),
+        "company.founder": ("من هو مؤسس شركة {X}؟", "من أسس شركة {X}؟"),
+        "company.headquarters": ("أين يقع المقر الرئيسي لشركة {X}؟", "في أي مدينة يوجد مقر شركة {X}؟"),
+        "mountain.height": ("ما هو ارتفاع جبل {X}؟", "كم يبلغ ارتفاع جبل {X}؟"),
+        "mountain.ascent_year": ("متى تم أول صعود إلى جبل {X}؟", "في أي عام تم تسلق جبل {X} لأول مرة؟"),
+        "mountain.first_climber": ("من هو أول من تسلق جبل {X}؟", "من وصل أولا إلى قمة جبل {X}؟"),
+    },
+    "bn": {
+        "person.birth_year": ("{X} কোন সালে জন্মগ্রহণ করেন?", "{X}-এর জন্ম সাল কত?"),
+        "person.death_year": ("{X} কোন সালে মৃত্যুবরণ করেন?", "{X}-এর মৃত্যু সাল কত?"),
+        "person.birthplace": ("{X} কোথায় জন্মগ্রহণ করেন?", "{X}-এর জন্মস্থান কোথায়?"),
+        "person.spouse": ({"m": "{X}-এর স্ত্রীর নাম কী?", "f": "{X}-এর স্বামীর নাম কী?"}, "{X} কাকে বিয়ে করেন?"),
+        "city.founded": ("{X} শহরটি কবে প্রতিষ্ঠিত হয়?", "{X} শহর কোন সালে প্রতিষ্ঠিত হয়েছিল?"),
+        "city.population": ("{X} শহরের জনসংখ্যা কত?", "{X}-এ কতজন মানুষ বাস করে?"),
+        "city.mayor": ("{X} শহরের মেয়র কে?", "বর্তমানে {X} শহরের মেয়র কে?"),
+        "river.length": ("{X} নদীর দৈর্ঘ্য কত?", "{X} নদী কত কিলোমিটার দীর্ঘ?"),
+        "river.mouth": ("{X} নদী কোন হ্রদে পতিত হয়েছে?", "{X} নদী কোথায় গিয়ে মিশেছে?"),
+        "company.founded": ("{X} কোম্পানি কবে প্রতিষ্ঠিত হয়?", "{X} সংস্থাটি কোন সালে প্রতিষ্ঠিত হয়েছিল?"),
+        "company.founder": ("{X} কোম্পানির প্রতিষ্ঠাতা কে?", "{X} সংস্থাটি কে প্রতিষ্ঠা করেন?"),
+        "company.headquarters": ("{X} কোম্পানির সদর দপ্তর কোথায় অবস্থিত?", "{X} সংস্থার প্রধান কার্যালয় কোথায়?"),
+        "mountain.height": ("{X} পর্বতের উচ্চতা কত?", "{X} পর্বত কত মিটার উঁচু?"),
+        "mountain.ascent_year": ("{X} পর্বতে প্রথম কবে আরোহণ করা হয়?", "কোন সালে প্রথম {X} পর্বতের চূড়ায় ওঠা হয়?"),
+        "mountain.first_climber": ("{X} পর্বতে প্রথম কে আরোহণ করেন?", "{X} পর্বতের চূড়ায় প্রথম কে পৌঁছান?"),
+    },
+    "fi": {
+        "person.birth_year": ("Minä vuonna {X} syntyi?", "Milloin {X} syntyi?"),
+        "person.death_year": ("Minä vuonna {X} kuoli?", "Milloin {X} kuoli?"),
+        "person.birthplace": ("Missä {X} syntyi?", "Mikä on {X_gen} syntymäpaikka?"),
+        "person.spouse": ("Kenen kanssa {X} oli naimisissa?", "Kuka oli {X_gen} puoliso?"),
+        "city.founded": ("Milloin {X} perustettiin?", "Minä vuonna {X} perustettiin?"),
+        "city.population": ("Mikä on {X_gen} väkiluku?", "Kuinka paljon asukkaita {X_gen} kaupungissa on?"),
+        "city.mayor": ("Kuka on {X_gen} pormestari?", "Kuka toimii {X_gen} pormestarina?"),
+        "river.length": ("Kuinka pitkä {X}-joki on?", "Mikä on {X}-joen pituus?"),
+        "river.mouth": ("Mihin järveen {X}-joki laskee?", "Mihin {X}-joki laskee?"),
+        "company.founded": ("Milloin yritys {X} perustettiin?", "Minä vuonna {X} perustettiin?"),
+        "company.founder": ("Kuka perusti yrityksen {X}?", "Kuka on {X_gen} perustaja?"),
+        "company.headquarters": ("Missä {X_gen} pääkonttori sijaitsee?", "Missä yrityksen {X} pääkonttori on?"),
+        "mountain.height": ("Kuinka korkea {X}-vuori on?", "Mikä on {X}-vuoren korkeus?"),
+        "mountain.ascent_year": ("Milloin {X}-vuorelle kiivettiin ensimmäisen kerran?", "Minä vuonna {X}-vuori valloitettiin?"),
+        "mountain.first_climber": ("Kuka kiipesi ensimmäisenä {X}-vuoren huipulle?", "Kuka valloitti {X}-vuoren ensimmäisenä?"),
+    },
+    "ja": {
+        "person.birth_year": ("{X}は何年に生まれましたか？", "{X}の生年はいつですか？"),
+        "person.death_year": ("{X}は何年に亡くなりましたか？", "{X}の没年はいつですか？"),
+        "person.birthplace": ("{X}はどこで生まれましたか？", "{X}の出身地はどこですか？"),
+        "person.spouse": ("{X}の配偶者は誰ですか？", "{X}は誰と結婚しましたか？"),
+        "city.founded": ("{X}は何年に創設されましたか？", "{X}の町はいつ建設されましたか？"),
+        "city.population": ("{X}の人口は何人ですか？", "{X}の人口はどのくらいですか？"),
+        "city.mayor": ("{X}の市長は誰ですか？", "現在の{X}の市長は誰ですか？"),
+        "river.length": ("{X}川の長さはどのくらいですか？", "{X}川は何キロメートルありますか？"),
+        "river.mouth": ("{X}川はどの湖に注いでいますか？", "{X}川の河口はどこですか？"),
+        "company.founded": ("{X}社は何年に設立されましたか？", "{X}の創業はいつですか？"),
+        "company.founder": ("{X}社の創業者は誰ですか？", "{X}を設立したのは誰ですか？"),
+        "company.headquarters": ("{X}社の本社はどこにありますか？", "{X}の本社所在地はどこですか？"),
+        "mountain.height": ("{X}山の標高は何メートルですか？", "{X}山の高さはどのくらいですか？"),
+        "mountain.ascent_year": ("{X}山の初登頂は何年ですか？", "{X}山に初めて登頂されたのはいつですか？"),
+        "mountain.first_climber": ("{X}山に初めて登頂したのは誰ですか？", "{X}山の初登頂者は誰ですか？"),
+    },
+    "ko": {
+        "person.birth_year": ("{X}의 출생 연도는 언제입니까?", "{X}의 출생 연도는?"),
+        "person.death_year": ("{X}의 사망 연도는 언제입니까?", "{X}의 사망 연도는?"),
+        "person.birthplace": ("{X}의 출생지는 어디입니까?", "{X}의 고향은 어디인가요?"),
+        "person.spouse": ("{X}의 배우자는 누구입니까?", "{X}의 배우자는 누구인가요?"),
+        "city.founded": ("{X} 시는 언제 세워졌나요?", "{X}의 설립 연도는 언제입니까?"),
+        "city.population": ("{X}의 인구는 얼마입니까?", "{X} 시의 인구는?"),
+        "city.mayor": ("{X}의 시장은 누구입니까?", "현재 {X} 시의 시장은 누구인가요?"),
+        "river.length": ("{X} 강의 길이는 얼마입니까?", "{X} 강은 몇 킬로미터입니까?"),
+        "river.mouth": ("{X} 강은 어느 호수로 흘러갑니까?", "{X} 강의 하구는 어디입니까?"),
+        "company.founded": ("{X} 회사는 언제 설립되었습니까?", "{X}의 창립 연도는?"),
+        "company.founder": ("{X}의 창립자는 누구입니까?", "{X} 회사를 세운 사람은 누구인가요?"),
+        "company.headquarters": ("{X}의 본사는 어디에 있습니까?", "{X} 회사의 본사 위치는?"),
+        "mountain.height": ("{X} 산의 높이는 얼마입니까?", "{X} 산의 해발 고도는?"),
+        "mountain.ascent_year": ("{X} 산은 언제 처음 등정되었습니까?", "{X} 산의 첫 등정 연도는?"),
+        "mountain.first_climber": ("{X} 산을 처음 등정한 사람은 누구입니까?", "{X} 산의 첫 등정자는 누구인가요?"),
+    },
+    "ru": {
+        "person.birth_year": (
+            {"m": "В каком году родился {X}?", "f": "В каком году родилась {X}?"},
+            {"m": "Когда родился {X}?", "f": "Когда родилась {X}?"},
+        ),
+        "person.death_year": (
+            {"m": "В каком году умер {X}?", "f": "В каком году умерла {X}?"},
+            {"m": "Когда умер {X}?", "f": "Когда умерла {X}?"},
+        ),
+        "person.birthplace": ({"m": "Где родился {X}?", "f": "Где родилась {X}?"}, "Какое место рождения у {X}?"),
+        "person.spouse": ({"m": "На ком был женат {X}?", "f": "За кем была замужем {X}?"},),
+        "city.founded": ("Когда был основан город {X}?", "В каком году основан город {X}?"),
+        "city.population": ("Какова численность населения города {X}?", "Сколько жителей в городе {X}?"),
+        "city.mayor": ("Кто является мэром города {X}?", "Кто мэр города {X}?"),
+        "river.length": ("Какова длина реки {X}?", "Сколько километров длина реки {X}?"),
+        "river.mouth": ("В какое озеро впадает река {X}?", "Куда впадает река {X}?"),
+        "company.founded": ("В каком году была основана компания {X}?", "Когда основана компания {X}?"),
+        "company.founder": ("Кто основал компанию {X}?", "Кто является основателем компании {X}?"),
+        "company.headquarters": ("Где находится штаб-квартира компании {X}?", "В каком городе расположена компания {X}?"),
+        "mountain.height": ("Какова высота горы {X}?", "Какой высоты гора {X}?"),
+        "mountain.ascent_year": ("В каком году было совершено первое восхождение на гору {X}?", "Когда впервые покорили гору {X}?"),
+        "mountain.first_climber": ("Кто первым поднялся на вершину горы {X}?", "Кто впервые покорил гору {X}?"),
+    },
+    "te": {
+        "person.birth_year": ("{X} ఏ సంవత్సరంలో జన్మించారు?", "{X} ఎప్పుడు జన్మించారు?"),
+        "person.death_year": ("{X} ఏ సంవత్సరంలో మరణించారు?", "{X} ఎప్పుడు మరణించారు?"),
+        "person.birthplace": ("{X} ఎక్కడ జన్మించారు?", "{X} జన్మస్థలం ఏది?"),
+        "person.spouse": ("{X} జీవిత భాగస్వామి ఎవరు?", "{X} ఎవరిని వివాహం చేసుకున్నారు?"),
+        "city.founded": ("{X} నగరం ఎప్పుడు స్థాపించబడింది?", "{X} నగరం ఏ సంవత్సరంలో స్థాపించబడింది?"),
+        "city.population": ("{X} నగర జనాభా ఎంత?", "{X} జనాభా ఎంత?"),
+        "city.mayor": ("{X} నగర మేయర్ ఎవరు?", "ప్రస్తుతం {X} మేయర్ ఎవరు?"),
+        "river.length": ("{X} నది పొడవు ఎంత?", "{X} నది ఎన్ని కిలోమీటర్ల పొడవు ఉంటుంది?"),
+        "river.mouth": ("{X} నది ఏ సరస్సులో కలుస్తుంది?", "{X} నది ఎక్కడ కలుస్తుంది?"),
+        "company.founded": ("{X} సంస్థ ఎప్పుడు స్థాపించబడింది?", "{X} కంపెనీ ఏ సంవత్సరంలో స్థాపించబడింది?"),
+        "company.founder": ("{X} సంస్థ వ్యవస్థాపకుడు ఎవరు?", "{X} కంపెనీని ఎవరు స్థాపించారు?"),
+        "company.headquarters": ("{X} సంస్థ ప్రధాన కార్యాలయం ఎక్కడ ఉంది?", "{X} కంపెనీ ప్రధాన కార్యాలయం ఏ నగరంలో ఉంది?"),
+        "mountain.height": ("{X} పర్వతం ఎత్తు ఎంత?", "{X} పర్వతం ఎన్ని మీటర్ల ఎత్తు ఉంటుంది?"),
+        "mountain.ascent_year": ("{X} పర్వతాన్ని మొదటిసారి ఎప్పుడు అధిరోహించారు?", "{X} పర్వతం మొదటి అధిరోహణ ఏ సంవత్సరంలో జరిగింది?"),
+        "mountain.first_climber": ("{X} పర్వతాన్ని మొదటిసారి అధిరోహించిన వ్యక్తి ఎవరు?", "{X} పర్వత శిఖరాన్ని మొదట చేరుకున్నది ఎవరు?"),
+    },
+}
+
+# Keyword-style search queries (the style of MS MARCO / mMARCO queries), for translated pairs.
+# "{X} kw" when the keyword follows the name, "kw {X}" when it leads.
+QUERY_KEYWORDS: dict[str, dict[str, str]] = {
+    "ar": {
+        "person.birth_year": "سنة ميلاد {X}", "person.death_year": "سنة وفاة {X}",
+        "person.birthplace": "مكان ميلاد {X}", "person.spouse": "زوج {X}",
+        "city.founded": "تاريخ تأسيس مدينة {X}", "city.population": "عدد سكان {X}", "city.mayor": "عمدة {X}",
+        "river.length": "طول نهر {X}", "river.mouth": "مصب نهر {X}",
+        "company.founded": "تأسيس شركة {X}", "company.founder": "مؤسس شركة {X}",
+        "company.headquarters": "مقر شركة {X}",
+        "mountain.height": "ارتفاع جبل {X}", "mountain.ascent_year": "أول صعود جبل {X}",
+        "mountain.first_climber": "أول من تسلق جبل {X}",
+    },
+    "bn": {
+        "person.birth_year": "{X} জন্ম সাল", "person.death_year": "{X} মৃত্যু সাল",
+        "person.birthplace": "{X} জন্মস্থান", "person.spouse": "{X} জীবনসঙ্গী",
+        "city.founded": "{X} শহর প্রতিষ্ঠা", "city.population": "{X} জনসংখ্যা", "city.mayor": "{X} মেয়র",
+        "river.length": "{X} নদী দৈর্ঘ্য", "river.mouth": "{X} নদী মোহনা",
+        "company.founded": "{X} কোম্পানি প্রতিষ্ঠা সাল", "company.founder": "{X} প্রতিষ্ঠাতা",
+        "company.headquarters": "{X} সদর দপ্তর",
+        "mountain.height": "{X} পর্বত উচ্চতা", "mountain.ascent_year": "{X} প্রথম আরোহণ",
+        "mountain.first_climber": "{X} প্রথম আরোহী",
+    },
+    "fi": {
+        "person.birth_year": "{X} syntymävuosi", "person.death_year": "{X} kuolinvuosi",
+        "person.birthplace": "{X} syntymäpaikka", "person.spouse": "{X} puoliso",
+        "city.founded": "{X} perustamisvuosi", "city.population": "{X} väkiluku", "city.mayor": "{X} pormestari",
+        "river.length": "{X}-joki pituus", "river.mouth": "{X}-joki laskupaikka",
+        "company.founded": "{X} yritys perustettu", "company.founder": "{X} perustaja",
+        "company.headquarters": "{X} pääkonttori",
+        "mountain.height": "{X}-vuori korkeus", "mountain.ascent_year": "{X}-vuori ensinousu",
+        "mountain.first_climber": "{X}-vuori ensimmäinen kiipeilijä",
+    },
+    "ja": {
+        "person.birth_year": "{X} 生年", "person.death_year": "{X} 没年",
+        "person.birthplace": "{X} 出身地", "person.spouse": "{X} 配偶者",
+        "city.founded": "{X} 創設", "city.population": "{X} 人口", "city.mayor": "{X} 市長",
+        "river.length": "{X}川 長さ", "river.mouth": "{X}川 河口",
+        "company.founded": "{X}社 設立", "company.founder": "{X}社 創業者",
+        "company.headquarters": "{X}社 本社",
+        "mountain.height": "{X}山 標高", "mountain.ascent_year": "{X}山 初登頂",
+        "mountain.first_climber": "{X}山 初登頂者",
+    },
+    "ko": {
+        "person.birth_year": "{X} 출생 연도", "person.death_year": "{X} 사망 연도",
+        "person.birthplace": "{X} 출생지", "person.spouse": "{X} 배우자",
+        "city.founded": "{X} 설립 연도", "city.population": "{X} 인구", "city.mayor": "{X} 시장",
+        "river.length": "{X} 강 길이", "river.mouth": "{X} 강 하구",
+        "company.founded": "{X} 회사 설립", "company.founder": "{X} 창립자",
+        "company.headquarters": "{X} 본사",
+        "mountain.height": "{X} 산 높이", "mountain.ascent_year": "{X} 산 첫 등정",
+        "mountain.first_climber": "{X} 산 첫 등정자",
+    },
+    "ru": {
+        "person.birth_year": "{X} год рождения", "person.death_year": "{X} год смерти",
+        "person.birthplace": "{X} место рождения", "person.spouse": "{X} супруг",
+        "city.founded": "город {X} год основания", "city.population": "население города {X}",
+        "city.mayor": "мэр города {X}",
+        "river.length": "длина реки {X}", "river.mouth": "устье реки {X}",
+        "company.founded": "компания {X} год основания", "company.founder": "основатель компании {X}",
+        "company.headquarters": "штаб-квартира компании {X}",
+        "mountain.height": "высота горы {X}", "mountain.ascent_year": "первое восхождение на гору {X}",
+        "mountain.first_climber": "гора {X} первый восходитель",
+    },
+    "te": {
+        "person.birth_year": "{X} జన్మ సంవత్సరం", "person.death_year": "{X} మరణ సంవత్సరం",
+        "person.birthplace": "{X} జన్మస్థలం", "person.spouse": "{X} జీవిత భాగస్వామి",
+        "city.founded": "{X} నగరం స్థాపన", "city.population": "{X} జనాభా", "city.mayor": "{X} మేయర్",
+        "river.length": "{X} నది పొడవు", "river.mouth": "{X} నది సంగమం",
+        "company.founded": "{X} సంస్థ స్థాపన", "company.founder": "{X} వ్యవస్థాపకుడు",
+        "company.headquarters": "{X} ప్రధాన కార్యాలయం",
+        "mountain.height": "{X} పర్వతం ఎత్తు", "mountain.ascent_year": "{X} పర్వతం మొదటి అధిరోహణ",
+        "mountain.first_climber": "{X} పర్వతం మొదటి అధిరోహకుడు",
+    },
+}
+
+# Native-language FAQ answers (WebFAQ style: question and answer in the same language), for the
+# attributes a company or a town would answer on its own FAQ page.
+FAQ_ANSWERS: dict[str, dict[str, str]] = {
+    "ar": {
+        "company.founded": "تأسست شركة {X} في عام {A}، ومنذ ذلك الحين تقدم خدماتها للعملاء في المنطقة.",
+        "company.founder": "أسس {A} شركة {X}، وما زالت الشركة تسير على رؤية مؤسسها حتى اليوم.",
+        "company.headquarters": "يقع المقر الرئيسي لشركة {X} في {A}، ويمكن زيارته خلال أيام العمل.",
+        "city.population": "يبلغ عدد سكان مدينة {X} نحو {A} نسمة وفق آخر تعداد.",
+        "city.mayor": "عمدة مدينة {X} الحالي هو {A}، ويمكن التواصل مع مكتب العمدة عبر البلدية.",
+    },
+    "bn": {
+        "company.founded": "{X} কোম্পানি {A} সালে প্রতিষ্ঠিত হয় এবং তখন থেকে গ্রাহকদের সেবা দিয়ে আসছে।",
+        "company.founder": "{X} কোম্পানির প্রতিষ্ঠাতা হলেন {A}, যাঁর ভাবনা আজও প্রতিষ্ঠানটিকে পথ দেখায়।",
+        "company.headquarters": "{X} কোম্পানির সদর দপ্তর {A}-তে অবস্থিত; কর্মদিবসে সেখানে যোগাযোগ করা যায়।",
+        "city.population": "সর্বশেষ আদমশুমারি অনুযায়ী {X} শহরের জনসংখ্যা প্রায় {A} জন।",
+        "city.mayor": "{X} শহরের বর্তমান মেয়র {A}; পৌরসভার মাধ্যমে তাঁর দপ্তরে যোগাযোগ করা যায়।",
+    },
+    "fi": {
+        "company.founded": "{X} perustettiin vuonna {A}, ja siitä lähtien yritys on palvellut asiakkaitaan alueella.",
+        "company.founder": "Yrityksen {X} perusti {A}, jonka ajatukset ohjaavat yritystä yhä.",
+        "company.headquarters": "Yrityksen {X} pääkonttori sijaitsee paikkakunnalla {A}, ja se on avoinna arkisin.",
+        "city.population": "Viimeisimmän väestölaskennan mukaan {X_gen} väkiluku on noin {A} asukasta.",
+        "city.mayor": "{X_gen} nykyinen pormestari on {A}, jonka toimistoon saa yhteyden kaupungintalon kautta.",
+    },
+    "ja": {
+        "company.founded": "{X}社は{A}年に設立され、それ以来地域のお客様にサービスを提供しています。",
+        "company.founder": "{X}社は{A}によって創業され、その理念は今も受け継がれています。",
+        "company.headquarters": "{X}社の本社は{A}にあり、平日に訪問することができます。",
+        "city.population": "最新の国勢調査によると、{X}の人口は約{A}人です。",
+        "city.mayor": "{X}の現在の市長は{A}で、市役所を通じて連絡できます。",
+    },
+    "ko": {
+        "company.founded": "{X} 회사는 {A}년에 설립되었으며 그 이후로 지역 고객에게 서비스를 제공하고 있습니다.",
+        "company.founder": "{X} 회사의 창립자는 {A}이며, 그 정신은 지금도 이어지고 있습니다.",
+        "company.headquarters": "{X} 회사의 본사는 {A}에 있으며 평일에 방문할 수 있습니다.",
+        "city.population": "최근 인구 조사에 따르면 {X}의 인구는 약 {A}명입니다.",
+        "city.mayor": "{X}의 현재 시장은 {A}이며, 시청을 통해 연락할 수 있습니다.",
+    },
+    "ru": {
+        "company.founded": "Компания {X} была основана в {A} году и с тех пор обслуживает клиентов в регионе.",
+        "company.founder": "Основателем компании {X} является {A}, и идеи основателя по-прежнему определяют её работу.",
+        "company.headquarters": "Штаб-квартира компании {X} находится в {A}, посетить её можно в рабочие дни.",
+        "city.population": "По данным последней переписи, население города {X} составляет около {A} человек.",
+        "city.mayor": "Нынешний мэр города {X} — {A}; связаться с мэром можно через городскую администрацию.",
+    },
+    "te": {
+        "company.founded": "{X} సంస్థ {A}లో స్థాపించబడింది, అప్పటి నుండి ప్రాంతంలోని వినియోగదారులకు సేవలు అందిస్తోంది.",
+        "company.founder": "{X} సంస్థను {A} స్థాపించారు, వారి ఆలోచనలు ఇప్పటికీ సంస్థకు మార్గదర్శనం చేస్తున్నాయి.",
+        "company.headquarters": "{X} సంస్థ ప్రధాన కార్యాలయం {A}లో ఉంది, పని దినాల్లో సందర్శించవచ్చు.",
+        "city.population": "తాజా జనగణన ప్రకారం {X} నగర జనాభా సుమారు {A}.",
+        "city.mayor": "{X} నగర ప్రస్తుత మేయర్ {A}, నగరపాలక సంస్థ ద్వారా వారిని సంప్రదించవచ్చు.",
+    },
+}
+
+FAQ_ATTRIBUTES = ("company.founded", "company.founder", "company.headquarters", "city.population", "city.mayor")
+FAQ_QUESTION_TYPE = {
+    "company.founded": "When", "company.founder": "Who", "company.headquarters": "Where",
+    "city.population": "How many", "city.mayor": "Who",
+}
+FAQ_TOPIC = {"company": "Products and Commercial Services", "city": "Traveling and Hospitality"}

@@ -1,0 +1,317 @@
+"""Maximum-inner-product indexes: exact on-device search and ScaNN.
+
+  exact  brute force on the accelerator: the corpus lives on the devices in row chunks,
+         each chunk split over every device of the mesh; a query batch is scored against a
+         chunk with one matmul, each device keeps its own top-k, the per-device lists are
+         merged, and a running top-k is merged across chunks. It is also the reference that
+         ANN recall is measured against.
+  scann  tree partitioning + asymmetric hashing (anisotropic quantization) + exact
+         re-ordering of the best candidates; defaults derived from the corpus size.
+
+Index folder: `index.json` ({"backend", "dim", "rows", ...}), `ids.txt` (one id per line, or
+absent when ids are row numbers), and for ScaNN the serialized searcher under `scann/`. The
+exact index does not copy the embeddings: it records where the embedding store is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from umr_jax.errors import InputError
+from umr_jax.retrieval.embeddings import EmbeddingStore, atomic_write_bytes, read_ids
+
+INDEX_FILE = "index.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact search on devices
+
+
+def _device_mesh(devices=None):
+    from jax.sharding import Mesh
+
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.asarray(devices), ("rows",))
+
+
+@partial(jax.jit, static_argnames=("k", "num_shards"))
+def _chunk_top_k(queries, chunk, valid_rows, offset, *, k: int, num_shards: int):
+    """Top-k of queries [B, D] against chunk [C, D] (C split over `num_shards` devices).
+
+    Each device's slice of the chunk yields its own top-k (a local reduction), then the
+    `num_shards * k` candidates are merged. Rows at or beyond `valid_rows` are padding.
+    Returns fp32 scores [B, k] and global row numbers [B, k] (int32 offset + local).
+    """
+    rows = chunk.shape[0]
+    per_shard = rows // num_shards
+    scores = jnp.einsum("bd,cd->bc", queries, chunk.astype(queries.dtype), preferred_element_type=jnp.float32)
+    scores = jnp.where(jnp.arange(rows)[None, :] < valid_rows, scores, -jnp.inf)
+    scores = scores.reshape(scores.shape[0], num_shards, per_shard)
+    local_k = min(k, per_shard)
+    vals, idx = jax.lax.top_k(scores, local_k)  # [B, S, local_k], computed where each shard lives
+    idx = idx + (jnp.arange(num_shards) * per_shard)[None, :, None]
+    vals = vals.reshape(vals.shape[0], -1)
+    idx = idx.reshape(idx.shape[0], -1)
+    best, pos = jax.lax.top_k(vals, min(k, vals.shape[1]))
+    return best, jnp.take_along_axis(idx, pos, axis=1) + offset
+
+
+@partial(jax.jit, static_argnames=("k",))
+def _merge_top_k(scores_a, rows_a, scores_b, rows_b, *, k: int):
+    scores = jnp.concatenate([scores_a, scores_b], axis=1)
+    rows = jnp.concatenate([rows_a, rows_b], axis=1)
+    best, pos = jax.lax.top_k(scores, k)
+    return best, jnp.take_along_axis(rows, pos, axis=1)
+
+
+@dataclass
+class ExactSearcher:
+    """Brute-force maximum inner product search with the corpus resident on the devices."""
+
+    chunks: list[Any]  # device arrays [chunk_rows, dim], rows split over the devices
+    valid_rows: list[int]
+    ids: list[str] | None
+    rows: int
+    dim: int
+    num_shards: int
+    compute_dtype: Any = field(default=np.float32)
+
+    @classmethod
+    def from_store(cls, store: EmbeddingStore, *, chunk_rows: int = 1 << 18, devices=None, dtype: str = "float32",
+                   use_ids: bool = True) -> "ExactSearcher":
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        mesh = _device_mesh(devices)
+        shards = mesh.devices.size
+        chunk_rows = max(shards, int(math.ceil(min(chunk_rows, store.total_rows) / shards)) * shards)
+        sharding = NamedSharding(mesh, P("rows", None))
+        target = np.dtype(dtype)
+        chunks, valid, ids = [], [], []
+        buffer = np.zeros((chunk_rows, store.dim), target)
+        filled = 0
+
+        def flush():
+            nonlocal filled, buffer
+            if filled:
+                buffer[filled:] = 0
+                chunks.append(jax.device_put(buffer, sharding))
+                valid.append(filled)
+                filled = 0
+                # A fresh buffer: on CPU, device_put may alias the host memory it was given.
+                buffer = np.zeros((chunk_rows, store.dim), target)
+
+        for matrix, shard_ids in store.iter_shards():
+            ids.extend(shard_ids)
+            start = 0
+            while start < matrix.shape[0]:
+                take = min(chunk_rows - filled, matrix.shape[0] - start)
+                buffer[filled : filled + take] = matrix[start : start + take]
+                filled += take
+                start += take
+                if filled == chunk_rows:
+                    flush()
+        flush()
+        has_ids = use_ids and any(p is not None for _, p, _ in store.shards)
+        return cls(chunks, valid, ids if has_ids else None, store.total_rows, store.dim, shards, target)
+
+    def search_rows(self, queries: np.ndarray, k: int, *, query_batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """fp32 scores [nq, k] (descending) and row numbers [nq, k] of the best k rows per query.
+
+        Every chunk but the last is full, so positions in the padded chunk sequence are corpus rows.
+        """
+        queries = _check_queries(queries, self.dim)
+        k = min(k, self.rows)
+        out_scores = np.empty((queries.shape[0], k), np.float32)
+        out_rows = np.empty((queries.shape[0], k), np.int64)
+        for start in range(0, queries.shape[0], query_batch):
+            q = queries[start : start + query_batch]
+            pad = query_batch - q.shape[0] if queries.shape[0] > query_batch else 0
+            qd = jnp.asarray(np.pad(q, ((0, pad), (0, 0))), self.compute_dtype)
+            best_s = jnp.full((qd.shape[0], k), -jnp.inf, jnp.float32)
+            best_r = jnp.zeros((qd.shape[0], k), jnp.int32)
+            offset = 0
+            for chunk, valid in zip(self.chunks, self.valid_rows):
+                s, r = _chunk_top_k(qd, chunk, valid, offset, k=k, num_shards=self.num_shards)
+                if s.shape[1] < k:  # a chunk smaller than k: pad its candidate list
+                    s = jnp.pad(s, ((0, 0), (0, k - s.shape[1])), constant_values=-jnp.inf)
+                    r = jnp.pad(r, ((0, 0), (0, k - r.shape[1])))
+                best_s, best_r = _merge_top_k(best_s, best_r, s, r, k=k)
+                offset += chunk.shape[0]
+            n = q.shape[0]
+            out_scores[start : start + n] = np.asarray(best_s)[:n]
+            out_rows[start : start + n] = np.asarray(best_r)[:n]
+        return out_scores, out_rows
+
+
+def _check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    queries = np.asarray(queries)
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise InputError(f"query embeddings must be [n, {dim}], got shape {queries.shape}")
+    if not np.isfinite(queries).all():
+        raise InputError("query embeddings hold NaN or inf")
+    return queries.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# ScaNN
+
+
+@dataclass(frozen=True)
+class ScannOptions:
+    """ScaNN settings. `None` fields are derived from the corpus size by `scann_defaults`."""
+
+    num_leaves: int | None = None
+    leaves_to_search: int | None = None
+    training_sample_size: int | None = None
+    dims_per_block: int = 2
+    anisotropic_quantization_threshold: float = 0.2
+    reorder_k: int | None = None
+    brute_force_below: int = 20_000  # corpora smaller than this are scored exactly (no tree, no hashing)
+
+
+def scann_defaults(rows: int, k: int = 100, options: ScannOptions = ScannOptions()) -> dict[str, Any]:
+    """Settings that follow ScaNN's own guidance: about sqrt(n) leaves, search ~5% of them
+    (at least 10), train on up to 250k points, AH with 2 dims per block, re-order 4k (>= 250)."""
+    leaves = options.num_leaves or max(16, min(50_000, int(round(math.sqrt(rows)))))
+    return {
+        "brute_force": rows < options.brute_force_below,
+        "num_leaves": leaves,
+        "leaves_to_search": options.leaves_to_search or min(leaves, max(10, int(math.ceil(leaves * 0.05)))),
+        "training_sample_size": options.training_sample_size or min(rows, 250_000),
+        "dims_per_block": options.dims_per_block,
+        "anisotropic_quantization_threshold": options.anisotropic_quantization_threshold,
+        "reorder_k": options.reorder_k or max(250, 4 * k),
+    }
+
+
+def _import_scann():
+    try:
+        from scann.scann_ops.py import scann_ops_pybind
+    except ImportError as err:
+        raise InputError(f"the scann backend needs the `scann` package ({err}); use --backend exact, or pip install scann") from None
+    return scann_ops_pybind
+
+
+def build_scann(database: np.ndarray, settings: dict[str, Any], k: int = 100):
+    scann = _import_scann()
+    database = np.ascontiguousarray(database, np.float32)
+    builder = scann.builder(database, k, "dot_product")
+    if settings["brute_force"]:
+        return builder.score_brute_force().build()
+    builder = builder.tree(
+        num_leaves=settings["num_leaves"],
+        num_leaves_to_search=settings["leaves_to_search"],
+        training_sample_size=settings["training_sample_size"],
+    )
+    builder = builder.score_ah(
+        settings["dims_per_block"], anisotropic_quantization_threshold=settings["anisotropic_quantization_threshold"]
+    )
+    return builder.reorder(settings["reorder_k"]).build()
+
+
+# ---------------------------------------------------------------------------------------------
+# Index folders
+
+
+def build_index(
+    embeddings: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    backend: str = "scann",
+    ids_path: str | os.PathLike | None = None,
+    k: int = 100,
+    scann_options: ScannOptions = ScannOptions(),
+) -> Path:
+    """Build an index folder from an embedding store (shard folder or .npy). Atomic: a killed
+    build leaves no index.json, so nothing half-built looks usable."""
+    store = EmbeddingStore.open(embeddings, ids_path)
+    output = Path(output)
+    if backend not in ("scann", "exact"):
+        raise InputError(f"unknown index backend {backend!r}; choose scann or exact")
+    output.mkdir(parents=True, exist_ok=True)
+    (output / INDEX_FILE).unlink(missing_ok=True)
+    ids, blocks = [], []
+    for matrix, shard_ids in store.iter_shards():  # validates every shard (rank, dtype, NaN)
+        ids.extend(shard_ids)
+        if backend == "scann":
+            blocks.append(np.asarray(matrix, np.float32))
+    has_ids = any(p is not None for _, p, _ in store.shards)
+    if has_ids:
+        text = "".join(f"{i}\n" for i in ids).encode("utf-8")
+        atomic_write_bytes(output / "ids.txt", lambda f: f.write(text))
+    meta: dict[str, Any] = {"backend": backend, "dim": store.dim, "rows": store.total_rows, "has_ids": has_ids}
+    if backend == "scann":
+        settings = scann_defaults(store.total_rows, k, scann_options)
+        searcher = build_scann(np.concatenate(blocks), settings, k)
+        tmp = Path(tempfile.mkdtemp(prefix=".scann.", dir=output))
+        searcher.serialize(str(tmp), relative_path=True)  # the folder may move or be copied to a bucket
+        shutil.rmtree(output / "scann", ignore_errors=True)
+        os.replace(tmp, output / "scann")
+        meta["scann"] = settings
+    else:
+        meta["embeddings"] = str(Path(embeddings).absolute())
+        meta["embedding_ids"] = str(Path(ids_path).absolute()) if ids_path else None
+    data = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
+    atomic_write_bytes(output / INDEX_FILE, lambda f: f.write(data))
+    return output
+
+
+@dataclass
+class Index:
+    """An opened index folder: `search(queries, k) -> (ids [nq, k], scores [nq, k])`."""
+
+    folder: Path
+    meta: dict[str, Any]
+    ids: list[str] | None
+    _exact: ExactSearcher | None = None
+    _scann: Any = None
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, *, devices=None) -> "Index":
+        folder = Path(folder)
+        meta_path = folder / INDEX_FILE
+        if not meta_path.is_file():
+            raise InputError(f"no {INDEX_FILE}: not a finished index (build still running or killed?)", folder)
+        meta = json.loads(meta_path.read_text())
+        ids = read_ids(folder / "ids.txt", meta["rows"]) if meta.get("has_ids") else None
+        index = cls(folder, meta, ids)
+        if meta["backend"] == "exact":
+            store = EmbeddingStore.open(meta["embeddings"], meta.get("embedding_ids"))
+            index._exact = ExactSearcher.from_store(store, devices=devices, use_ids=False)
+        elif meta["backend"] == "scann":
+            index._scann = _import_scann().load_searcher(str(folder / "scann"))
+        else:
+            raise InputError(f"unknown backend {meta['backend']!r}", meta_path)
+        return index
+
+    def search_rows(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row numbers [nq, k] (int64) and fp32 scores [nq, k], best first."""
+        if self._exact is not None:
+            scores, rows = self._exact.search_rows(queries, k)
+            return rows, scores
+        queries = _check_queries(queries, self.meta["dim"])
+        k = min(k, self.meta["rows"])
+        settings = self.meta["scann"]
+        rows, scores = self._scann.search_batched_parallel(
+            queries, final_num_neighbors=k, pre_reorder_num_neighbors=None if settings["brute_force"] else max(k, settings["reorder_k"])
+        )
+        return np.asarray(rows, np.int64), np.asarray(scores, np.float32)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids [nq, k] (strings from the ids file, else int64 row numbers) and fp32 scores [nq, k]."""
+        rows, scores = self.search_rows(queries, k)
+        if self.ids is None:
+            return rows, scores
+        return np.asarray(self.ids, dtype=object)[rows].astype(str), scores

@@ -94,20 +94,26 @@ def state_from_params(
 
 
 def make_train_step(
-    loss_fn: Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]],
+    loss_fn: Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]] | None,
     optimizer: optax.GradientTransformation,
     mesh: Mesh,
     state_shardings: TrainState,
     batch_shardings: Any,
     rules: shd.Rules | str,
+    *,
+    value_and_grad_fn: Callable[[Any, dict, jax.Array], tuple[tuple[jax.Array, dict], Any]] | None = None,
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
-    """The one jitted update: grads of `loss_fn(params, batch, rng) -> (loss, metrics)`, an
-    optimizer step, and metrics (loss, grad_norm, plus the loss's own). State is donated."""
+    """The one jitted update: grads of `loss_fn(params, batch, rng) -> (loss, metrics)` (or a
+    ready `value_and_grad_fn`, e.g. gradient caching), an optimizer step, and metrics (loss,
+    grad_norm, plus the loss's own). State is donated."""
     rules = shd.get_rules(rules)
+    if (loss_fn is None) == (value_and_grad_fn is None):
+        raise ValueError("give exactly one of loss_fn and value_and_grad_fn")
+    grad_fn = value_and_grad_fn or jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
         with nn.logical_axis_rules(list(rules)):
-            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+            (loss, metrics), grads = grad_fn(state.params, batch, rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))

@@ -17,6 +17,7 @@ from umr_jax import __version__
 # name -> (module, one-line help). Order is the order of the UMR data flow.
 BUILT: dict[str, tuple[str, str]] = {
     "model": ("umr_jax.models.cli", "inspect and check Hugging Face model folders (T5/mT5, BERT, XLM-R)"),
+    "index": ("umr_jax.retrieval.index_cli", "build (ScaNN or exact) and search an embedding index"),
     "evaluate": ("umr_jax.evaluation.cli", "XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison"),
 }
 
@@ -25,7 +26,6 @@ PLANNED: dict[str, tuple[str, str]] = {
     "demo": ("two UMR iterations plus evaluation on the embedded demo corpus", "UMR end to end"),
     "data": ("validate and convert XOR-TyDi, DPR, WebFAQ, pairs and retrieval files", "data layer"),
     "encode": ("encode passages or queries with a retriever tower across the mesh", "retrieval stage"),
-    "index": ("build (ScaNN or exact) and search an embedding index", "retrieval stage"),
     "retrieve": ("top-k retrieval for a question file, written in the field's formats", "retrieval stage"),
     "score": ("stage 1: mT5 question-likelihood pseudo labels", "UMR end to end"),
     "train": ("stage 2: distil the retriever from pseudo labels, or contrastive training on pairs", "UMR end to end"),

@@ -16,6 +16,7 @@ from umr_jax import __version__
 
 # name -> (module, one-line help). Order is the order of the UMR data flow.
 BUILT: dict[str, tuple[str, str]] = {
+    "data": ("umr_jax.data.cli", "validate and convert XOR-TyDi, DPR, WebFAQ, MKQA, BEIR, pairs and retrieval files"),
     "model": ("umr_jax.models.cli", "inspect and check Hugging Face model folders (T5/mT5, BERT, XLM-R)"),
     "index": ("umr_jax.retrieval.index_cli", "build (ScaNN or exact) and search an embedding index"),
     "evaluate": ("umr_jax.evaluation.cli", "XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison"),
@@ -24,7 +25,6 @@ BUILT: dict[str, tuple[str, str]] = {
 # name -> (one-line help, capability that brings it)
 PLANNED: dict[str, tuple[str, str]] = {
     "demo": ("two UMR iterations plus evaluation on the embedded demo corpus", "UMR end to end"),
-    "data": ("validate and convert XOR-TyDi, DPR, WebFAQ, pairs and retrieval files", "data layer"),
     "encode": ("encode passages or queries with a retriever tower across the mesh", "retrieval stage"),
     "retrieve": ("top-k retrieval for a question file, written in the field's formats", "retrieval stage"),
     "score": ("stage 1: mT5 question-likelihood pseudo labels", "UMR end to end"),

@@ -1,0 +1,420 @@
+"""Files on disk: sharded atomic writing, shard discovery, and raw reading with line numbers.
+
+Every output is written to a temporary file in the destination directory, fsynced, and only
+then renamed into place (`os.replace`), so a crash never leaves a half-written file under a
+final name. Sharded outputs are named `name-00000-of-00004.jsonl`; a reader given `name.jsonl`
+finds the shards and refuses an incomplete set. A `.gz` suffix means gzip, for reading and
+writing (MKQA is released as `mkqa.jsonl.gz`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import gzip
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator, Protocol
+
+from umr_jax.errors import InputError
+from umr_jax.data.validation import INVALID_UTF8, MALFORMED, RecordError
+
+PathLike = str | os.PathLike
+
+# Files are created by mkstemp with mode 0600; finished outputs get the usual mode under the
+# process umask (read once here: os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})(?P<suffix>(\.[A-Za-z0-9]+)*)$")
+
+
+def split_suffix(path: PathLike) -> tuple[str, str]:
+    """(`name`, `.jsonl.gz`) for `dir/name.jsonl.gz`: the suffix is everything from the first dot
+    of the file name that is followed only by short alphanumeric parts."""
+    name = Path(path).name
+    match = re.match(r"^(?P<stem>.+?)(?P<suffix>(\.[A-Za-z0-9]{1,8})*)$", name)
+    return match["stem"], match["suffix"]
+
+
+def shard_path(path: PathLike, index: int, count: int) -> Path:
+    """`dir/name-00002-of-00004.jsonl` for `dir/name.jsonl`, shard 2 of 4."""
+    path = Path(path)
+    stem, suffix = split_suffix(path)
+    return path.with_name(f"{stem}-{index:05d}-of-{count:05d}{suffix}")
+
+
+def _shard_sets(path: Path) -> dict[int, list[Path]]:
+    """Existing shards of `path`, grouped by their shard count."""
+    stem, suffix = split_suffix(path)
+    sets: dict[int, list[Path]] = {}
+    if not path.parent.is_dir():
+        return sets
+    for candidate in path.parent.iterdir():
+        match = _SHARD_RE.match(candidate.name)
+        if match and match["stem"] == stem and match["suffix"] == suffix:
+            sets.setdefault(int(match["count"]), []).append(candidate)
+    return sets
+
+
+def expand_shards(path: PathLike) -> list[Path]:
+    """The files that make up `path`: the file itself when it exists, else its complete shard set
+    (`name-00000-of-0000N...`, in order). Raises `InputError` when neither exists, when a shard is
+    missing, or when shard sets with different counts are mixed."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if _SHARD_RE.match(path.name) is None:
+        sets = _shard_sets(path)
+        if len(sets) > 1:
+            counts = ", ".join(str(c) for c in sorted(sets))
+            raise InputError(f"shard sets of different sizes ({counts}) are mixed; remove the stale one", path)
+        if sets:
+            (count, shards), = sets.items()
+            expected = [shard_path(path, i, count) for i in range(count)]
+            missing = [p.name for p in expected if not p.is_file()]
+            if missing:
+                raise InputError(f"incomplete shard set: missing {', '.join(missing[:3])}", path)
+            return expected
+    raise InputError("no such file (nor shards name-NNNNN-of-NNNNN of it)", path)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class AtomicFile:
+    """A binary file written under a temporary name in the destination's directory and renamed to
+    `path` only by `commit()` (after flush and fsync); `discard()` removes the temporary file.
+
+    Used as a context manager it commits on success and discards on an exception.
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.tmp_path = Path(tmp)
+        os.fchmod(fd, _FILE_MODE)
+        self.file: IO[bytes] = os.fdopen(fd, "wb")
+
+    def _finish(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+    def finish(self) -> None:
+        """Flush and fsync the temporary file and close it, without renaming yet."""
+        if not self.file.closed:
+            self._finish()
+
+    def rename_into_place(self, path: PathLike | None = None) -> Path:
+        """Rename the finished temporary file to `path` (default: the path given at creation)."""
+        target = Path(path) if path is not None else self.path
+        os.replace(self.tmp_path, target)
+        return target
+
+    def commit(self) -> Path:
+        self.finish()
+        target = self.rename_into_place()
+        fsync_directory(self.path.parent)
+        return target
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp_path.unlink()
+
+    def __enter__(self) -> IO[bytes]:
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class ShardSink(Protocol):
+    """Writes records of one format into one open binary file (one shard)."""
+
+    def write(self, record: Any) -> None: ...
+
+    def close(self) -> None:
+        """Write any trailer and flush; the binary file itself stays open."""
+
+
+class TextSink:
+    """Base for text formats: UTF-8 text over the shard's binary file, gzip when the name ends in
+    `.gz`. Subclasses write a header in `__init__`, lines in `write`, a trailer in `close`."""
+
+    def __init__(self, raw: IO[bytes], path: Path):
+        self._gzip = gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if path.name.endswith(".gz") else None
+        self.text = io.TextIOWrapper(self._gzip or raw, encoding="utf-8", newline="\n", write_through=False)
+
+    def close(self) -> None:
+        self.text.flush()
+        self.text.detach()
+        if self._gzip is not None:
+            self._gzip.close()
+
+
+class ShardedWriter:
+    """Writes records to `path`, or to shards of it, atomically.
+
+    - neither `num_shards` nor `records_per_shard`: one file at `path`;
+    - `num_shards=N`: N shards, record i goes to shard i mod N (balanced, e.g. one per host);
+    - `records_per_shard=K`: consecutive runs of K records per shard (order kept); the number of
+      shards is known, and the names are given, only at the end.
+
+    Nothing appears under a final name before `close()`; on an exception (or `abort()`) the
+    temporary files are removed. `close()` also removes an earlier output at the same path (the
+    plain file or a shard set of another size), so readers never see two versions.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        make_sink: Callable[[IO[bytes], Path], ShardSink],
+        *,
+        num_shards: int | None = None,
+        records_per_shard: int | None = None,
+    ):
+        if num_shards is not None and records_per_shard is not None:
+            raise ValueError("give num_shards or records_per_shard, not both")
+        if num_shards is not None and num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+        if records_per_shard is not None and records_per_shard < 1:
+            raise ValueError(f"records_per_shard must be >= 1, got {records_per_shard}")
+        self.path = Path(path)
+        self._make_sink = make_sink
+        self._num_shards = num_shards
+        self._records_per_shard = records_per_shard
+        self._files: list[AtomicFile] = []
+        self._sinks: list[ShardSink] = []
+        self.count = 0
+        self.paths: list[Path] = []  # the final paths, once closed
+        if records_per_shard is None:
+            for _ in range(num_shards or 1):
+                self._open_shard()
+
+    def _open_shard(self) -> None:
+        atomic = AtomicFile(self.path)
+        self._files.append(atomic)
+        try:
+            self._sinks.append(self._make_sink(atomic.file, self.path))
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, record: Any) -> None:
+        try:
+            if self._records_per_shard is not None:
+                if self.count % self._records_per_shard == 0:
+                    self._open_shard()
+                sink = self._sinks[-1]
+            else:
+                sink = self._sinks[self.count % len(self._sinks)]
+            sink.write(record)
+        except BaseException:
+            self.abort()
+            raise
+        self.count += 1
+
+    def write_all(self, records) -> "ShardedWriter":
+        for record in records:
+            self.write(record)
+        return self
+
+    def close(self) -> list[Path]:
+        """Finish every shard and rename them into place; returns the final paths."""
+        try:
+            if not self._files:  # records_per_shard and no records: one empty shard
+                self._open_shard()
+            for sink, atomic in zip(self._sinks, self._files):
+                sink.close()
+                atomic.finish()
+        except BaseException:
+            self.abort()
+            raise
+        sharded = self._num_shards is not None or self._records_per_shard is not None
+        count = len(self._files)
+        targets = [shard_path(self.path, i, count) for i in range(count)] if sharded else [self.path]
+        stale = [p for n, ps in _shard_sets(self.path).items() if not sharded or n != count for p in ps]
+        if sharded and self.path.is_file():
+            stale.append(self.path)
+        for old in stale:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+        for atomic, target in zip(self._files, targets):
+            atomic.rename_into_place(target)
+        fsync_directory(self.path.parent)
+        self._files, self._sinks = [], []
+        self.paths = targets
+        return targets
+
+    def abort(self) -> None:
+        for atomic in self._files:
+            atomic.discard()
+        self._files, self._sinks = [], []
+
+    def __enter__(self) -> "ShardedWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def open_binary(path: PathLike) -> IO[bytes]:
+    """`path` opened for binary reading, gunzipped when the name ends in `.gz`."""
+    try:
+        return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+    except OSError as err:
+        raise InputError(f"cannot read ({err.strerror})", path) from None
+
+
+def iter_text_lines(path: PathLike) -> Iterator[tuple[int, str | RecordError]]:
+    """(line number, decoded line without its newline) for every line of `path`; a line that is
+    not UTF-8 comes as a `RecordError` so a reader can skip it and go on."""
+    with open_binary(path) as f:
+        try:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    yield number, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as err:
+                    yield number, RecordError(INVALID_UTF8, f"invalid UTF-8 at byte {err.start} of the line", path, number)
+        except (OSError, EOFError) as err:
+            raise InputError(f"cannot read ({err})", path) from None
+
+
+def iter_jsonl(path: PathLike) -> Iterator[tuple[str, int, Any]]:
+    """(path, line, JSON object or RecordError) for every non-blank line of a JSON-lines file."""
+    name = os.fspath(path)
+    for number, line in iter_text_lines(path):
+        if isinstance(line, RecordError):
+            yield name, number, line
+            continue
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            hint = " (this looks like a JSON list: is it dpr-json or xor-predictions?)" if number == 1 and line.lstrip().startswith("[") else ""
+            yield name, number, RecordError(MALFORMED, f"not valid JSON ({err.msg} at column {err.colno}); expected one JSON object per line{hint}", path, number)
+            continue
+        if not isinstance(obj, dict):
+            yield name, number, RecordError(MALFORMED, f"expected a JSON object, got {type(obj).__name__}", path, number)
+            continue
+        yield name, number, obj
+
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+# Bytes that are not UTF-8 decode to lone surrogates under errors="surrogateescape".
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_CHUNK = 1 << 20
+
+
+def iter_json_array(path: PathLike) -> Iterator[tuple[str, int, Any]]:
+    """(path, line where the item starts, item or RecordError) for every item of a file holding one
+    JSON list, streamed: memory holds one item (plus a read chunk), never the whole list.
+
+    An item whose bytes are not UTF-8 comes as a skippable `RecordError`; a list that is not
+    well-formed JSON raises `InputError`, since no later item can be found reliably.
+    """
+    name = os.fspath(path)
+    decoder = json.JSONDecoder()
+    text_decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    with open_binary(path) as f:
+        buf, pos, line, eof = "", 0, 1, False
+
+        def more(min_chars: int = 0) -> bool:
+            nonlocal buf, pos, eof
+            if eof:
+                return False
+            data = f.read(max(_CHUNK, min_chars))
+            if not data:
+                eof = True
+                buf = buf[pos:] + text_decoder.decode(b"", final=True)
+                pos = 0
+                return False
+            buf = buf[pos:] + text_decoder.decode(data)
+            pos = 0
+            return True
+
+        def skip_ws() -> None:
+            nonlocal pos, line
+            while True:
+                end = _JSON_WS.match(buf, pos).end()
+                line += buf.count("\n", pos, end)
+                pos = end
+                if pos < len(buf) or not more():
+                    return
+
+        def fail(message: str) -> InputError:
+            return InputError(message, path, line)
+
+        more()
+        skip_ws()
+        if buf[pos:pos + 1] != "[":
+            raise fail("expected a JSON list ('[')")
+        pos += 1
+        skip_ws()
+        if buf[pos:pos + 1] == "]":
+            return
+        number = 0
+        while True:
+            while True:
+                try:
+                    item, end = decoder.raw_decode(buf, pos)
+                    break
+                except json.JSONDecodeError as err:
+                    # An item cut by the end of the buffer fails at the buffer's end (within an
+                    # escape's length), or as a string left open: read on (doubling) and retry.
+                    truncated = err.pos >= len(buf) - 6 or err.msg.startswith("Unterminated string")
+                    at = line + buf.count("\n", pos, err.pos)
+                    if not (truncated and more(len(buf) - pos)):
+                        raise fail(f"not valid JSON in list item {number + 1} ({err.msg.removesuffix(' starting at')} at line {at})") from None
+            number += 1
+            raw_text = buf[pos:end]
+            start_line = line
+            line += raw_text.count("\n")
+            pos = end
+            if _ESCAPED_BYTE.search(raw_text):
+                yield name, start_line, RecordError(INVALID_UTF8, f"list item {number} is not valid UTF-8", path, start_line)
+            elif not isinstance(item, dict):
+                yield name, start_line, RecordError(MALFORMED, f"list item {number}: expected a JSON object, got {type(item).__name__}", path, start_line)
+            else:
+                yield name, start_line, item
+            skip_ws()
+            sep = buf[pos:pos + 1]
+            if sep == ",":
+                pos += 1
+                skip_ws()
+                continue
+            if sep == "]":
+                pos += 1
+                skip_ws()
+                if pos < len(buf):
+                    raise fail("unexpected text after the end of the JSON list")
+                return
+            raise fail(f"expected ',' or ']' after list item {number}")
+
+
+def json_dumps(obj: Any) -> str:
+    """Compact JSON with non-ASCII text kept readable (UTF-8), one line."""
+    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))

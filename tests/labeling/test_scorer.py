@@ -1,0 +1,93 @@
+"""Stage-1 scorer: prompts exactly as UMR builds them; scores equal PyTorch's likelihoods."""
+
+from __future__ import annotations
+
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from umr_jax.data.demo import demo_paths
+from umr_jax.labeling import prompts
+from umr_jax.labeling.scorer import QuestionLikelihoodScorer, ScorePair
+from umr_jax.parallel import mesh as mesh_lib
+
+
+def test_prompts_match_the_released_format():
+    assert prompts.scorer_input("Tavoren", "A town by the river.", "ja") == (
+        "Passage:  Tavoren A town by the river.. Please write a question based on this passage in Japanese."
+    )
+    assert prompts.scorer_input("T", "x", "xx") == "Passage:  T x. Please write a question based on this passage in xx."
+    assert prompts.scorer_target("Kuka perusti Tavorenin") == "Question: Kuka perusti Tavorenin"
+    assert [prompts.language_name(c) for c in ("ar", "bn", "fi", "ja", "ko", "ru", "te", "sv")] == [
+        "Arabic", "Bengali", "Finnish", "Japanese", "Korean", "Russian", "Telugu", "Swedish"]
+
+
+@pytest.fixture(scope="module")
+def tiny_scorer_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scorer")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(demo_paths()["t5_tokenizer"])
+    torch.manual_seed(0)
+    config = transformers.MT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=48, num_layers=2,
+                                    num_decoder_layers=2, num_heads=4, feed_forward_proj="gated-gelu", decoder_start_token_id=0)
+    model = transformers.MT5ForConditionalGeneration(config)
+    with torch.no_grad():
+        model.lm_head.weight = torch.nn.Parameter(torch.randn(len(tokenizer), 32))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, model.eval(), tokenizer
+
+
+PAIRS = [
+    ScorePair(("q1", "p1"), "Milloin Tavoren perustettiin", "Tavoren", "Tavoren is a town founded in 1743 on the Miro river.", "fi"),
+    ScorePair(("q1", "p2"), "Milloin Tavoren perustettiin", "Kasimo", "Mirela Kasimo wrote four books about mountains, rivers and towns " * 6, "fi"),
+    ScorePair(("q2", "p1"), "タヴォレンはいつ設立されましたか", "Tavoren", "Tavoren is a town founded in 1743 on the Miro river.", "ja"),
+    ScorePair(("q3", "p3"), "Когда был основан Таворен", "Olbra", "Olbra is a river.", "ru"),
+    ScorePair(("q4", "p4"), "Short", "T", "x", "xx"),
+]
+
+
+def _torch_scores(model, tokenizer, pairs, reduction):
+    out = []
+    for p in pairs:
+        src = tokenizer(prompts.scorer_input(p.title, p.text, p.lang), max_length=512, truncation=True, return_tensors="pt")
+        tgt = tokenizer(prompts.scorer_target(p.question), max_length=128, truncation=True, return_tensors="pt")["input_ids"]
+        assert tgt[0, -1].item() == tokenizer.eos_token_id
+        with torch.no_grad():
+            logits = model(**src, labels=tgt).logits
+        lp = torch.log_softmax(logits, -1).gather(-1, tgt[..., None])[0, :, 0]
+        out.append(float(lp.mean() if reduction == "mean" else lp.sum()))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_scores_equal_pytorch(tiny_scorer_folder, reduction):
+    folder, model, tokenizer = tiny_scorer_folder
+    mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 4})
+    scorer = QuestionLikelihoodScorer(str(folder), mesh=mesh, rules="fsdp", dtype="float32", reduction=reduction,
+                                      tokens_per_batch=256, vocab_chunk_size=1000)
+    scores = scorer.score(PAIRS)
+    np.testing.assert_allclose(scores, _torch_scores(model, tokenizer, PAIRS, reduction), atol=2e-4, rtol=1e-5)
+
+
+def test_batches_are_bucketed_and_full(tiny_scorer_folder):
+    folder, _, _ = tiny_scorer_folder
+    mesh = mesh_lib.make_mesh({"data": 8})
+    scorer = QuestionLikelihoodScorer(str(folder), mesh=mesh, rules="data_parallel", tokens_per_batch=1024)
+    many = [ScorePair(i, f"question {i}", "title", "word " * (i % 97), "fi") for i in range(300)]
+    shapes, seen = set(), []
+    for positions, batch in scorer.batches(many):
+        rows, s_len = batch["source_ids"].shape
+        assert rows % 8 == 0 and rows == scorer.batch_rows(s_len)
+        assert s_len in scorer.source_buckets and batch["target_ids"].shape[1] in scorer.target_buckets
+        shapes.add((batch["source_ids"].shape, batch["target_ids"].shape))
+        seen += positions
+    assert sorted(seen) == list(range(300))
+    # One compiled shape per (source bucket, target bucket) pair, never one per batch.
+    assert len(shapes) <= len(scorer.source_buckets) * len(scorer.target_buckets)
+    assert len({s for s, _ in shapes}) == len(shapes) <= len(scorer.source_buckets)
+    bf16 = scorer.score(many[:20])
+    assert bf16.shape == (20,) and np.all(np.isfinite(bf16)) and np.all(bf16 < 0)

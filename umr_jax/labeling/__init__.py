@@ -1,0 +1,1 @@
+"""Stage 1: pseudo labels from a frozen T5/mT5 by question likelihood."""

@@ -209,3 +209,19 @@ def test_missing_file_and_incomplete_shards(tmp_path):
     (tmp_path / "q-00001-of-00003.jsonl").unlink()
     with pytest.raises(InputError, match=r"q.jsonl: incomplete shard set: missing q-00001-of-00003.jsonl"):
         list(F.read_questions(tmp_path / "q.jsonl"))
+
+
+def test_corrupt_parquet_and_truncated_gzip_are_one_line_errors(tmp_path):
+    F.write_pairs(tmp_path / "pairs.parquet", [F.Pair(f"query {i} " * 20, "passage " * 30, "ar") for i in range(5000)])
+    data = (tmp_path / "pairs.parquet").read_bytes()
+    (tmp_path / "corrupt.parquet").write_bytes(data[:4] + b"x" * (len(data) // 2) + data[4 + len(data) // 2:])
+    with pytest.raises(InputError) as info:
+        list(F.read_pairs(tmp_path / "corrupt.parquet"))
+    assert str(info.value).startswith(f"{tmp_path}/corrupt.parquet: corrupt parquet file (") and "\n" not in str(info.value)
+    (tmp_path / "short.parquet").write_bytes(data[:1000])
+    with pytest.raises(InputError, match=r"short.parquet: not a readable parquet file"):
+        list(F.read_pairs(tmp_path / "short.parquet"))
+    F.write_dpr_json(tmp_path / "run.json.gz", [F.RetrievalResult("q", "x", "ar", ())])
+    (tmp_path / "cut.json.gz").write_bytes((tmp_path / "run.json.gz").read_bytes()[:-10])
+    with pytest.raises(InputError, match=r"cut.json.gz: cannot read \(Compressed file ended"):
+        list(F.read_dpr_json(tmp_path / "cut.json.gz"))

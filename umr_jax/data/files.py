@@ -346,7 +346,10 @@ def iter_json_array(path: PathLike) -> Iterator[tuple[str, int, Any]]:
             nonlocal buf, pos, eof
             if eof:
                 return False
-            data = f.read(max(_CHUNK, min_chars))
+            try:
+                data = f.read(max(_CHUNK, min_chars))
+            except (OSError, EOFError) as err:
+                raise InputError(f"cannot read ({err})", path) from None
             if not data:
                 eof = True
                 buf = buf[pos:] + text_decoder.decode(b"", final=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import math
 import os
 from pathlib import Path
@@ -247,8 +246,11 @@ class _Fields:
         value = self.raw(key)
         if bare_string_ok and isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list):
             raise self.error(WRONG_TYPE, f"field {key!r} must be a list of strings, got {_type_name(value)}")
+        for item in value:
+            if not isinstance(item, str):
+                raise self.error(WRONG_TYPE, f"field {key!r} must be a list of strings, got a list holding {_type_name(item)} {item!r}")
         if non_empty_items and any(not v.strip() for v in value):
             raise self.error(EMPTY_TEXT, f"field {key!r} holds an empty text; expected non-empty texts")
         return tuple(value)
@@ -336,7 +338,8 @@ DPR_HEADER = ("id", "text", "title")
 PASSAGE_SCHEMA = "{id, title, text}"
 BEIR_CORPUS_SCHEMA = "{_id, title, text}"
 
-_TSV_DIALECT = dict(delimiter="\t", quotechar='"', doublequote=True, strict=True, lineterminator="\n")
+# csv semantics of DPR TSVs: tab-separated, "-quoted fields with "" escapes, newline-terminated.
+TSV_DIALECT = dict(delimiter="\t", quotechar='"', doublequote=True, strict=True, lineterminator="\n")
 
 
 def iter_tsv_records(path: PathLike) -> Iterator[tuple[int, int, list[str] | RecordError]]:
@@ -345,7 +348,7 @@ def iter_tsv_records(path: PathLike) -> Iterator[tuple[int, int, list[str] | Rec
     Blank lines are not records."""
     with files.open_binary(path) as f:
         feed = _LineFeed(f)
-        reader = csv.reader(feed, **_TSV_DIALECT)
+        reader = csv.reader(feed, **TSV_DIALECT)
         while True:
             try:
                 row = next(reader)
@@ -1040,14 +1043,14 @@ def _parquet_items(
         try:
             parquet = pq.ParquetFile(shard)
         except (OSError, pa.ArrowException) as err:
-            raise InputError(f"not a readable parquet file ({err})", shard) from None
+            raise InputError(f"not a readable parquet file ({' '.join(str(err).split())})", shard) from None
         columns = parquet.schema_arrow.names
         missing = [c for c in required if c not in columns]
         if missing:
             raise InputError(f"missing column(s) {', '.join(missing)}; expected columns {', '.join(required)} (and optionally {', '.join(optional)})", shard)
         wanted = list(required) + [c for c in optional if c in columns]
         first_row = 1
-        for batch in parquet.iter_batches(batch_size=batch_size, columns=wanted):
+        for batch in _checked_batches(parquet.iter_batches(batch_size=batch_size, columns=wanted), shard):
             rows_in_batch = batch.num_rows
             row_numbers = range(first_row, first_row + rows_in_batch)
             if min_similarity is not None:
@@ -1069,6 +1072,20 @@ def _parquet_items(
                         rows.append(RecordError(INVALID_UTF8, "invalid UTF-8 in a text column", name, row_numbers[i]))
             for number, row in zip(row_numbers, rows):
                 yield name, number, row
+
+
+def _checked_batches(batches, path: PathLike):
+    """The record batches of a parquet file; a corrupt file raises `InputError`, not an arrow error."""
+    import pyarrow as pa
+
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"corrupt parquet file ({' '.join(str(err).split())})", path) from None
+        yield batch
 
 
 class _JsonlSink(TextSink):

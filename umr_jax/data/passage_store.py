@@ -11,7 +11,6 @@ newer than it.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from pathlib import Path
 from typing import IO, Iterator
@@ -20,7 +19,7 @@ import numpy as np
 
 from umr_jax.errors import InputError
 from umr_jax.data.files import AtomicFile, PathLike
-from umr_jax.data.formats import DPR_HEADER, Passage, _TSV_DIALECT, iter_tsv_records, parse_dpr_row
+from umr_jax.data.formats import DPR_HEADER, Passage, TSV_DIALECT, iter_tsv_records, parse_dpr_row
 from umr_jax.data.validation import DUPLICATE_ID, RecordError
 
 INDEX_SUFFIX = ".idx"
@@ -136,7 +135,7 @@ class PassageStore:
 
     def _read_header_columns(self) -> int:
         with open(self.tsv_path, "rb") as f:
-            return len(next(csv.reader([f.readline().decode("utf-8")], **_TSV_DIALECT)))
+            return len(next(csv.reader([f.readline().decode("utf-8")], **TSV_DIALECT)))
 
     def __getstate__(self) -> dict:
         return {"tsv_path": self.tsv_path, "index_path": self.index_path}
@@ -179,7 +178,7 @@ class PassageStore:
         if self._file is None:
             self._file = open(self.tsv_path, "rb")
         self._file.seek(offset)
-        fields = next(csv.reader(_lines_from(self._file), **_TSV_DIALECT))
+        fields = next(csv.reader(_lines_from(self._file), **TSV_DIALECT))
         return parse_dpr_row(fields, self._columns, os.fspath(self.tsv_path), None)
 
     def __iter__(self) -> Iterator[Passage]:

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from umr_jax.data import files
 from umr_jax.data import formats as F
@@ -125,3 +127,20 @@ def test_id_keys_are_exact_for_integer_ids_and_disjoint_from_string_ids():
     assert id_key("21015324") == 21015324 and id_key("0") == 0
     for text in ["007", "-3", "wiki:12", "١٢", "ar_12_3"]:
         assert id_key(text) < 0
+
+
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(lambda t: t.strip())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(_texts, st.lists(_texts, max_size=4)), max_size=6, unique_by=lambda item: item[0]),
+    st.integers(1, 50),
+    st.sampled_from([None, 1, 2]),
+)
+def test_json_list_items_survive_any_chunking_and_indentation(tmp_path, monkeypatch, entries, chunk, indent):
+    monkeypatch.setattr(files, "_CHUNK", chunk)
+    predictions = [F.XorPrediction(qid, "te", tuple(texts)) for qid, texts in entries]
+    path = tmp_path / "pred.json"
+    path.write_text(json.dumps([F._xor_prediction_json(p) for p in predictions], indent=indent, ensure_ascii=False), encoding="utf-8")
+    assert list(F.read_xor_predictions(path)) == predictions

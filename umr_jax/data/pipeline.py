@@ -248,6 +248,8 @@ class BucketedBatches(grain.IterDataset):
             raise ValueError(f"process_index={process_index} is not in [0, process_count={process_count})")
         if global_batch_size % process_count:
             raise ValueError(f"global_batch_size={global_batch_size} is not divisible by process_count={process_count}")
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {seed}")
         if num_epochs is not None and num_epochs < 1:
             raise ValueError(f"num_epochs must be positive or None (forever), got {num_epochs}")
         for field in featurizer.fields:
@@ -476,7 +478,7 @@ def bucketed_batches(
       global_batch_size: rows of a global batch (all processes together).
       buckets: lengths per field; one `LengthBuckets` for single-field featurizers; default
         powers of two from 16 up to each field's truncation length.
-      seed: the shuffle seed (epochs are reshuffled from it).
+      seed: the shuffle seed, in [0, 2**32) (epochs are reshuffled from it).
       shuffle: False keeps the records' order (e.g. to encode a collection).
       num_epochs: passes over the records; None repeats forever.
       group_by_length: batch records of equal bucket together (see `BucketedBatches`).

@@ -516,7 +516,6 @@ def _json_bytes(obj) -> bytes:
 def write_tokenizers(root: Path, spm_model: bytes) -> None:
     """`root/mt5` (T5Tokenizer: spiece.model + tokenizer.json) and `root/xlmr` (XLMRobertaTokenizer:
     tokenizer.json), both from the same sentencepiece pieces, loadable offline by AutoTokenizer."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import T5Tokenizer, XLMRobertaTokenizer
 
     sentinels = [f"<extra_id_{i}>" for i in range(EXTRA_IDS)]

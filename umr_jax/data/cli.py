@@ -27,23 +27,31 @@ from umr_jax.data.validation import SkippedRecords
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     names = list(formats.FORMATS)
-    conversions = ", ".join(f"{a} -> {b}" for a, b in formats.CONVERSIONS)
-    parser.epilog = "formats: " + ", ".join(names) + ". conversions: " + conversions + "."
+    targets: dict[str, list[str]] = {}
+    for source, target in formats.CONVERSIONS:
+        targets.setdefault(source, []).append(target)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "\n".join(
+        ["formats:"]
+        + [f"  {f.name:<16} {f.description}" for f in formats.FORMATS.values()]
+        + ["conversions (convert --from A --to B):"]
+        + [f"  {source:<16} -> {', '.join(ts)}" for source, ts in targets.items()]
+    )
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     validate = sub.add_parser("validate", help="check files before a long job: counts per language, exit 0 when valid")
-    validate.add_argument("--format", required=True, choices=names, help="the files' format")
+    validate.add_argument("--format", required=True, choices=names, metavar="FORMAT", help="the files' format (see 'umr-jax data --help')")
     validate.add_argument("files", nargs="+", metavar="FILE", help="files (or shard sets name.jsonl; webfaq: parquet files or folders)")
     _add_reader_options(validate)
 
     convert = sub.add_parser("convert", help="convert a file between formats (atomic, optionally sharded)")
-    convert.add_argument("--from", dest="source_format", required=True, choices=names, help="input format")
-    convert.add_argument("--to", dest="target_format", required=True, choices=names, help="output format")
+    convert.add_argument("--from", dest="source_format", required=True, choices=names, metavar="FORMAT", help="input format (see 'umr-jax data --help')")
+    convert.add_argument("--to", dest="target_format", required=True, choices=names, metavar="FORMAT", help="output format")
     convert.add_argument("input", metavar="IN", help="input file (webfaq: a parquet file or a folder of them)")
     convert.add_argument("output", metavar="OUT", help="output file (shards are named OUT-00000-of-0000N...)")
     shards = convert.add_mutually_exclusive_group()
-    shards.add_argument("--num-shards", type=int, help="write N shards, records dealt round-robin")
-    shards.add_argument("--records-per-shard", type=int, help="write shards of K consecutive records")
+    shards.add_argument("--num-shards", type=int, metavar="N", help="write N shards, records dealt round-robin")
+    shards.add_argument("--records-per-shard", type=int, metavar="K", help="write shards of K consecutive records")
     convert.add_argument("--tag", default="umr-jax", help="run tag for trec-run output (default: umr-jax)")
     _add_reader_options(convert)
 
@@ -57,8 +65,8 @@ def _add_reader_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=formats.XOR_VARIANTS, help="xor-questions: XOR-TyDi task (accepts the 7 XOR languages only)")
     parser.add_argument("--known-language", action="append", default=[], metavar="CODE", help="accept this language code too (repeatable)")
     parser.add_argument("--language", action="append", default=None, metavar="CODE", help="webfaq, mkqa -> xor-questions: keep only this language (repeatable)")
-    parser.add_argument("--min-similarity", type=float, help="webfaq: keep rows with semantic_similarity_score >= this")
-    parser.add_argument("--lang", help="webfaq: the language of files not named by it; beir-queries -> xor-questions: the queries' language")
+    parser.add_argument("--min-similarity", type=float, metavar="SCORE", help="webfaq: keep rows with semantic_similarity_score >= this")
+    parser.add_argument("--lang", metavar="CODE", help="webfaq: the language of files not named by it; beir-queries -> xor-questions: the queries' language")
 
 
 def _reader_options(args: argparse.Namespace) -> dict[str, Any]:

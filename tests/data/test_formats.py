@@ -205,3 +205,12 @@ def test_dpr_tsv_round_trips_any_text(tmp_path, texts_and_titles):
     passages = [F.Passage(str(i), title, text) for i, (text, title) in enumerate(texts_and_titles)]
     F.write_dpr_passages(tmp_path / "any.tsv", passages)
     assert list(F.read_dpr_passages(tmp_path / "any.tsv")) == passages
+
+
+def test_a_leading_byte_order_mark_is_ignored(tmp_path):
+    (tmp_path / "q.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "1", "question": "x", "lang": "ko"}).encode() + b"\n")
+    assert list(F.read_questions(tmp_path / "q.jsonl")) == [F.Question("1", "x", "ko")]
+    (tmp_path / "p.tsv").write_bytes(b"\xef\xbb\xbfid\ttext\ttitle\n1\tx\tT\n")
+    assert list(F.read_dpr_passages(tmp_path / "p.tsv")) == [F.Passage("1", "T", "x")]
+    (tmp_path / "pred.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([{"id": "1", "lang": "ko", "ctxs": ["x"]}]).encode())
+    assert list(F.read_xor_predictions(tmp_path / "pred.json")) == [F.XorPrediction("1", "ko", ("x",))]

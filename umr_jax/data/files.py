@@ -295,7 +295,8 @@ def iter_text_lines(path: PathLike) -> Iterator[tuple[int, str | RecordError]]:
         try:
             for number, raw in enumerate(f, start=1):
                 try:
-                    yield number, raw.decode("utf-8").rstrip("\r\n")
+                    # utf-8-sig on the first line drops a byte-order mark some editors write.
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as err:
                     yield number, RecordError(INVALID_UTF8, f"invalid UTF-8 at byte {err.start} of the line", path, number)
         except (OSError, EOFError) as err:
@@ -338,7 +339,7 @@ def iter_json_array(path: PathLike) -> Iterator[tuple[str, int, Any]]:
     """
     name = os.fspath(path)
     decoder = json.JSONDecoder()
-    text_decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    text_decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")  # drops a leading BOM
     with open_binary(path) as f:
         buf, pos, line, eof = "", 0, 1, False
 

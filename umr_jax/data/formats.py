@@ -392,7 +392,7 @@ class _LineFeed:
         self._offset += len(raw)
         self._line += 1
         try:
-            return raw.decode("utf-8")
+            return raw.decode("utf-8-sig" if self._line == 1 else "utf-8")  # a leading byte-order mark is dropped
         except UnicodeDecodeError:
             raise _BadUtf8(self._line, self._offset - len(raw)) from None
 

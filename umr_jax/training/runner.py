@@ -57,13 +57,16 @@ def train_loop(
     rng: jax.Array,
     config: dict | None = None,
     on_metrics: Callable[[int, dict], None] | None = None,
+    on_step: Callable[[int, Any], None] | None = None,
     guard: PreemptionGuard | None = None,
 ) -> tuple[Any, str]:
     """Run `train_step` until `total_steps`, resuming from `checkpointer`'s latest step.
 
     `data` yields host-local batches (numpy); `to_global` turns them into global arrays.
     The rng for step i is `fold_in(rng, i)`, so a resumed run takes exactly the same steps.
-    Returns (state, reason) with reason "done" or "preempted". Raises NonFiniteLossError.
+    `on_metrics(step, metrics)` sees every step's metrics (host floats); `on_step(step, state)`
+    runs after it (periodic evaluation, exports). Returns (state, reason) with reason "done" or
+    "preempted". Raises NonFiniteLossError.
     """
     start = checkpointer.latest_step()
     if start is not None:
@@ -92,6 +95,8 @@ def train_loop(
                 )
             if on_metrics is not None:
                 on_metrics(step, {k: float(np.asarray(v)) for k, v in metrics.items()})
+            if on_step is not None:
+                on_step(step, state)
             if guard.should_stop(step):
                 save(step, force=True)
                 checkpointer.wait_until_finished()

@@ -1,0 +1,26 @@
+r"""Contrastive training on translated query-passage pairs (e.g. mMARCO written as a pairs
+file: {query, positive, lang, negatives?}), the "small, high-quality translated data" arm.
+
+  umr-jax train --config configs/translated_pairs.py model.init=/models/xlm-roberta-base \
+      data.path=/data/mmarco_pairs.parquet data.hard_negatives=1 output_dir=runs/translated
+"""
+
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.objective = "contrastive"
+    c.output_dir = "runs/translated"
+    c.model = dict(init="", pooling="mean", separate_towers=False, similarity="cosine", dtype="bfloat16",
+                   query_max_length=64, passage_max_length=256)
+    c.data = dict(source="pairs", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="")
+    c.train = dict(
+        batch_size=128, epochs=1, learning_rate=1e-5, adam_eps=1e-8, weight_decay=0.01, warmup_steps=1000,
+        grad_clip_norm=2.0, dropout=0.1, seed=12345, scale=20.0,
+        grad_cache=True, query_chunk=64, passage_chunk=64, eval_every=1000, checkpoint_every=1000,
+        keep_checkpoints=2, log_every=10,
+    )
+    c.mesh = dict(data=-1, fsdp=1, model=1)
+    c.sharding_rules = "data_parallel"
+    return c

@@ -1,0 +1,44 @@
+"""`umr-jax train --config FILE [key=value ...]`: stage-2 distillation (objective "distill") or
+contrastive training on pairs (objective "contrastive"), as the config says.
+
+  umr-jax train --config configs/umr_xor_retrieve.py model.init=/models/mcontriever \
+      data.pseudo_labels=runs/it0/pseudo_labels data.dev_pseudo_labels=runs/it0/dev_pseudo_labels
+
+Resumes from the latest checkpoint in the output folder; SIGTERM saves and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.parallel.cli_flags import add_distributed_flags
+
+    parser.add_argument("--config", required=True, help="config file (configs/*.py, optionally path.py:arg)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3")
+    parser.add_argument("--output", help="output folder (default: the config's output_dir)")
+    add_distributed_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from umr_jax.config import load_config
+    from umr_jax.errors import InputError
+    from umr_jax.parallel.cli_flags import start_distributed
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = load_config(args.config, args.overrides)
+    start_distributed(args)
+    objective = config.get("objective", "distill")
+    if objective == "distill":
+        from umr_jax.training.distill import train
+    elif objective == "contrastive":
+        from umr_jax.training.contrastive import train
+    else:
+        raise InputError(f"objective must be 'distill' or 'contrastive', got {objective!r}", args.config)
+    summary = train(config, output_dir=args.output)
+    print(json.dumps(summary, default=str))
+    return 0 if summary["reason"] in ("done", "preempted") else 1

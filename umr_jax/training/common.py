@@ -1,0 +1,147 @@
+"""What the trainers share: the dual encoder from a HF folder, padded token batches,
+metric logging (JSONL + TensorBoard) and exporting towers as HF folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from umr_jax.models import BertEncoderTower, DualEncoder, T5EncoderTower, hf_io
+
+
+@dataclasses.dataclass
+class DualEncoderSetup:
+    """A dual encoder initialised from one HF tower folder (both towers from the same weights)."""
+
+    module: DualEncoder
+    params: dict  # host numpy: {"query_tower": ..., "passage_tower": ...} or {"query_tower": ...}
+    tower_config: Any
+    family: str  # "bert" or "t5-encoder"
+    tokenizer: Any
+    source: Path
+
+    @property
+    def separate(self) -> bool:
+        return "passage_tower" in self.params
+
+
+def build_dual_encoder(
+    folder: str | Path,
+    *,
+    separate_towers: bool = True,
+    pooling: str | None = None,
+    dtype: str = "bfloat16",
+    dropout: float = 0.1,
+    similarity: str = "dot",
+    scale: float = 1.0,
+) -> DualEncoderSetup:
+    """Load a BERT/XLM-R (or T5/mT5 encoder) tower folder and build the dual encoder around it."""
+    family_type = hf_io.model_type_of(hf_io.read_hf_config(folder), folder)
+    if family_type in hf_io.T5_TYPES:
+        loaded = hf_io.load_t5(folder, encoder_only=True, pooling=pooling or "mean", dtype=dtype, dropout_rate=dropout)
+        make = lambda: T5EncoderTower(loaded.config, pooling=pooling or "mean")  # noqa: E731
+    else:
+        loaded = hf_io.load_bert(folder, pooling=pooling, dtype=dtype, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        make = lambda: BertEncoderTower(loaded.config)  # noqa: E731
+    module = DualEncoder(make(), make() if separate_towers else None, similarity=similarity, scale=scale)
+    params = {"query_tower": loaded.params}
+    if separate_towers:
+        params["passage_tower"] = jax.tree_util.tree_map(np.copy, loaded.params)
+    return DualEncoderSetup(module, params, loaded.config, loaded.family, hf_io.load_tokenizer(folder), Path(folder))
+
+
+def boxed_abstract_params(module: DualEncoder) -> Any:
+    """Logically-partitioned abstract params of the dual encoder (for shardings)."""
+    ids = np.ones((1, 4), np.int32)
+    return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), ids, ids, ids, ids)["params"])
+
+
+def pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded int32 ids and mask [len(rows), length]; rows longer than `length` are cut."""
+    ids = np.full((len(rows), length), pad_id, np.int32)
+    mask = np.zeros((len(rows), length), np.int32)
+    for i, row in enumerate(rows):
+        row = list(row)[:length]
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def bucket_length(longest: int, buckets: Sequence[int]) -> int:
+    for b in buckets:
+        if longest <= b:
+            return b
+    return buckets[-1]
+
+
+def length_buckets(max_length: int, smallest: int = 16) -> tuple[int, ...]:
+    out, b = [], smallest
+    while b < max_length:
+        out.append(b)
+        b *= 2
+    return tuple(out) + (max_length,)
+
+
+def host_params(params: Any) -> Any:
+    """Device params (possibly sharded across processes) -> numpy on every host."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, params)
+    from jax.experimental import multihost_utils
+
+    return jax.tree_util.tree_map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), params)
+
+
+def export_towers(output: str | Path, setup: DualEncoderSetup, params: Any) -> dict[str, Path]:
+    """Write the towers as HF folders: `query_encoder/` and `passage_encoder/` (or one `encoder/`
+    when shared), each with weights, config, tokenizer and pooling files. Process 0 writes."""
+    output = Path(output)
+    params = host_params(params)
+    folders = {"query": output / "query_encoder", "passage": output / "passage_encoder"}
+    if jax.process_index() != 0:
+        return folders if setup.separate else {"query": output / "encoder", "passage": output / "encoder"}
+    if setup.separate:
+        hf_io.export_model(folders["query"], setup.tower_config, params["query_tower"], family=setup.family, tokenizer=setup.tokenizer)
+        hf_io.export_model(folders["passage"], setup.tower_config, params["passage_tower"], family=setup.family, tokenizer=setup.tokenizer)
+        return folders
+    shared = output / "encoder"
+    hf_io.export_model(shared, setup.tower_config, params["query_tower"], family=setup.family, tokenizer=setup.tokenizer)
+    return {"query": shared, "passage": shared}
+
+
+class MetricsLog:
+    """Appends metrics to `metrics.jsonl` and TensorBoard event files (process 0 only)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.active = jax.process_index() == 0
+        self._tb = None
+        if self.active:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.folder / "tensorboard"))
+            except ImportError:  # TensorBoard files are a convenience; the JSONL log is the record
+                self._tb = None
+        self._started = time.time()
+
+    def write(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
+        if not self.active:
+            return
+        record = {"step": step, "split": prefix, "time": round(time.time() - self._started, 3), **metrics}
+        with open(self.folder / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in metrics.items():
+                self._tb.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()

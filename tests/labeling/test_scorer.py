@@ -82,12 +82,12 @@ def test_batches_are_bucketed_and_full(tiny_scorer_folder):
     for positions, batch in scorer.batches(many):
         rows, s_len = batch["source_ids"].shape
         assert rows % 8 == 0 and rows == scorer.batch_rows(s_len)
-        assert s_len in scorer.source_buckets and batch["target_ids"].shape[1] in scorer.target_buckets
+        assert s_len in scorer.source_buckets.lengths and batch["target_ids"].shape[1] in scorer.target_buckets.lengths
         shapes.add((batch["source_ids"].shape, batch["target_ids"].shape))
         seen += positions
     assert sorted(seen) == list(range(300))
     # One compiled shape per (source bucket, target bucket) pair, never one per batch.
-    assert len(shapes) <= len(scorer.source_buckets) * len(scorer.target_buckets)
-    assert len({s for s, _ in shapes}) == len(shapes) <= len(scorer.source_buckets)
+    assert len(shapes) <= len(scorer.source_buckets.lengths) * len(scorer.target_buckets.lengths)
+    assert len({s for s, _ in shapes}) == len(shapes) <= len(scorer.source_buckets.lengths)
     bf16 = scorer.score(many[:20])
     assert bf16.shape == (20,) and np.all(np.isfinite(bf16)) and np.all(bf16 < 0)

@@ -86,6 +86,10 @@ class LengthBuckets:
                 return i
         raise ValueError(f"sequence of {length} tokens is longer than the largest bucket ({self.max_length})")
 
+    def padded(self, length: int) -> int:
+        """The padded length for a sequence of `length` tokens (callers truncate to max_length first)."""
+        return self.lengths[self.index(min(length, self.max_length))]
+
 
 # ---------------------------------------------------------------------------------------------
 # Featurizers: records -> token ids per field

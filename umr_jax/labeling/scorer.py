@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import jax
 import numpy as np
 
+from umr_jax.data.pipeline import LengthBuckets
 from umr_jax.labeling import prompts
 from umr_jax.models import hf_io
 from umr_jax.models.t5 import T5EncoderDecoder, sequence_scores
@@ -31,21 +32,6 @@ class ScorePair:
     title: str
     text: str
     lang: str
-
-
-def bucket_of(length: int, buckets: Sequence[int]) -> int:
-    for b in buckets:
-        if length <= b:
-            return b
-    return buckets[-1]
-
-
-def power_of_two_buckets(max_length: int, min_length: int = 32) -> tuple[int, ...]:
-    out, b = [], min_length
-    while b < max_length:
-        out.append(b)
-        b *= 2
-    return tuple(out) + (max_length,)
 
 
 class QuestionLikelihoodScorer:
@@ -73,8 +59,8 @@ class QuestionLikelihoodScorer:
         self.tokenizer = hf_io.load_tokenizer(folder)
         self.mesh = mesh
         self.reduction = reduction
-        self.source_buckets = power_of_two_buckets(max_source_length, 64)
-        self.target_buckets = power_of_two_buckets(max_target_length, 16)
+        self.source_buckets = LengthBuckets.powers_of_two(max_source_length, 64)
+        self.target_buckets = LengthBuckets.powers_of_two(max_target_length, 16)
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.tokens_per_batch = tokens_per_batch
         self.rows_multiple = int(np.prod([mesh.shape[a] for a in shd.BATCH_AXES]))
@@ -113,7 +99,7 @@ class QuestionLikelihoodScorer:
         src, tgt = self.tokenize(pairs)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (s, t) in enumerate(zip(src, tgt)):
-            groups.setdefault((bucket_of(len(s), self.source_buckets), bucket_of(len(t), self.target_buckets)), []).append(i)
+            groups.setdefault((self.source_buckets.padded(len(s)), self.target_buckets.padded(len(t))), []).append(i)
         pad = self.config.pad_token_id
         for (s_len, t_len), positions in sorted(groups.items()):
             rows = self.batch_rows(s_len)

@@ -73,21 +73,6 @@ def pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[n
     return ids, mask
 
 
-def bucket_length(longest: int, buckets: Sequence[int]) -> int:
-    for b in buckets:
-        if longest <= b:
-            return b
-    return buckets[-1]
-
-
-def length_buckets(max_length: int, smallest: int = 16) -> tuple[int, ...]:
-    out, b = [], smallest
-    while b < max_length:
-        out.append(b)
-        b *= 2
-    return tuple(out) + (max_length,)
-
-
 def host_params(params: Any) -> Any:
     """Device params (possibly sharded across processes) -> numpy on every host."""
     if jax.process_count() == 1:

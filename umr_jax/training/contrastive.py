@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from umr_jax.data import formats
+from umr_jax.data.pipeline import LengthBuckets
 from umr_jax.data.pipeline import nested_subsets
 from umr_jax.errors import InputError
 from umr_jax.parallel import sharding as shd
@@ -72,8 +73,8 @@ class PairBatches:
             raise InputError(f"hard_negatives={hard_negatives} but the pair for query {short.query!r} has {len(short.negatives)}")
         self.pairs, self.tokenizer = pairs, tokenizer
         self.batch_size, self.hard, self.seed = batch_size, hard_negatives, seed
-        self.query_buckets = common.length_buckets(query_max_length)
-        self.passage_buckets = common.length_buckets(passage_max_length, 32)
+        self.query_buckets = LengthBuckets.powers_of_two(query_max_length)
+        self.passage_buckets = LengthBuckets.powers_of_two(passage_max_length, 32)
         self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
@@ -102,8 +103,8 @@ class PairBatches:
         q_tok = self.tokenizer([p.query for p in chosen], max_length=self.query_max_length, truncation=True)["input_ids"]
         p_tok = self.tokenizer(passages, max_length=self.passage_max_length, truncation=True)["input_ids"]
         pad = self.tokenizer.pad_token_id
-        q_ids, q_mask = common.pad_rows(q_tok, common.bucket_length(max(map(len, q_tok)), self.query_buckets), pad)
-        p_ids, p_mask = common.pad_rows(p_tok, common.bucket_length(max(map(len, p_tok)), self.passage_buckets), pad)
+        q_ids, q_mask = common.pad_rows(q_tok, self.query_buckets.padded(max(map(len, q_tok))), pad)
+        p_ids, p_mask = common.pad_rows(p_tok, self.passage_buckets.padded(max(map(len, p_tok))), pad)
         return {"query_ids": q_ids, "query_mask": q_mask, "passage_ids": p_ids, "passage_mask": p_mask}
 
     def __next__(self) -> dict[str, np.ndarray]:

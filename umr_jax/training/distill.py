@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from umr_jax.data import formats
+from umr_jax.data.pipeline import LengthBuckets
 from umr_jax.data.files import expand_shards
 from umr_jax.errors import InputError
 from umr_jax.parallel import sharding as shd
@@ -96,8 +97,8 @@ class DistillBatches:
             raise InputError(f"{len(questions)} questions cannot fill one batch of {questions_per_batch}")
         self.questions, self.tokenizer = questions, tokenizer
         self.q, self.c, self.seed = questions_per_batch, candidates, seed
-        self.query_buckets = common.length_buckets(query_max_length)
-        self.passage_buckets = common.length_buckets(passage_max_length, 32)
+        self.query_buckets = LengthBuckets.powers_of_two(query_max_length)
+        self.passage_buckets = LengthBuckets.powers_of_two(passage_max_length, 32)
         self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
@@ -144,8 +145,8 @@ class DistillBatches:
                     texts.append("")
         q_tok = self.tokenizer(queries, max_length=self.query_max_length, truncation=True)["input_ids"]
         p_tok = self.tokenizer(titles, texts, max_length=self.passage_max_length, truncation="only_second")["input_ids"]
-        q_len = common.bucket_length(max(map(len, q_tok)), self.query_buckets)
-        p_len = common.bucket_length(max(map(len, p_tok)), self.passage_buckets)
+        q_len = self.query_buckets.padded(max(map(len, q_tok)))
+        p_len = self.passage_buckets.padded(max(map(len, p_tok)))
         q_ids, q_mask = common.pad_rows(q_tok, q_len, self.pad_id)
         p_ids, p_mask = common.pad_rows(p_tok, p_len, self.pad_id)
         return {"query_ids": q_ids, "query_mask": q_mask, "passage_ids": p_ids, "passage_mask": p_mask,
@@ -175,8 +176,8 @@ def teacher_rank_metrics(setup: common.DualEncoderSetup, params: Any, questions:
     for question in questions:
         q_tok = tok([question.question], max_length=query_max_length, truncation=True)["input_ids"]
         p_tok = tok(list(question.titles), list(question.texts), max_length=passage_max_length, truncation="only_second")["input_ids"]
-        q_ids, q_mask = common.pad_rows(q_tok, common.bucket_length(len(q_tok[0]), common.length_buckets(query_max_length)), pad)
-        p_ids, p_mask = common.pad_rows(p_tok, common.bucket_length(max(map(len, p_tok)), common.length_buckets(passage_max_length, 32)), pad)
+        q_ids, q_mask = common.pad_rows(q_tok, LengthBuckets.powers_of_two(query_max_length).padded(len(q_tok[0])), pad)
+        p_ids, p_mask = common.pad_rows(p_tok, LengthBuckets.powers_of_two(passage_max_length, 32).padded(max(map(len, p_tok))), pad)
         q = np.asarray(encode_q(params, q_ids, q_mask))
         p = np.asarray(encode_p(params, p_ids, p_mask))
         student = (p.astype(np.float64) @ q[0].astype(np.float64))

@@ -24,6 +24,7 @@ import numpy as np
 from umr_jax.models import BertConfig, BertEncoderTower, DualEncoder, T5Config, T5EncoderDecoder, hf_io
 from umr_jax.parallel import mesh as mesh_lib
 from umr_jax.parallel import sharding as shd
+from umr_jax.training.common import pad_rows as _pad
 from umr_jax.training.losses import info_nce_loss
 from umr_jax.training.span_corruption import span_corrupt
 from umr_jax.training.state import create_train_state, make_optimizer, make_train_step
@@ -56,16 +57,6 @@ def retriever_config(vocab_size: int, pad_id: int) -> BertConfig:
         hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=256 + pad_id + 1,
         type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=pad_id, model_type="xlm-roberta", pooling="mean",
     )
-
-
-def _pad(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.full((len(rows), length), pad_id, np.int32)
-    mask = np.zeros((len(rows), length), np.int32)
-    for i, row in enumerate(rows):
-        row = list(row)[:length]
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 def _train(init, loss_fn, make_batch, spec: DemoModelSpec, progress: Callable[[int, float], None] | None):

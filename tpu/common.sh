@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Helpers shared by the tpu/ scripts; sourced by them, not run.
+#
+# Layout on every TPU VM worker (all paths under the login user's home):
+#   ~/umr-jax-venv   the Python 3.11 virtual environment that setup.sh creates
+#   ~/umr-jax-src    the package source, when setup.sh installs from a local checkout
+#   ~/umr-jax-run    the working directory of run.sh and copy_results.sh
+#
+# Environment:
+#   TPU_PROJECT      Google Cloud project for every gcloud call (default: gcloud's own)
+#   TPU_NUM_WORKERS  skip asking gcloud how many workers (hosts) the TPU has
+#   TPU_SSH_FLAGS    extra flags for 'gcloud compute tpus tpu-vm ssh/scp', e.g. --tunnel-through-iap
+
+# $HOME stays literal here: these go into command lines that the workers' shells expand.
+# shellcheck disable=SC2034
+REMOTE_VENV="\$HOME/umr-jax-venv"
+# shellcheck disable=SC2034
+REMOTE_SRC="\$HOME/umr-jax-src"
+# shellcheck disable=SC2034
+REMOTE_RUN="\$HOME/umr-jax-run"
+
+die() {
+  echo "$(basename "$0"): error: $*" >&2
+  exit 1
+}
+
+usage_error() {
+  echo "$1" >&2
+  exit 2
+}
+
+require_gcloud() {
+  command -v gcloud >/dev/null 2>&1 ||
+    die "gcloud not found; install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install) and run 'gcloud auth login'"
+}
+
+# gcloud compute tpus tpu-vm SUBCOMMAND ARGS..., with --project when TPU_PROJECT is set.
+tpu_vm() {
+  gcloud compute tpus tpu-vm "$@" ${TPU_PROJECT:+"--project=$TPU_PROJECT"}
+}
+
+# ssh_flags: TPU_SSH_FLAGS split into words, into the array SSH_FLAGS.
+ssh_flags() {
+  SSH_FLAGS=()
+  if [ -n "${TPU_SSH_FLAGS:-}" ]; then
+    read -r -a SSH_FLAGS <<<"$TPU_SSH_FLAGS"
+  fi
+}
+
+# tpu_ssh NAME ZONE WORKER COMMAND: run COMMAND (a bash command line) on worker WORKER (or all).
+tpu_ssh() {
+  ssh_flags
+  tpu_vm ssh "$1" --zone="$2" --worker="$3" "${SSH_FLAGS[@]}" --command="$4"
+}
+
+# worker_count NAME ZONE: how many hosts the TPU VM (slice) has.
+worker_count() {
+  if [ -n "${TPU_NUM_WORKERS:-}" ]; then
+    echo "$TPU_NUM_WORKERS"
+    return
+  fi
+  local endpoints count
+  endpoints=$(tpu_vm describe "$1" --zone="$2" --format='value(networkEndpoints[].ipAddress)') ||
+    die "cannot describe TPU '$1' in zone '$2'"
+  # one address per worker, separated by ';' (or ',')
+  count=$(printf '%s\n' "$endpoints" | awk -F'[;,]' '{ for (i = 1; i <= NF; i++) if ($i ~ /[0-9]/) n++ } END { print n + 0 }')
+  [ "$count" -ge 1 ] || die "TPU '$1' in zone '$2' reports no workers (is it READY? gcloud compute tpus tpu-vm list --zone=$2)"
+  echo "$count"
+}

@@ -1,0 +1,501 @@
+"""Saturating power-law fits of score against training-set size, with bootstrap intervals.
+
+A scaling study trains the same retriever on nested subsets of one data source (n training
+pairs: 1k, 3k, 10k, ...) and evaluates each on the same benchmark (e.g. XOR-Retrieve R@5kt).
+Per source, this module fits
+
+    score(n) = a - b * n^(-c)        a: the asymptote, b > 0: the gap, c > 0: how fast it closes
+
+and answers the study's question, "where do the returns flatten?", as the size n* at which
+ten times more data adds less than a threshold (`score(10 n) - score(n) < threshold`).
+
+How the fit is made identifiable:
+  * It is fitted in log-n space: x = ln(n / n_ref) with n_ref the geometric mean of the sizes,
+    score = a - B exp(-c x) with B = b n_ref^(-c). The three parameters then have comparable
+    scales whatever the sizes are (1e3 or 1e8), and b is recovered as B n_ref^c.
+  * a >= the best observed score: an increasing curve cannot level off below a score it has
+    reached (with noisy points this biases a up by at most the noise of the best point).
+  * a <= `score_ceiling` (100 for recall in percent) or, without one, the best score plus ten
+    times the observed score range. When the points lie on a straight line in log n (the curve
+    has not bent yet), a and c trade off along a ridge; the fit then goes to the ceiling and
+    says so in `ScalingFit.warnings`, rather than inventing an asymptote.
+  * c in [1e-3, 5]; b >= 0 (b = 0 is a flat curve).
+  * The starting point comes from a grid over c, where a and B are a linear least-squares
+    problem, so curve_fit starts near the global optimum instead of in a flat valley.
+
+Confidence intervals are percentile bootstrap intervals: resample the (size, score) points with
+replacement, refit, and take percentiles of a, b, c, of the curve at any n, and of n*. They are
+deterministic for a seed. A resample with fewer than three distinct sizes cannot be fitted and
+is counted in `bootstrap_failed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings as warnings_lib
+import zlib
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit
+
+C_BOUNDS = (1e-3, 5.0)
+MIN_DISTINCT_SIZES = 3
+# Below this many fitted bootstrap resamples, no interval is reported.
+MIN_BOOTSTRAP_FITS = 20
+
+
+class ScalingFitError(ValueError):
+    """The points cannot be fitted: too few distinct sizes, flat or non-finite scores, bad sizes."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The curve
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerLaw:
+    """score(n) = a - b * n^(-c)."""
+
+    a: float
+    b: float
+    c: float
+
+    def __call__(self, n: Any) -> np.ndarray:
+        """The score at size(s) `n` (float array of n's shape)."""
+        n = np.asarray(n, dtype=np.float64)
+        return self.a - self.b * np.power(n, -self.c)
+
+    def gain_per_decade(self, n: Any) -> np.ndarray:
+        """score(10 n) - score(n): what ten times more data adds at size n (>= 0, falling in n)."""
+        n = np.asarray(n, dtype=np.float64)
+        return self.b * np.power(n, -self.c) * (1.0 - 10.0 ** (-self.c))
+
+    def flattening_size(self, threshold: float) -> float:
+        """The size n* at which `gain_per_decade(n*) == threshold` (gains are smaller beyond).
+
+        0.0 for a flat curve (b = 0); may be below or far above the sizes that were fitted, and
+        math.inf when it exceeds the float range.
+        """
+        if threshold <= 0:
+            raise ValueError(f"the flattening threshold must be positive, got {threshold}")
+        if self.b <= 0:
+            return 0.0
+        log_n = (math.log(self.b) + math.log1p(-(10.0 ** (-self.c))) - math.log(threshold)) / self.c
+        return math.exp(log_n) if log_n < 700 else math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting
+
+
+def _model(x: np.ndarray, a: float, big_b: float, c: float) -> np.ndarray:
+    return a - big_b * np.exp(-c * x)
+
+
+def _jacobian(x: np.ndarray, a: float, big_b: float, c: float) -> np.ndarray:
+    decay = np.exp(-c * x)
+    return np.stack([np.ones_like(x), -decay, big_b * x * decay], axis=1)
+
+
+def _grid_start(x: np.ndarray, y: np.ndarray, a_bounds: tuple[float, float]) -> tuple[np.ndarray, float]:
+    """(a, B, c) minimising the squared error over a grid of c (a, B by bounded least squares)."""
+    best, best_sse = None, math.inf
+    for c in np.geomspace(C_BOUNDS[0], C_BOUNDS[1], 48):
+        decay = np.exp(-c * x)
+        design = np.stack([np.ones_like(x), -decay], axis=1)
+        (a, big_b), *_ = np.linalg.lstsq(design, y, rcond=None)
+        a = float(np.clip(a, *a_bounds))
+        big_b = max(0.0, float(np.dot(a - y, decay) / np.dot(decay, decay)))
+        sse = float(np.sum((_model(x, a, big_b, c) - y) ** 2))
+        if sse < best_sse:
+            best, best_sse = np.array([a, big_b, c]), sse
+    return best, best_sse
+
+
+def _fit_log_space(x: np.ndarray, y: np.ndarray, a_bounds: tuple[float, float]) -> np.ndarray:
+    """Least-squares (a, B, c) of y = a - B exp(-c x) within the bounds."""
+    start, start_sse = _grid_start(x, y, a_bounds)
+    lower = np.array([a_bounds[0], 0.0, C_BOUNDS[0]])
+    upper = np.array([a_bounds[1], np.inf, C_BOUNDS[1]])
+    # curve_fit wants a start strictly inside the bounds.
+    span = np.where(np.isfinite(upper), upper - lower, np.maximum(1.0, np.abs(start)))
+    p0 = np.clip(start, lower + 1e-9 * span, np.where(np.isfinite(upper), upper - 1e-9 * span, np.inf))
+    try:
+        with warnings_lib.catch_warnings():
+            warnings_lib.simplefilter("ignore", OptimizeWarning)
+            params, _ = curve_fit(_model, x, y, p0=p0, bounds=(lower, upper), jac=_jacobian,
+                                  method="trf", maxfev=4000)
+    except (RuntimeError, ValueError):
+        return start
+    sse = float(np.sum((_model(x, *params) - y) ** 2))
+    return params if sse <= start_sse else start
+
+
+def _validated_points(sizes: Iterable[float], scores: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    sizes = np.asarray(list(sizes), dtype=np.float64)
+    scores = np.asarray(list(scores), dtype=np.float64)
+    if sizes.ndim != 1 or sizes.shape != scores.shape:
+        raise ScalingFitError(f"sizes and scores must be two lists of the same length, got {sizes.shape} and {scores.shape}")
+    if not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
+        raise ScalingFitError(f"sizes must be positive numbers of training pairs, got {sizes.tolist()}")
+    if not np.all(np.isfinite(scores)):
+        raise ScalingFitError(f"scores must be finite numbers, got {scores.tolist()}")
+    distinct = np.unique(sizes).size
+    if distinct < MIN_DISTINCT_SIZES:
+        raise ScalingFitError(
+            f"need at least {MIN_DISTINCT_SIZES} distinct sizes to fit a - b * n^(-c) (3 parameters), "
+            f"got {distinct} ({', '.join(format_size(s) for s in np.unique(sizes))})")
+    spread = float(scores.max() - scores.min())
+    if spread <= 1e-9 * max(1.0, abs(float(scores.max()))):
+        raise ScalingFitError(
+            f"scores are flat (all {float(scores[0]):g} over sizes {format_size(sizes.min())} to "
+            f"{format_size(sizes.max())}): there is no curve to fit; more data did not change the score")
+    return sizes, scores
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingFit:
+    """A fitted saturating power law and its bootstrap.
+
+    sizes, scores: the points fitted, `[points]`.
+    law: the least-squares fit of all points.
+    bootstrap: `[fits, 3]` (a, b, c) of the resamples that could be fitted.
+    bootstrap_failed: resamples that could not be fitted (fewer than 3 distinct sizes).
+    confidence: the level of every interval (e.g. 0.95).
+    intervals: parameter name -> (low, high), or None with too few bootstrap fits.
+    rmse: root-mean-square residual of `law` on the points.
+    warnings: what limits the reading of this fit (parameters at a bound, few points, ...).
+    """
+
+    sizes: np.ndarray
+    scores: np.ndarray
+    law: PowerLaw
+    bootstrap: np.ndarray
+    bootstrap_failed: int
+    confidence: float
+    intervals: Mapping[str, tuple[float, float]] | None
+    rmse: float
+    warnings: tuple[str, ...]
+
+    def predict(self, n: Any) -> np.ndarray:
+        """The fitted score at size(s) n."""
+        return self.law(n)
+
+    def _quantiles(self) -> tuple[float, float]:
+        tail = (1.0 - self.confidence) / 2.0
+        return tail, 1.0 - tail
+
+    def band(self, n: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """Pointwise bootstrap interval (low, high) of the curve at size(s) n; None without one."""
+        if self.intervals is None:
+            return None
+        n = np.asarray(n, dtype=np.float64)
+        a, b, c = (self.bootstrap[:, i, None] for i in range(3))
+        curves = a - b * np.power(n.reshape(1, -1), -c)
+        low, high = np.quantile(curves, self._quantiles(), axis=0)
+        return low.reshape(n.shape), high.reshape(n.shape)
+
+    def gain_band(self, n: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """Pointwise bootstrap interval of score(10 n) - score(n); None without one."""
+        if self.intervals is None:
+            return None
+        n = np.asarray(n, dtype=np.float64)
+        b, c = self.bootstrap[:, 1, None], self.bootstrap[:, 2, None]
+        gains = b * np.power(n.reshape(1, -1), -c) * (1.0 - 10.0 ** (-c))
+        low, high = np.quantile(gains, self._quantiles(), axis=0)
+        return low.reshape(n.shape), high.reshape(n.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (no bootstrap samples)."""
+        return {
+            "points": [[int(s) if float(s).is_integer() else float(s), float(y)] for s, y in zip(self.sizes, self.scores)],
+            "a": self.law.a, "b": self.law.b, "c": self.law.c,
+            "confidence": self.confidence,
+            "intervals": None if self.intervals is None else {k: list(v) for k, v in self.intervals.items()},
+            "bootstrap_fits": int(self.bootstrap.shape[0]),
+            "bootstrap_failed": int(self.bootstrap_failed),
+            "rmse": self.rmse,
+            "warnings": list(self.warnings),
+        }
+
+
+def fit_power_law(
+    sizes: Iterable[float],
+    scores: Iterable[float],
+    *,
+    score_ceiling: float | None = None,
+    bootstrap_samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> ScalingFit:
+    """Fit score(n) = a - b n^(-c) to the points and bootstrap it.
+
+    sizes: training pairs per point (> 0; repeated sizes, e.g. several seeds, are allowed);
+    scores: the benchmark score of each point. score_ceiling: the largest score the metric can
+    take (100 for a percentage), the upper bound of a; None bounds a by the data (see module
+    docstring). The result is the same for the same inputs and seed.
+
+    Raises ScalingFitError for fewer than 3 distinct sizes, flat scores, or invalid numbers.
+    """
+    sizes, scores = _validated_points(sizes, scores)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if bootstrap_samples < 0:
+        raise ValueError(f"bootstrap_samples must be >= 0, got {bootstrap_samples}")
+    best = float(scores.max())
+    spread = best - float(scores.min())
+    if score_ceiling is None:
+        a_high = best + 10.0 * spread
+    else:
+        a_high = max(float(score_ceiling), best + 1e-9 * max(1.0, abs(best)))
+    log_ref = float(np.mean(np.log(sizes)))
+    x = np.log(sizes) - log_ref
+
+    def fit_once(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        a_low = float(ys.max())
+        a, big_b, c = _fit_log_space(xs, ys, (a_low, max(a_high, a_low + 1e-12)))
+        return np.array([a, big_b * math.exp(c * log_ref), c])
+
+    a, b, c = fit_once(x, scores)
+    law = PowerLaw(float(a), float(b), float(c))
+    rmse = float(np.sqrt(np.mean((law(sizes) - scores) ** 2)))
+
+    rng = np.random.default_rng(seed)
+    samples, failed = [], 0
+    for _ in range(bootstrap_samples):
+        pick = rng.integers(0, sizes.size, sizes.size)
+        if np.unique(sizes[pick]).size < MIN_DISTINCT_SIZES:
+            failed += 1
+            continue
+        samples.append(fit_once(x[pick], scores[pick]))
+    bootstrap = np.array(samples, dtype=np.float64).reshape(-1, 3)
+
+    notes = []
+    distinct = np.unique(sizes).size
+    if distinct == MIN_DISTINCT_SIZES:
+        notes.append("3 sizes for 3 parameters: the curve passes through the points; its intervals mean little")
+    elif distinct < 5:
+        notes.append(f"only {distinct} sizes: intervals from resampling so few points are rough")
+    scale = max(1.0, abs(a_high))
+    if a_high - law.a <= 1e-6 * scale:
+        bound = "the score ceiling" if score_ceiling is not None else "its upper bound (best score + 10x the score range)"
+        notes.append(f"asymptote a not identified: the fit put it at {bound} ({a_high:g}); "
+                     "the points have not bent towards a plateau yet")
+    if law.c <= C_BOUNDS[0] * (1 + 1e-6):
+        notes.append("exponent c at its lower bound: the points are close to a straight line in log n")
+    if law.c >= C_BOUNDS[1] * (1 - 1e-6):
+        notes.append("exponent c at its upper bound: the curve is flat from the second size on")
+    if law.b <= 0.0:
+        notes.append("b = 0: the fitted curve is flat")
+    slope = np.polyfit(np.log(sizes), scores, 1)[0]
+    if slope < 0:
+        notes.append("scores fall as data grows: a rising saturating curve does not describe this source")
+    intervals = None
+    if bootstrap.shape[0] >= MIN_BOOTSTRAP_FITS:
+        tail = (1.0 - confidence) / 2.0
+        low, high = np.quantile(bootstrap, [tail, 1.0 - tail], axis=0)
+        intervals = {name: (float(low[i]), float(high[i])) for i, name in enumerate("abc")}
+    elif bootstrap_samples:
+        notes.append(f"only {bootstrap.shape[0]} of {bootstrap_samples} bootstrap resamples could be fitted: no intervals")
+    return ScalingFit(sizes=sizes, scores=scores, law=law, bootstrap=bootstrap, bootstrap_failed=failed,
+                      confidence=confidence, intervals=intervals, rmse=rmse, warnings=tuple(notes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Where returns flatten
+
+ALREADY_FLAT = "already_flat"      # gains are below the threshold from the smallest size fitted
+WITHIN_RANGE = "within_range"      # n* between the smallest and the largest size fitted
+EXTRAPOLATED = "extrapolated"      # n* beyond the largest size but within the horizon
+NOT_REACHED = "not_reached"        # the fitted curve does not flatten within the horizon
+
+
+@dataclasses.dataclass(frozen=True)
+class Flattening:
+    """Where ten times more data stops adding `threshold` points.
+
+    size: n* from the fit of all points; math.inf when NOT_REACHED.
+    interval: bootstrap (low, high) of n*, math.inf for "beyond the horizon"; None without one.
+    status: ALREADY_FLAT, WITHIN_RANGE, EXTRAPOLATED or NOT_REACHED.
+    horizon: horizon_factor x the largest size fitted; n* beyond it is not reported.
+    confidence: the level of `interval`.
+    gain_at_largest, gain_at_horizon: score(10 n) - score(n) at the largest size and the horizon.
+    """
+
+    threshold: float
+    size: float
+    interval: tuple[float, float] | None
+    status: str
+    horizon: float
+    horizon_factor: float
+    confidence: float
+    gain_at_largest: float
+    gain_at_horizon: float
+
+    def describe(self) -> str:
+        """One sentence for reports."""
+        gain = f"{self.threshold:g} point{'' if self.threshold == 1 else 's'} per 10x more data"
+        if self.status == NOT_REACHED:
+            text = (f"not reached within the fitted range: the fitted gain stays above {gain} up to "
+                    f"{format_size(self.horizon)} ({self.horizon_factor:g}x the largest size, where it is "
+                    f"{self.gain_at_horizon:.2f})")
+        elif self.status == ALREADY_FLAT:
+            text = f"already flat: below {gain} from the smallest size on (n* = {format_size(self.size)})"
+        else:
+            where = "within the sizes trained" if self.status == WITHIN_RANGE else "extrapolated beyond the largest size"
+            text = f"returns fall below {gain} at n* = {format_size(self.size)}, {where}"
+        if self.interval is not None:
+            low, high = self.interval
+            if math.isinf(low):
+                text += f"; the {self.confidence:.0%} CI of n* lies beyond {format_size(self.horizon)} too"
+            else:
+                high_text = format_size(high) if math.isfinite(high) else f"beyond {format_size(self.horizon)}"
+                text += f"; {self.confidence:.0%} CI of n*: {format_size(low)} to {high_text}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; infinite sizes (beyond the horizon) become null."""
+        def finite(v: float) -> float | None:
+            return None if math.isinf(v) else float(v)
+        return {
+            "threshold": self.threshold,
+            "size": finite(self.size),
+            "interval": None if self.interval is None else [finite(v) for v in self.interval],
+            "status": self.status,
+            "horizon": self.horizon,
+            "horizon_factor": self.horizon_factor,
+            "confidence": self.confidence,
+            "gain_at_largest": self.gain_at_largest,
+            "gain_at_horizon": self.gain_at_horizon,
+            "description": self.describe(),
+        }
+
+
+def flattening_point(fit: ScalingFit, threshold: float, *, horizon_factor: float = 100.0) -> Flattening:
+    """n*: the size where score(10 n) - score(n) falls below `threshold`, with its bootstrap CI.
+
+    Sizes beyond `horizon_factor` x the largest fitted size count as "not reached" (math.inf):
+    a fit says nothing trustworthy that far out.
+    """
+    if threshold <= 0:
+        raise ValueError(f"the flattening threshold must be positive, got {threshold}")
+    if horizon_factor < 1:
+        raise ValueError(f"horizon_factor must be >= 1, got {horizon_factor}")
+    smallest, largest = float(fit.sizes.min()), float(fit.sizes.max())
+    horizon = horizon_factor * largest
+
+    def capped(n: float) -> float:
+        return math.inf if n > horizon else n
+
+    size = capped(fit.law.flattening_size(threshold))
+    if math.isinf(size):
+        status = NOT_REACHED
+    elif size <= smallest:
+        status = ALREADY_FLAT
+    elif size <= largest:
+        status = WITHIN_RANGE
+    else:
+        status = EXTRAPOLATED
+    interval = None
+    if fit.intervals is not None:
+        values = np.array([capped(PowerLaw(*p).flattening_size(threshold)) for p in fit.bootstrap])
+        tail = (1.0 - fit.confidence) / 2.0
+        # Order statistics, no interpolation: values may be infinite ("beyond the horizon").
+        low, high = np.quantile(values, [tail, 1.0 - tail], method="inverted_cdf")
+        interval = (float(low), float(high))
+    return Flattening(
+        threshold=float(threshold), size=size, interval=interval, status=status, horizon=horizon,
+        horizon_factor=float(horizon_factor), confidence=fit.confidence,
+        gain_at_largest=float(fit.law.gain_per_decade(largest)),
+        gain_at_horizon=float(fit.law.gain_per_decade(horizon)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Several sources
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """How every source of a study is fitted (the `scaling` section of a study config)."""
+
+    flattening_gain: float = 1.0       # n*: where 10x more data adds less than this many points
+    horizon_factor: float = 100.0      # n* beyond this multiple of the largest size: not reached
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    score_ceiling: float | None = 100.0
+    bootstrap_seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "FitSettings":
+        """The fields of this class taken from a config section (missing keys keep defaults)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: config[k] for k in names if k in config})
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFit:
+    """One data source's points and either its fit and n*, or why it could not be fitted."""
+
+    source: str
+    sizes: np.ndarray
+    scores: np.ndarray
+    fit: ScalingFit | None
+    flattening: Flattening | None
+    error: str | None
+
+    def score_at_largest(self) -> tuple[float, float]:
+        """(largest size, mean observed score there)."""
+        largest = float(self.sizes.max())
+        return largest, float(self.scores[self.sizes == largest].mean())
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source}
+        if self.fit is not None:
+            out.update(self.fit.to_dict())
+            out["flattening"] = self.flattening.to_dict()
+        else:
+            out["points"] = [[float(s), float(y)] for s, y in zip(self.sizes, self.scores)]
+            out["error"] = self.error
+        return out
+
+
+def source_seed(seed: int, source: str) -> int:
+    """The bootstrap seed of one source: fixed by (seed, source name), so adding a source to a
+    study leaves the other sources' intervals unchanged."""
+    return (int(seed) * 1_000_003 + zlib.crc32(source.encode("utf-8"))) % (2**32)
+
+
+def fit_sources(points: Mapping[str, Sequence[tuple[float, float]]], settings: FitSettings = FitSettings()) -> list[SourceFit]:
+    """Fit every source's (size, score) points; a source that cannot be fitted carries `error`.
+
+    Sources come back in the order given.
+    """
+    results = []
+    for source, pairs in points.items():
+        sizes = np.array([p[0] for p in pairs], dtype=np.float64)
+        scores = np.array([p[1] for p in pairs], dtype=np.float64)
+        try:
+            fit = fit_power_law(sizes, scores, score_ceiling=settings.score_ceiling,
+                                bootstrap_samples=settings.bootstrap_samples,
+                                confidence=settings.confidence, seed=source_seed(settings.bootstrap_seed, source))
+        except ScalingFitError as err:
+            results.append(SourceFit(source, sizes, scores, None, None, str(err)))
+            continue
+        flat = flattening_point(fit, settings.flattening_gain, horizon_factor=settings.horizon_factor)
+        results.append(SourceFit(source, fit.sizes, fit.scores, fit, flat, None))
+    return results
+
+
+def format_size(n: float) -> str:
+    """1000 -> '1k', 3_160_000 -> '3.16M', inf -> 'inf' (three significant digits)."""
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "n/a"
+    if math.isinf(n):
+        return "inf"
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"

@@ -1,0 +1,387 @@
+"""Scaling-study bookkeeping: the plan, the points on disk, resuming, and the report.
+
+A study trains the same retriever on log-spaced, nested subsets of several data sources
+(WebFAQ pairs, translated pairs, UMR's unlabelled questions, ...), evaluates every model on the
+same benchmark, and fits score against size per source (`umr_jax.scaling.fit`). On disk:
+
+    STUDY_DIR/
+      plan.json                        the planned points and the scaling config of the last run
+      points/<source>/size-<n:010d>/   one folder per (source, size) point, e.g. size-0000010000
+        result.json                    written atomically once the point is trained and evaluated:
+                                       {"source", "size", "metrics", "finished_at", "elapsed_seconds"};
+                                       a point with result.json is finished and never recomputed
+        ...                            whatever train_and_evaluate keeps there (checkpoints, the
+                                       retriever, predictions); a folder without result.json is
+                                       an unfinished attempt, handed back to train_and_evaluate
+                                       on the next run so it can resume from its checkpoints
+      report/scaling.png .svg .md .json
+
+Training itself is not done here: a study is driven by any callable with the
+`TrainAndEvaluate` signature, `(source, size, point_dir) -> metrics`. Its data subset must be
+`pipeline.nested_subsets(languages_of_source, [size], seed=scaling.subset_seed)[size]`: subsets
+are prefixes of one seeded order, so every point gets its subset independently and the subsets
+of one source are nested (1k inside 3k inside 10k ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+import ml_collections
+import numpy as np
+
+from umr_jax.data.files import AtomicFile
+from umr_jax.errors import InputError
+from umr_jax.scaling.fit import FitSettings, SourceFit, fit_sources, format_size
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+PLAN_FILE = "plan.json"
+POINTS_DIR = "points"
+REPORT_DIR = "report"
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SIZE_DIR = re.compile(r"^size-(\d{10})$")
+
+
+def scaling_config() -> ml_collections.ConfigDict:
+    """The `scaling` section of a study config, with its defaults.
+
+    Sizes: `min_size` x 10^(k / points_per_decade), rounded to one significant digit (two
+    above 5 points per decade), up to min(source size, max_size); with `include_full_size`
+    the source's whole size (capped by max_size) is the last point. The fit: see FitSettings.
+    """
+    return ml_collections.ConfigDict(dict(
+        min_size=1000,
+        max_size=None,              # cap every source at this many pairs (None: no cap)
+        points_per_decade=2,        # 1k, 3k, 10k, 30k, ...
+        include_full_size=True,
+        subset_seed=0,              # the seed of pipeline.nested_subsets
+        metric="r@5kt.average",     # dotted path into each point's metrics
+        metric_label="XOR-Retrieve R@5kt",
+        flattening_gain=1.0,        # n*: where 10x more data adds less than this many points
+        horizon_factor=100.0,       # n* beyond 100x the largest size: "not reached"
+        bootstrap_samples=1000,
+        confidence=0.95,
+        score_ceiling=100.0,        # recall in percent cannot exceed 100
+        bootstrap_seed=0,
+    ))
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+
+def log_spaced_sizes(min_size: int, max_size: int, points_per_decade: int) -> list[int]:
+    """Sizes min_size x 10^(k / points_per_decade) <= max_size, rounded to round numbers.
+
+    >>> log_spaced_sizes(1000, 100_000, 2)
+    [1000, 3000, 10000, 30000, 100000]
+    """
+    if min_size < 1 or points_per_decade < 1:
+        raise ValueError(f"min_size and points_per_decade must be >= 1, got {min_size}, {points_per_decade}")
+    digits = 1 if points_per_decade <= 5 else 2
+    sizes: list[int] = []
+    k = 0
+    while True:
+        exact = min_size * 10.0 ** (k / points_per_decade)
+        if exact > max_size * (1 + 1e-9):
+            break
+        magnitude = 10 ** max(0, math.floor(math.log10(exact)) - digits + 1)
+        size = int(round(exact / magnitude) * magnitude)
+        if size <= max_size and (not sizes or size > sizes[-1]):
+            sizes.append(size)
+        k += 1
+    return sizes
+
+
+def plan_sizes(available: int, config: Mapping[str, Any]) -> list[int]:
+    """The sizes to train for a source of `available` pairs (the `scaling` config section)."""
+    cap = int(available) if config.get("max_size") is None else min(int(available), int(config["max_size"]))
+    if cap < int(config["min_size"]):
+        return []
+    sizes = log_spaced_sizes(int(config["min_size"]), cap, int(config["points_per_decade"]))
+    if config.get("include_full_size", True) and cap > sizes[-1]:
+        sizes.append(cap)
+    return sizes
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class StudyPoint:
+    """One (source, size) point of a study: a model trained on `size` pairs of `source`."""
+
+    source: str
+    size: int
+
+    def __post_init__(self):
+        if not _SOURCE_NAME.match(self.source):
+            raise ValueError(f"source name {self.source!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+        if int(self.size) < 1:
+            raise ValueError(f"size must be >= 1, got {self.size}")
+
+    def directory(self, study_dir: str | os.PathLike) -> Path:
+        """STUDY_DIR/points/<source>/size-<size:010d>."""
+        return Path(study_dir) / POINTS_DIR / self.source / f"size-{int(self.size):010d}"
+
+    def result_path(self, study_dir: str | os.PathLike) -> Path:
+        return self.directory(study_dir) / RESULT_FILE
+
+    def is_finished(self, study_dir: str | os.PathLike) -> bool:
+        return self.result_path(study_dir).is_file()
+
+
+def plan_study(config: Mapping[str, Any], available: Mapping[str, int]) -> list[StudyPoint]:
+    """Every (source, size) point, smallest sizes first (every source's curve grows together).
+
+    available: source name -> training pairs it holds. Raises ValueError for a source smaller
+    than `min_size`.
+    """
+    points = []
+    for source, count in available.items():
+        sizes = plan_sizes(count, config)
+        if not sizes:
+            raise ValueError(f"source {source!r} has {count} pairs, fewer than scaling.min_size={config['min_size']}")
+        points.extend(StudyPoint(source, size) for size in sizes)
+    return sorted(points, key=lambda p: (p.size, p.source))
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the points
+
+
+class TrainAndEvaluate(Protocol):
+    """Trains on `size` pairs of `source` and evaluates: returns the metrics (JSON-able).
+
+    The metrics usually are an evaluation report, e.g. {"r@2kt": {"ja": .., "average": ..},
+    "r@5kt": {...}}; the study's `metric` is a dotted path into them. `point_dir` exists and is
+    this point's own folder: keep checkpoints and outputs there, and resume from what a
+    previous, interrupted attempt left in it. Raise to stop the study (nothing is recorded).
+    """
+
+    def __call__(self, source: str, size: int, point_dir: Path) -> Mapping[str, Any]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PointResult:
+    """A finished point, as read from (or written to) its result.json."""
+
+    source: str
+    size: int
+    metrics: Mapping[str, Any]
+    finished_at: str
+    elapsed_seconds: float
+    path: Path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def write_point_result(study_dir: str | os.PathLike, point: StudyPoint, metrics: Mapping[str, Any],
+                       elapsed_seconds: float) -> PointResult:
+    """Record a finished point: result.json written atomically (temp file, fsync, rename)."""
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"train_and_evaluate({point.source!r}, {point.size}) returned {type(metrics).__name__}; "
+                        "expected a mapping of metrics")
+    finished_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = {"source": point.source, "size": int(point.size), "metrics": dict(metrics),
+              "finished_at": finished_at, "elapsed_seconds": float(elapsed_seconds)}
+    try:
+        text = json.dumps(record, indent=2, ensure_ascii=False, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"metrics of point {point.source!r} size {point.size} are not JSON: {err}") from None
+    path = point.result_path(study_dir)
+    with AtomicFile(path) as out:
+        out.write((text + "\n").encode("utf-8"))
+    return read_point_result(path)
+
+
+def read_point_result(path: str | os.PathLike) -> PointResult:
+    """A result.json; raises InputError unless it is one, matching the folder it lies in."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"cannot read ({err.strerror})", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"not a JSON point result ({err})", path) from None
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise InputError('expected {"source", "size", "metrics": {...}, ...}', path)
+    source, size = record.get("source"), record.get("size")
+    if (not isinstance(source, str) or not _SOURCE_NAME.match(source)
+            or not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise InputError(f"bad source or size in point result: {source!r}, {size!r}", path)
+    expected = StudyPoint(source, size)
+    if path.parent.name != expected.directory(".").name or path.parent.parent.name != expected.source:
+        raise InputError(f"result of {expected.source!r} size {size} lies in the wrong folder "
+                         f"(expected .../{POINTS_DIR}/{expected.source}/{expected.directory('.').name}/)", path)
+    return PointResult(source=source, size=size, metrics=record["metrics"],
+                       finished_at=str(record.get("finished_at", "")),
+                       elapsed_seconds=float(record.get("elapsed_seconds", 0.0)), path=path)
+
+
+def write_plan(study_dir: str | os.PathLike, points: Sequence[StudyPoint], config: Mapping[str, Any]) -> Path:
+    """STUDY_DIR/plan.json: the points and the scaling config, written atomically."""
+    section = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    record = {"points": [{"source": p.source, "size": int(p.size)} for p in points], "scaling": section}
+    path = Path(study_dir) / PLAN_FILE
+    with AtomicFile(path) as out:
+        out.write((json.dumps(record, indent=2, default=_json_default) + "\n").encode("utf-8"))
+    return path
+
+
+def read_plan(study_dir: str | os.PathLike) -> list[StudyPoint]:
+    """The points of STUDY_DIR/plan.json ([] when there is none)."""
+    path = Path(study_dir) / PLAN_FILE
+    if not path.is_file():
+        return []
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return [StudyPoint(p["source"], int(p["size"])) for p in record["points"]]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise InputError(f'not a study plan ({err}); expected {{"points": [{{"source", "size"}}, ...]}}', path) from None
+
+
+def run_study(
+    study_dir: str | os.PathLike,
+    points: Sequence[StudyPoint],
+    train_and_evaluate: TrainAndEvaluate,
+    *,
+    config: Mapping[str, Any] | None = None,
+    write_results: bool = True,
+) -> list[PointResult]:
+    """Train and evaluate every point not finished yet, in order; return every point's result.
+
+    A point whose result.json exists is read, not recomputed. After each new point its
+    result.json is written, so an interrupted study resumes at the first unfinished point.
+    Multi-host: every process calls this with the same arguments (train_and_evaluate is a
+    collective step) and only one passes write_results=True (e.g. jax.process_index() == 0);
+    STUDY_DIR must then be storage all hosts see, so they agree on what is finished.
+    With `config` (the scaling section), plan.json is written first.
+    """
+    study_dir = Path(study_dir)
+    if write_results and config is not None:
+        write_plan(study_dir, points, config)
+    results = []
+    for number, point in enumerate(points, 1):
+        label = f"point {number}/{len(points)}: {point.source} n={format_size(point.size)}"
+        if point.is_finished(study_dir):
+            log.info("%s: finished earlier, not recomputed", label)
+            results.append(read_point_result(point.result_path(study_dir)))
+            continue
+        point_dir = point.directory(study_dir)
+        point_dir.mkdir(parents=True, exist_ok=True)
+        log.info("%s: training and evaluating in %s", label, point_dir)
+        start = time.monotonic()
+        metrics = train_and_evaluate(point.source, int(point.size), point_dir)
+        elapsed = time.monotonic() - start
+        if write_results:
+            results.append(write_point_result(study_dir, point, metrics, elapsed))
+        else:
+            results.append(PointResult(point.source, int(point.size), dict(metrics), "", elapsed, point.result_path(study_dir)))
+        log.info("%s: done in %.0f s", label, elapsed)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting and reporting
+
+
+def collect_results(study_dir: str | os.PathLike) -> list[PointResult]:
+    """Every finished point under STUDY_DIR/points, sorted by (source, size)."""
+    root = Path(study_dir) / POINTS_DIR
+    results = []
+    if root.is_dir():
+        for source_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for point_dir in sorted(p for p in source_dir.iterdir() if p.is_dir() and _SIZE_DIR.match(p.name)):
+                if (point_dir / RESULT_FILE).is_file():
+                    results.append(read_point_result(point_dir / RESULT_FILE))
+    return sorted(results, key=lambda r: (r.source, r.size))
+
+
+def metric_value(metrics: Mapping[str, Any], metric: str, *, where: str | os.PathLike | None = None) -> float:
+    """The number at dotted path `metric` (e.g. "r@5kt.average"); InputError naming `where` if absent."""
+    node: Any = metrics
+    for part in metric.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            keys = sorted(node) if isinstance(node, Mapping) else []
+            raise InputError(f"metric {metric!r}: no key {part!r} (keys here: {', '.join(map(str, keys)) or 'none'})", where)
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
+        raise InputError(f"metric {metric!r} is {node!r}, not a finite number", where)
+    return float(node)
+
+
+def points_by_source(results: Sequence[PointResult], metric: str) -> dict[str, list[tuple[int, float]]]:
+    """source -> [(size, metric value)], sizes ascending, sources in name order."""
+    points: dict[str, list[tuple[int, float]]] = {}
+    for result in sorted(results, key=lambda r: (r.source, r.size)):
+        points.setdefault(result.source, []).append((result.size, metric_value(result.metrics, metric, where=result.path)))
+    return points
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyReport:
+    """What `write_report` wrote and the fits it wrote them from."""
+
+    fits: list[SourceFit]
+    pending: list[StudyPoint]
+    markdown: Path
+    json: Path
+    png: Path
+    svg: Path
+
+
+def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any]) -> StudyReport:
+    """Fit every source's finished points and write STUDY_DIR/report/scaling.{png,svg,md,json}.
+
+    `config` is the scaling section (metric, metric_label and the FitSettings fields). Points
+    in plan.json without a result are listed as pending. Raises InputError when no point is
+    finished or a result lacks the metric.
+    """
+    from umr_jax.scaling.plots import markdown_table, plot_scaling_curves
+
+    study_dir = Path(study_dir)
+    results = collect_results(study_dir)
+    if not results:
+        raise InputError(f"no finished points (no {POINTS_DIR}/<source>/size-*/{RESULT_FILE})", study_dir)
+    metric = str(config.get("metric", "r@5kt.average"))
+    label = str(config.get("metric_label", metric))
+    settings = FitSettings.from_config(config)
+    fits = fit_sources(points_by_source(results, metric), settings)
+    finished = {(r.source, r.size) for r in results}
+    pending = [p for p in read_plan(study_dir) if (p.source, p.size) not in finished]
+
+    out = study_dir / REPORT_DIR
+    png, svg = plot_scaling_curves(fits, out / "scaling", metric_label=label, threshold=settings.flattening_gain)
+    lines = [f"# Scaling study: {label} ({metric})", "",
+             f"{len(results)} finished point{'s' if len(results) != 1 else ''}"
+             + (f", {len(pending)} pending" if pending else "") + ".", "",
+             markdown_table(fits, metric_label=label), "![scaling curves](scaling.png)", ""]
+    if pending:
+        lines += ["Pending points:", ""] + [f"- {p.source} n={format_size(p.size)}" for p in pending] + [""]
+    markdown = out / "scaling.md"
+    with AtomicFile(markdown) as f:
+        f.write("\n".join(lines).encode("utf-8"))
+    record = {
+        "metric": metric, "metric_label": label, "settings": dataclasses.asdict(settings),
+        "sources": [fit.to_dict() for fit in fits],
+        "pending": [{"source": p.source, "size": p.size} for p in pending],
+    }
+    json_path = out / "scaling.json"
+    with AtomicFile(json_path) as f:
+        f.write((json.dumps(record, indent=2, default=_json_default) + "\n").encode("utf-8"))
+    return StudyReport(fits=fits, pending=pending, markdown=markdown, json=json_path, png=png, svg=svg)

@@ -19,6 +19,7 @@ BUILT: dict[str, tuple[str, str]] = {
     "data": ("umr_jax.data.cli", "validate and convert XOR-TyDi, DPR, WebFAQ, MKQA, BEIR, pairs and retrieval files"),
     "model": ("umr_jax.models.cli", "inspect and check Hugging Face model folders (T5/mT5, BERT, XLM-R)"),
     "index": ("umr_jax.retrieval.index_cli", "build (ScaNN or exact) and search an embedding index"),
+    "score": ("umr_jax.labeling.cli", "stage 1: mT5 question-likelihood pseudo labels"),
     "train": ("umr_jax.training.cli", "stage 2: distil the retriever from pseudo labels, or contrastive training on pairs"),
     "evaluate": ("umr_jax.evaluation.cli", "XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison"),
 }
@@ -28,7 +29,6 @@ PLANNED: dict[str, tuple[str, str]] = {
     "demo": ("two UMR iterations plus evaluation on the embedded demo corpus", "UMR end to end"),
     "encode": ("encode passages or queries with a retriever tower across the mesh", "retrieval stage"),
     "retrieve": ("top-k retrieval for a question file, written in the field's formats", "retrieval stage"),
-    "score": ("stage 1: mT5 question-likelihood pseudo labels", "UMR end to end"),
     "loop": ("iterate encode -> index -> retrieve -> score -> train", "UMR end to end"),
     "scaling": ("scaling sweeps over nested data subsets, curve fits and plots", "scaling studies and TPU launch"),
 }

@@ -1,0 +1,126 @@
+"""`umr-jax encode`: embed a passage collection or a question file with a retriever tower.
+
+  umr-jax encode --model DIR --passages psgs_w100.tsv --output emb/          # DPR TSV or passages JSON lines
+  umr-jax encode --model DIR --queries xor_dev.jsonl --output q_emb/ --output-dtype float32
+  umr-jax encode --model /models/mt5-base --as-tower --passages p.jsonl --output emb/
+  # one process per host: --coordinator host0:1234 --num-processes 4 --process-id I
+
+Writes shards of float16 (or float32) embeddings with their ids and a manifest
+(`umr-jax index build --embeddings emb/` reads it). Rerunning the same command after a crash
+skips every finished shard; a rerun with other settings is refused. See
+`umr_jax.retrieval.encode` for how it works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_tower_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --as-tower, --pooling, --dtype, --batch-size, --no-progress (shared with retrieve)."""
+    parser.add_argument("--model", required=True, metavar="DIR", help="Hugging Face model folder of the tower")
+    parser.add_argument("--as-tower", action="store_true", help="a T5/mT5 folder: encode with its encoder stack")
+    parser.add_argument("--pooling", choices=["mean", "cls", "pooler"], help="default: what the folder declares, else mean")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16", help="compute dtype (default bfloat16)")
+    parser.add_argument("--batch-size", type=int, default=256, help="rows per batch, rounded up to a multiple of the batch devices (default 256)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.parallel.cli_flags import add_mesh_flags
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n\n")[1]
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--passages", metavar="FILE", help="passages: DPR TSV (id, text, title) or JSON lines {id, title, text}")
+    source.add_argument("--queries", metavar="FILE", help="questions: XOR-TyDi JSON lines {id, question, lang}")
+    parser.add_argument("--passages-format", choices=["auto", "dpr-tsv", "passages-jsonl"], default="auto",
+                        help="default: by the suffix (.tsv / .jsonl), else by the first line")
+    parser.add_argument("--output", required=True, metavar="DIR", help="embeddings folder to write (or resume)")
+    add_tower_arguments(parser)
+    parser.add_argument("--max-length", type=int, help="truncation length in tokens (default 256 for passages, 64 for queries)")
+    parser.add_argument("--shard-size", type=int, default=100_000, help="input rows per output shard (default 100000)")
+    parser.add_argument("--output-dtype", choices=["float16", "float32"], default="float16", help="stored dtype (default float16)")
+    add_mesh_flags(parser)
+
+
+class RichProgress:
+    """A rich progress bar on stderr counting records and showing records/s."""
+
+    def __init__(self, label: str, enabled: bool = True):
+        self.label, self.enabled = label, enabled
+        self._progress = None
+        self._task = None
+
+    def start(self, total: int | None) -> None:
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.text import Text
+
+        unit = self.label
+
+        class Rate(ProgressColumn):
+            def render(self, task) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text(f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s")
+
+        self._progress = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
+                                  TimeRemainingColumn(), console=Console(stderr=True))
+        self._progress.start()
+        self._task = self._progress.add_task("encode", total=total)
+
+    def advance(self, rows: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, rows)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def local_mesh(args: argparse.Namespace):
+    """(mesh over this process's devices, rules) from --mesh/--rules; a mesh that does not fit is an InputError."""
+    import jax
+
+    from umr_jax.errors import InputError
+    from umr_jax.parallel.cli_flags import parse_mesh
+    from umr_jax.parallel.mesh import make_mesh
+    from umr_jax.parallel.sharding import get_rules
+
+    try:
+        mesh = make_mesh(parse_mesh(args.mesh), devices=jax.local_devices())
+    except ValueError as err:
+        raise InputError(f"--mesh {args.mesh!r}: {err}") from None
+    return mesh, get_rules(args.rules)
+
+
+def run(args: argparse.Namespace) -> int:
+    from umr_jax.parallel.cli_flags import start_distributed
+
+    start_distributed(args)  # before anything touches a device
+    import jax
+
+    from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, encode_to_store
+
+    source = EncodeInput.passages(args.passages, args.passages_format) if args.passages else EncodeInput.queries(args.queries)
+    source.fingerprint()  # a missing input fails before the model loads
+    mesh, rules = local_mesh(args)
+    encoder = TowerEncoder(args.model, mesh=mesh, rules=rules, pooling=args.pooling, as_tower=args.as_tower, dtype=args.dtype)
+    label = "passages" if source.kind == "passages" else "queries"
+    bar = RichProgress(label, enabled=not args.no_progress)
+    try:
+        report = encode_to_store(encoder, source, args.output, shard_size=args.shard_size, batch_size=args.batch_size,
+                                 max_length=args.max_length, output_dtype=args.output_dtype, progress=bar)
+    finally:
+        bar.close()
+    where = f"process {jax.process_index()}/{jax.process_count()}: " if jax.process_count() > 1 else ""
+    rate = f", {report.rows_per_second:,.0f} {label}/s" if report.encoded_rows else ""
+    print(f"{where}encoded {len(report.encoded_shards)} shards ({report.encoded_rows:,} {label}{rate}), "
+          f"{len(report.skipped_shards)} already done", file=sys.stderr)
+    if report.manifest:
+        print(f"{report.folder}: {report.total_rows:,} {label} x {report.dim} ({report.dtype}) in {report.num_shards} shards")
+    return 0

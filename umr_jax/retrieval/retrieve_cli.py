@@ -1,0 +1,69 @@
+"""`umr-jax retrieve`: the top-k passages of every question, in the field's formats.
+
+  umr-jax retrieve --model DIR --index index/ --queries xor_dev.jsonl --passages psgs_w100.tsv \\
+      --top-k 100 --output dev_run.jsonl [--format jsonl|dpr-json|xor-predictions|trec]
+
+DIR is the query tower (for a dual encoder with separate towers, the one that encodes
+questions); the index was built (`umr-jax index build`) from `umr-jax encode --passages` output
+of the same collection. The output is written atomically; `jsonl` holds one question per line
+`{id, question, lang, answers?, ctxs: [{id, title, text, score}]}`. Runs on one host: the
+questions are encoded on this host's devices (`--mesh`), the index searched here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.retrieval.encode_cli import add_tower_arguments
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n\n")[1]
+    add_tower_arguments(parser)
+    parser.add_argument("--index", required=True, metavar="DIR", help="index folder (umr-jax index build)")
+    parser.add_argument("--queries", required=True, metavar="FILE", help="questions: XOR-TyDi JSON lines {id, question, lang, answers?}")
+    parser.add_argument("--passages", required=True, metavar="FILE", help="the collection the index was built from: DPR TSV or JSON lines")
+    parser.add_argument("--passages-format", choices=["auto", "dpr-tsv", "passages-jsonl"], default="auto")
+    parser.add_argument("--top-k", type=int, default=100, help="passages per question (default 100)")
+    parser.add_argument("--max-length", type=int, default=64, help="question truncation length in tokens (default 64)")
+    parser.add_argument("--output", required=True, metavar="FILE", help="results file to write")
+    parser.add_argument("--format", choices=["jsonl", "dpr-json", "xor-predictions", "trec"], default="jsonl", help="default jsonl")
+    parser.add_argument("--tag", default="umr-jax", help="run tag of --format trec (default umr-jax)")
+    group = parser.add_argument_group("device mesh (this host's devices)")
+    group.add_argument("--mesh", default="data=-1,fsdp=1,model=1", help="mesh axis sizes (default data=-1,fsdp=1,model=1)")
+    group.add_argument("--rules", default="data_parallel", choices=["data_parallel", "fsdp", "fsdp_tp"], help="sharding rule set (default data_parallel)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from umr_jax.data import formats
+    from umr_jax.errors import InputError
+    from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
+    from umr_jax.retrieval.encode_cli import RichProgress, local_mesh
+    from umr_jax.retrieval.index import Index
+    from umr_jax.retrieval.retrieve import retrieve, write_results
+
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be positive, got {args.top_k}")
+    passages = EncodeInput.passages(args.passages, args.passages_format)
+    passages.files()  # a missing collection fails before the model loads
+    questions = list(formats.read_questions(args.queries))
+    if not questions:
+        raise InputError("no questions", args.queries)
+    mesh, rules = local_mesh(args)
+    encoder = TowerEncoder(args.model, mesh=mesh, rules=rules, pooling=args.pooling, as_tower=args.as_tower, dtype=args.dtype)
+    index = Index.open(args.index, devices=jax.local_devices())
+    bar = RichProgress("queries", enabled=not args.no_progress)
+    bar.start(len(questions))
+    try:
+        results = retrieve(encoder, index, questions, passages.path, passages_format=passages.format, top_k=args.top_k,
+                           max_length=args.max_length, batch_size=args.batch_size, progress=bar.advance)
+    finally:
+        bar.close()
+    paths = write_results(args.output, results, args.format, tag=args.tag)
+    k = len(results[0].ctxs)
+    print(f"{', '.join(map(str, paths))}: top-{k} passages for {len(results):,} questions ({args.format})")
+    return 0

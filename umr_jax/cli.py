@@ -16,6 +16,7 @@ from umr_jax import __version__
 
 # name -> (module, one-line help). Order is the order of the UMR data flow.
 BUILT: dict[str, tuple[str, str]] = {
+    "demo": ("umr_jax.demo", "two UMR iterations plus evaluation on the embedded demo corpus, tiny models"),
     "data": ("umr_jax.data.cli", "validate and convert XOR-TyDi, DPR, WebFAQ, MKQA, BEIR, pairs and retrieval files"),
     "model": ("umr_jax.models.cli", "inspect and check Hugging Face model folders (T5/mT5, BERT, XLM-R)"),
     "encode": ("umr_jax.retrieval.encode_cli", "encode passages or queries with a retriever tower across the mesh"),
@@ -23,13 +24,12 @@ BUILT: dict[str, tuple[str, str]] = {
     "retrieve": ("umr_jax.retrieval.retrieve_cli", "top-k retrieval for a question file, written in the field's formats"),
     "score": ("umr_jax.labeling.cli", "stage 1: mT5 question-likelihood pseudo labels"),
     "train": ("umr_jax.training.cli", "stage 2: distil the retriever from pseudo labels, or contrastive training on pairs"),
+    "loop": ("umr_jax.training.loop_cli", "iterate encode -> index -> retrieve -> score -> train, resumable per stage"),
     "evaluate": ("umr_jax.evaluation.cli", "XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison"),
 }
 
 # name -> (one-line help, capability that brings it)
 PLANNED: dict[str, tuple[str, str]] = {
-    "demo": ("two UMR iterations plus evaluation on the embedded demo corpus", "UMR end to end"),
-    "loop": ("iterate encode -> index -> retrieve -> score -> train", "UMR end to end"),
     "scaling": ("scaling sweeps over nested data subsets, curve fits and plots", "scaling studies and TPU launch"),
 }
 

@@ -40,19 +40,34 @@ def build_dual_encoder(
     dropout: float = 0.1,
     similarity: str = "dot",
     scale: float = 1.0,
+    passage_folder: str | Path | None = None,
 ) -> DualEncoderSetup:
-    """Load a BERT/XLM-R (or T5/mT5 encoder) tower folder and build the dual encoder around it."""
+    """Load a BERT/XLM-R (or T5/mT5 encoder) tower folder and build the dual encoder around it.
+
+    Both towers start from `folder`, unless `passage_folder` names another folder of the same
+    architecture for the passage tower (a retriever trained with separate towers, resumed)."""
     family_type = hf_io.model_type_of(hf_io.read_hf_config(folder), folder)
     if family_type in hf_io.T5_TYPES:
-        loaded = hf_io.load_t5(folder, encoder_only=True, pooling=pooling or "mean", dtype=dtype, dropout_rate=dropout)
+        load = lambda f: hf_io.load_t5(f, encoder_only=True, pooling=pooling or "mean", dtype=dtype, dropout_rate=dropout)  # noqa: E731
+        loaded = load(folder)
         make = lambda: T5EncoderTower(loaded.config, pooling=pooling or "mean")  # noqa: E731
     else:
-        loaded = hf_io.load_bert(folder, pooling=pooling, dtype=dtype, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        load = lambda f: hf_io.load_bert(f, pooling=pooling, dtype=dtype, hidden_dropout_prob=dropout,  # noqa: E731
+                                         attention_probs_dropout_prob=dropout)
+        loaded = load(folder)
         make = lambda: BertEncoderTower(loaded.config)  # noqa: E731
     module = DualEncoder(make(), make() if separate_towers else None, similarity=similarity, scale=scale)
     params = {"query_tower": loaded.params}
     if separate_towers:
-        params["passage_tower"] = jax.tree_util.tree_map(np.copy, loaded.params)
+        if passage_folder and Path(passage_folder) != Path(folder):
+            other = load(passage_folder)
+            if other.config != loaded.config:
+                raise hf_io.ModelLoadError(f"{passage_folder}: passage tower config differs from the query tower's ({folder})")
+            params["passage_tower"] = other.params
+        else:
+            params["passage_tower"] = jax.tree_util.tree_map(np.copy, loaded.params)
+    elif passage_folder and Path(passage_folder) != Path(folder):
+        raise hf_io.ModelLoadError(f"{passage_folder}: a separate passage tower needs model.separate_towers=True")
     return DualEncoderSetup(module, params, loaded.config, loaded.family, hf_io.load_tokenizer(folder), Path(folder))
 
 

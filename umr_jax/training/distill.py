@@ -209,7 +209,8 @@ def train(config, *, output_dir: str | Path | None = None, mesh=None, rules=None
         mesh, rules = mesh_and_rules(config)
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
-                                      dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0)
+                                      dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0,
+                                      passage_folder=m.get("init_passage") or None)
     questions = load_pseudo_labels(d.pseudo_labels, top_k=d.top_k)
     dev = load_pseudo_labels(d.dev_pseudo_labels, top_k=d.top_k) if d.get("dev_pseudo_labels") else []
     batches = DistillBatches(questions, setup.tokenizer, questions_per_batch=t.questions_per_batch,

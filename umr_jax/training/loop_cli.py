@@ -1,0 +1,45 @@
+"""`umr-jax loop --config FILE --iterations N [key=value ...]`: run (or resume) UMR iterations.
+
+The config names the starting retriever (`loop.retriever`, HF folder), the scorer
+(`loop.scorer`), the passages, the unlabelled train questions and optionally dev questions and
+their gold answers for evaluation; see configs/demo.py. Every stage resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.parallel.cli_flags import add_distributed_flags
+
+    parser.add_argument("--config", required=True, help="config file (configs/*.py)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loop.scorer=/models/mt5-xl")
+    parser.add_argument("--iterations", type=int, default=1, help="UMR iterations (default 1)")
+    parser.add_argument("--output", help="output folder (default: the config's output_dir)")
+    add_distributed_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from umr_jax.config import load_config
+    from umr_jax.errors import InputError
+    from umr_jax.parallel.cli_flags import start_distributed
+    from umr_jax.training.loop import UmrLoop
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = load_config(args.config, args.overrides)
+    for key in ("retriever", "scorer", "passages", "train_questions"):
+        if not config.loop.get(key):
+            raise InputError(f"loop.{key} is not set (give it as loop.{key}=...)", args.config)
+    start_distributed(args)
+    history = UmrLoop(config, output_dir=args.output, on_stage=lambda i, s: print(f"iteration {i}: {s}", flush=True)).run(args.iterations)
+    for record in history:
+        line = {"iteration": record["iteration"], "retriever": record["retriever"]}
+        if "eval" in record:
+            line["r@2kt"] = record["eval"]["r@2kt"]["average"]
+            line["r@5kt"] = record["eval"]["r@5kt"]["average"]
+        print(json.dumps(line))
+    return 0

@@ -59,24 +59,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _not_built(name: str, capability: str):
     def run(args: argparse.Namespace) -> int:
-        if name == "demo":
-            _print_status()
         print(
             f"umr-jax {name}: not built yet; it arrives with the '{capability}' capability.",
             file=sys.stderr,
         )
-        return 0 if name == "demo" else 2
+        return 2
 
     return run
-
-
-def _print_status() -> None:
-    print(f"umr-jax {__version__}")
-    print("sub-commands:")
-    for name, (_, help_text) in BUILT.items():
-        print(f"  {name:<10} {help_text}")
-    for name, (help_text, capability) in PLANNED.items():
-        print(f"  {name:<10} {help_text}  [not built yet: '{capability}']")
 
 
 def main(argv: list[str] | None = None) -> int:

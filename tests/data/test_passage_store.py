@@ -97,3 +97,17 @@ def test_index_build_rejects_duplicates_and_bad_rows(tmp_path):
         build_index(path)
     with pytest.raises(InputError, match="decompress it first"):
         build_index(tmp_path / "psgs.tsv.gz")
+
+
+def test_index_never_written_into_the_package(tmp_path, monkeypatch):
+    from umr_jax.data.demo import demo_paths
+    from umr_jax.data.passage_store import PassageStore, index_path_for
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tsv = demo_paths()["passages"]
+    where = index_path_for(tsv)
+    assert where.parent == tmp_path / "cache" / "umr-jax" / "passage-index"
+    store = PassageStore(tsv)
+    assert store.index_path == where and where.is_file()
+    assert not tsv.with_name(tsv.name + ".idx").exists()
+    assert store.get(store[0].id) == store[0]

@@ -10,6 +10,7 @@ newer than it.
 
 from __future__ import annotations
 
+import hashlib
 import csv
 import os
 from pathlib import Path
@@ -27,9 +28,27 @@ _CHUNK_ROWS = 1 << 16
 
 
 def index_path_for(tsv_path: PathLike) -> Path:
-    """`passages.tsv.idx` for `passages.tsv`."""
+    """`passages.tsv.idx` beside `passages.tsv` when that folder is writable (or the index is
+    already there); otherwise (a read-only collection, or the demo corpus inside an installed
+    package) a file under `$XDG_CACHE_HOME/umr-jax/passage-index/` named after the TSV's path."""
     tsv_path = Path(tsv_path)
-    return tsv_path.with_name(tsv_path.name + INDEX_SUFFIX)
+    beside = tsv_path.with_name(tsv_path.name + INDEX_SUFFIX)
+    if beside.is_file() or os.access(tsv_path.parent, os.W_OK) and not _inside_package(tsv_path):
+        return beside
+    digest = hashlib.sha256(str(tsv_path.resolve()).encode("utf-8")).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "umr-jax" / "passage-index"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache / f"{tsv_path.name}-{digest}{INDEX_SUFFIX}"
+
+
+def _inside_package(path: Path) -> bool:
+    """True for files shipped inside the umr_jax package (never write into an installed package)."""
+    package_root = Path(__file__).resolve().parents[1]
+    try:
+        path.resolve().relative_to(package_root)
+        return True
+    except ValueError:
+        return False
 
 
 def build_index(tsv_path: PathLike, index_path: PathLike | None = None) -> Path:

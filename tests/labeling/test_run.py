@@ -17,7 +17,7 @@ import torch
 import transformers
 
 from umr_jax import cli
-from umr_jax.data import files, formats
+from umr_jax.data import formats
 from umr_jax.data.demo import demo_paths
 from umr_jax.data.formats import Context, RetrievalResult
 from umr_jax.errors import InputError

@@ -11,7 +11,6 @@ from umr_jax.data import formats
 from umr_jax.data.demo import demo_paths
 from umr_jax.models import hf_io
 from umr_jax.training import contrastive
-from tests.training.test_distill import tiny_retriever  # noqa: F401  (shared fixture)
 
 
 def test_nested_subsets_of_pairs():
@@ -38,7 +37,7 @@ def test_pair_batches_resume_exactly():
             np.testing.assert_array_equal(got[key], expected[key])
 
 
-def test_contrastive_training_improves_dev_ranking(tiny_retriever, tmp_path):  # noqa: F811
+def test_contrastive_training_improves_dev_ranking(tiny_retriever, tmp_path):
     pairs = list(formats.read_pairs(demo_paths()["translated_pairs"]))
     formats.write_pairs(tmp_path / "dev.jsonl", pairs[:48])
     config = ml_collections.ConfigDict({

@@ -15,7 +15,6 @@ from umr_jax.demo import demo_config
 from umr_jax.models import T5EncoderDecoder, hf_io
 from umr_jax.data.demo.models import scorer_config
 from umr_jax.training.loop import UmrLoop
-from tests.training.test_distill import tiny_retriever  # noqa: F401  (shared fixture)
 
 
 class Killed(Exception):
@@ -56,7 +55,7 @@ def _config(tmp, retriever, scorer, corpus):
 
 
 @pytest.mark.slow
-def test_loop_resumes_after_a_kill_in_each_stage(tmp_path, tiny_retriever, tiny_scorer, small_corpus):  # noqa: F811
+def test_loop_resumes_after_a_kill_in_each_stage(tmp_path, tiny_retriever, tiny_scorer, small_corpus):
     config = _config(tmp_path, tiny_retriever, tiny_scorer, small_corpus)
     kill_at = [(0, "encode"), (0, "retrieve"), (0, "evaluate"), (0, "score"), (0, "train"), (1, "index")]
     started: list[tuple[int, str]] = []

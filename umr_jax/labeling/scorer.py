@@ -11,7 +11,7 @@ pair and every batch is full. Batch sizes follow a token budget: short sources g
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
 from umr_jax.models import BertEncoderTower, DualEncoder, T5EncoderTower, hf_io
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -145,3 +149,93 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.flush()
             self._tb.close()
+
+
+def run_dual_encoder_training(
+    *,
+    config,
+    setup: DualEncoderSetup,
+    batches,
+    loss_on_embeddings: Callable,
+    queries_per_batch: int,
+    passages_per_batch: int,
+    warmup_steps: int,
+    output: Path,
+    mesh,
+    rules,
+    dev_metrics: Callable[[Any], dict[str, float]] | None = None,
+    selection_metric: str = "",
+) -> dict[str, Any]:
+    """The part every dual-encoder trainer shares, around its own batches and loss.
+
+    Builds the optimizer (AdamW, warm-up then linear decay, clipping) and the sharded state
+    from `setup`'s params, one jitted step (gradient caching when `train.grad_cache`), metrics
+    to JSONL/TensorBoard, checkpoints with exact resume; every `train.eval_every` steps (and at
+    step 0 and the end) `dev_metrics(params)` is logged, and the params with the lowest
+    `selection_metric` are exported to `output/best`. The last params go to `output/final`.
+    Returns a summary: reason ("done" or "preempted"), steps, total_steps, best, best_dir, final_dir.
+    """
+    from umr_jax.parallel import sharding as shd
+    from umr_jax.parallel.checkpoint import Checkpointer
+    from umr_jax.retrieval.embeddings import atomic_write_bytes
+    from umr_jax.training.gradcache import grad_cached_value_and_grad, plain_value_and_grad
+    from umr_jax.training.runner import train_loop
+    from umr_jax.training.state import make_optimizer, make_train_step, state_from_params
+
+    t = config.train
+    total_steps = max(1, int(math.ceil(t.epochs * batches.steps_per_epoch)))
+    optimizer = make_optimizer(t.learning_rate, total_steps=total_steps, warmup_steps=warmup_steps,
+                               weight_decay=t.weight_decay, eps=t.adam_eps, grad_clip_norm=t.grad_clip_norm)
+    state, shardings = state_from_params(setup.params, boxed_abstract_params(setup.module), optimizer, mesh, rules)
+    module = setup.module
+
+    def enc_q(params, ids, mask, rng):
+        return module.apply({"params": params}, ids, mask, False, method="encode_queries", rngs={"dropout": rng})
+
+    def enc_p(params, ids, mask, rng):
+        return module.apply({"params": params}, ids, mask, False, method="encode_passages", rngs={"dropout": rng})
+
+    make_vg = grad_cached_value_and_grad if t.grad_cache else plain_value_and_grad
+    value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings, query_chunk=min(t.query_chunk, queries_per_batch),
+                             passage_chunk=min(t.passage_chunk, passages_per_batch))
+    step = make_train_step(None, optimizer, mesh, shardings, shd.batch_sharding(mesh), rules, value_and_grad_fn=value_and_grad)
+    metrics_log = MetricsLog(output)
+    checkpointer = Checkpointer(output / "checkpoints", save_interval_steps=t.checkpoint_every, max_to_keep=t.keep_checkpoints)
+    best_file = output / "best.json"
+    best = json.loads(best_file.read_text()) if best_file.is_file() else {selection_metric: math.inf}
+
+    def evaluate(step_number: int, state_now) -> None:
+        nonlocal best
+        if dev_metrics is None:
+            return
+        scores = dev_metrics(state_now.params)
+        metrics_log.write(step_number, scores, prefix="dev")
+        if scores[selection_metric] < best[selection_metric]:
+            best = {"step": step_number, **scores}
+            export_towers(output / "best", setup, state_now.params)
+            if jax.process_index() == 0:
+                data = json.dumps(best, indent=2).encode()
+                atomic_write_bytes(best_file, lambda f: f.write(data))
+
+    def on_metrics(step_number: int, metrics: dict) -> None:
+        if step_number % t.log_every == 0 or step_number == total_steps:
+            metrics_log.write(step_number, metrics)
+            log.info("step %d/%d %s", step_number, total_steps, {k: round(v, 4) for k, v in metrics.items()})
+
+    def on_step(step_number: int, state_now) -> None:
+        if step_number % t.eval_every == 0 or step_number == total_steps:
+            evaluate(step_number, state_now)
+
+    if checkpointer.latest_step() is None:
+        evaluate(0, state)  # the starting point, so "best" is never worse than the initial retriever
+    state, reason = train_loop(
+        state=state, state_shardings=shardings, train_step=step, data=batches,
+        to_global=lambda b: shd.host_batch_to_global(b, mesh), total_steps=total_steps, checkpointer=checkpointer,
+        rng=jax.random.PRNGKey(t.seed), config=config.to_dict(), on_metrics=on_metrics, on_step=on_step,
+    )
+    checkpointer.close()
+    metrics_log.close()
+    final = export_towers(output / "final", setup, state.params) if reason == "done" else None
+    return {"reason": reason, "steps": int(state.step), "total_steps": total_steps, "best": best,
+            "best_dir": str(output / "best") if dev_metrics is not None else None,
+            "final_dir": str(output / "final") if final else None}

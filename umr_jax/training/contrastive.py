@@ -10,7 +10,6 @@ which is what scaling studies train on.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -20,17 +19,11 @@ import jax
 import numpy as np
 
 from umr_jax.data import formats
-from umr_jax.data.pipeline import LengthBuckets
-from umr_jax.data.pipeline import nested_subsets
+from umr_jax.data.pipeline import LengthBuckets, nested_subsets
 from umr_jax.errors import InputError
-from umr_jax.parallel import sharding as shd
-from umr_jax.parallel.checkpoint import Checkpointer
 from umr_jax.training import common
 from umr_jax.training.distill import jitted_encoders
-from umr_jax.training.gradcache import grad_cached_value_and_grad, plain_value_and_grad
 from umr_jax.training.losses import info_nce_loss
-from umr_jax.training.runner import train_loop
-from umr_jax.training.state import make_optimizer, make_train_step, state_from_params
 
 log = logging.getLogger(__name__)
 
@@ -147,68 +140,24 @@ def train(config, *, output_dir: str | Path | None = None, mesh=None, rules=None
     dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
     batches = PairBatches(pairs, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),
                           seed=t.seed, query_max_length=m.query_max_length, passage_max_length=m.passage_max_length)
-    total_steps = max(1, int(math.ceil(t.epochs * batches.steps_per_epoch)))
-    optimizer = make_optimizer(t.learning_rate, total_steps=total_steps, warmup_steps=min(t.warmup_steps, total_steps // 10 or 1),
-                               weight_decay=t.weight_decay, eps=t.adam_eps, grad_clip_norm=t.grad_clip_norm)
-    state, shardings = state_from_params(setup.params, common.boxed_abstract_params(setup.module), optimizer, mesh, rules)
-    module = setup.module
-
-    def enc_q(params, ids, mask, rng):
-        return module.apply({"params": params}, ids, mask, False, method="encode_queries", rngs={"dropout": rng})
-
-    def enc_p(params, ids, mask, rng):
-        return module.apply({"params": params}, ids, mask, False, method="encode_passages", rngs={"dropout": rng})
+    encoders = jitted_encoders(setup.module)
+    hard = d.get("hard_negatives", 0)
 
     def loss_on_embeddings(q, p, batch):
         if m.get("similarity", "dot") == "cosine":
             q = q / jax.numpy.maximum(jax.numpy.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
             p = p / jax.numpy.maximum(jax.numpy.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
-        return info_nce_loss(q, p, scale=t.scale, num_hard_negatives=d.get("hard_negatives", 0))
+        return info_nce_loss(q, p, scale=t.scale, num_hard_negatives=hard)
 
-    n_passages = t.batch_size * (1 + d.get("hard_negatives", 0))
-    make_vg = grad_cached_value_and_grad if t.grad_cache else plain_value_and_grad
-    value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings, query_chunk=min(t.query_chunk, t.batch_size),
-                             passage_chunk=min(t.passage_chunk, n_passages))
-    step = make_train_step(None, optimizer, mesh, shardings, shd.batch_sharding(mesh), rules, value_and_grad_fn=value_and_grad)
-    metrics_log = common.MetricsLog(output)
-    checkpointer = Checkpointer(output / "checkpoints", save_interval_steps=t.checkpoint_every, max_to_keep=t.keep_checkpoints)
-    encoders = jitted_encoders(module)
-    best_file = output / "best.json"
-    best = json.loads(best_file.read_text()) if best_file.is_file() else {"positive_mean_rank": math.inf}
+    def dev_metrics_of(params):
+        return dev_metrics(setup, params, dev, query_max_length=m.query_max_length,
+                           passage_max_length=m.passage_max_length, encoders=encoders)
 
-    def evaluate(step_number: int, state_now) -> None:
-        nonlocal best
-        if not dev:
-            return
-        scores = dev_metrics(setup, state_now.params, dev, query_max_length=m.query_max_length,
-                             passage_max_length=m.passage_max_length, encoders=encoders)
-        metrics_log.write(step_number, scores, prefix="dev")
-        if scores["positive_mean_rank"] < best["positive_mean_rank"]:
-            best = {"step": step_number, **scores}
-            common.export_towers(output / "best", setup, state_now.params)
-            if jax.process_index() == 0:
-                from umr_jax.retrieval.embeddings import atomic_write_bytes
-
-                data = json.dumps(best, indent=2).encode()
-                atomic_write_bytes(best_file, lambda f: f.write(data))
-
-    def on_metrics(step_number: int, metrics: dict) -> None:
-        if step_number % t.log_every == 0 or step_number == total_steps:
-            metrics_log.write(step_number, metrics)
-
-    def on_step(step_number: int, state_now) -> None:
-        if step_number % t.eval_every == 0 or step_number == total_steps:
-            evaluate(step_number, state_now)
-
-    if checkpointer.latest_step() is None:
-        evaluate(0, state)
-    state, reason = train_loop(
-        state=state, state_shardings=shardings, train_step=step, data=batches,
-        to_global=lambda b: shd.host_batch_to_global(b, mesh), total_steps=total_steps, checkpointer=checkpointer,
-        rng=jax.random.PRNGKey(t.seed), config=config.to_dict(), on_metrics=on_metrics, on_step=on_step,
+    steps = max(1, int(math.ceil(t.epochs * batches.steps_per_epoch)))
+    summary = common.run_dual_encoder_training(
+        config=config, setup=setup, batches=batches, loss_on_embeddings=loss_on_embeddings,
+        queries_per_batch=t.batch_size, passages_per_batch=t.batch_size * (1 + hard),
+        warmup_steps=min(t.warmup_steps, steps // 10 or 1), output=output, mesh=mesh, rules=rules,
+        dev_metrics=dev_metrics_of if dev else None, selection_metric="positive_mean_rank",
     )
-    checkpointer.close()
-    metrics_log.close()
-    final = common.export_towers(output / "final", setup, state.params) if reason == "done" else None
-    return {"reason": reason, "steps": int(state.step), "total_steps": total_steps, "pairs": len(pairs), "best": best,
-            "best_dir": str(output / "best") if dev else None, "final_dir": str(output / "final") if final else None}
+    return {**summary, "pairs": len(pairs)}

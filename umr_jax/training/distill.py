@@ -17,25 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from umr_jax.data import formats
 from umr_jax.data.pipeline import LengthBuckets
 from umr_jax.data.files import expand_shards
 from umr_jax.errors import InputError
-from umr_jax.parallel import sharding as shd
-from umr_jax.parallel.checkpoint import Checkpointer
 from umr_jax.training import common
-from umr_jax.training.gradcache import grad_cached_value_and_grad, plain_value_and_grad
 from umr_jax.training.losses import umr_distillation_loss
-from umr_jax.training.runner import train_loop
-from umr_jax.training.state import make_optimizer, make_train_step, state_from_params
 
 log = logging.getLogger(__name__)
 
@@ -216,72 +209,19 @@ def train(config, *, output_dir: str | Path | None = None, mesh=None, rules=None
     batches = DistillBatches(questions, setup.tokenizer, questions_per_batch=t.questions_per_batch,
                              candidates=d.candidates_per_question, seed=t.seed,
                              query_max_length=m.query_max_length, passage_max_length=m.passage_max_length)
-    total_steps = max(1, int(math.ceil(t.epochs * batches.steps_per_epoch)))
-    optimizer = make_optimizer(t.learning_rate, total_steps=total_steps, warmup_steps=t.warmup_steps,
-                               weight_decay=t.weight_decay, eps=t.adam_eps, grad_clip_norm=t.grad_clip_norm)
-    state, shardings = state_from_params(setup.params, common.boxed_abstract_params(setup.module), optimizer, mesh, rules)
-    module = setup.module
-
-    def enc_q(params, ids, mask, rng):
-        return module.apply({"params": params}, ids, mask, False, method="encode_queries", rngs={"dropout": rng})
-
-    def enc_p(params, ids, mask, rng):
-        return module.apply({"params": params}, ids, mask, False, method="encode_passages", rngs={"dropout": rng})
+    encoders = jitted_encoders(setup.module)
 
     def loss_on_embeddings(q, p, batch):
         return umr_distillation_loss(q, p, batch["lm_scores"], temperature=t.temperature, student_scale=t.student_scale,
                                      candidate_mask=batch["candidate_mask"])
 
-    n_passages = t.questions_per_batch * d.candidates_per_question
-    make_vg = grad_cached_value_and_grad if t.grad_cache else plain_value_and_grad
-    value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings,
-                             query_chunk=min(t.query_chunk, t.questions_per_batch), passage_chunk=min(t.passage_chunk, n_passages))
-    step = make_train_step(None, optimizer, mesh, shardings, shd.batch_sharding(mesh), rules, value_and_grad_fn=value_and_grad)
-    metrics_log = common.MetricsLog(output)
-    checkpointer = Checkpointer(output / "checkpoints", save_interval_steps=t.checkpoint_every, max_to_keep=t.keep_checkpoints)
-    encoders = jitted_encoders(module)
-    best = {"teacher_best_mean_rank": math.inf}
-    best_file = output / "best.json"
-    if best_file.is_file():
-        import json
+    def dev_metrics(params):
+        return teacher_rank_metrics(setup, params, dev, query_max_length=m.query_max_length,
+                                    passage_max_length=m.passage_max_length, encode_fn=encoders)
 
-        best = json.loads(best_file.read_text())
-
-    def evaluate(step_number: int, state_now) -> None:
-        nonlocal best
-        if not dev:
-            return
-        scores = teacher_rank_metrics(setup, state_now.params, dev, query_max_length=m.query_max_length,
-                                      passage_max_length=m.passage_max_length, encode_fn=encoders)
-        metrics_log.write(step_number, scores, prefix="dev")
-        if scores["teacher_best_mean_rank"] < best["teacher_best_mean_rank"]:
-            best = {"step": step_number, **scores}
-            common.export_towers(output / "best", setup, state_now.params)
-            if jax.process_index() == 0:
-                from umr_jax.retrieval.embeddings import atomic_write_bytes
-                import json
-
-                data = json.dumps(best, indent=2).encode()
-                atomic_write_bytes(best_file, lambda f: f.write(data))
-
-    def on_metrics(step_number: int, metrics: dict) -> None:
-        if step_number % t.log_every == 0 or step_number == total_steps:
-            metrics_log.write(step_number, metrics)
-            log.info("step %d/%d %s", step_number, total_steps, {k: round(v, 4) for k, v in metrics.items()})
-
-    def on_step(step_number: int, state_now) -> None:
-        if step_number % t.eval_every == 0 or step_number == total_steps:
-            evaluate(step_number, state_now)
-
-    if checkpointer.latest_step() is None:
-        evaluate(0, state)  # the starting point, so "best" is never worse than the initial retriever
-    state, reason = train_loop(
-        state=state, state_shardings=shardings, train_step=step, data=batches,
-        to_global=lambda b: shd.host_batch_to_global(b, mesh), total_steps=total_steps, checkpointer=checkpointer,
-        rng=jax.random.PRNGKey(t.seed), config=config.to_dict(), on_metrics=on_metrics, on_step=on_step,
+    return common.run_dual_encoder_training(
+        config=config, setup=setup, batches=batches, loss_on_embeddings=loss_on_embeddings,
+        queries_per_batch=t.questions_per_batch, passages_per_batch=t.questions_per_batch * d.candidates_per_question,
+        warmup_steps=t.warmup_steps, output=output, mesh=mesh, rules=rules,
+        dev_metrics=dev_metrics if dev else None, selection_metric="teacher_best_mean_rank",
     )
-    checkpointer.close()
-    metrics_log.close()
-    final = common.export_towers(output / "final", setup, state.params) if reason == "done" else None
-    return {"reason": reason, "steps": int(state.step), "total_steps": total_steps, "best": best,
-            "best_dir": str(output / "best") if dev else None, "final_dir": str(output / "final") if final else None}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Protocol
 
 import jax
 import numpy as np

@@ -13,12 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
 from umr_jax import cli
 from umr_jax.data import formats
-from umr_jax.data.demo import demo_paths
 from umr_jax.data.formats import Context, RetrievalResult
 from umr_jax.errors import InputError
 from umr_jax.labeling import run as stage1
@@ -45,18 +42,8 @@ PAIRS = sum(min(len(r.ctxs), TOP_K) for r in RETRIEVED)
 
 
 @pytest.fixture(scope="module")
-def scorer_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scorer")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(demo_paths()["t5_tokenizer"])
-    torch.manual_seed(0)
-    config = transformers.MT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=48, num_layers=2,
-                                    num_decoder_layers=2, num_heads=4, feed_forward_proj="gated-gelu", decoder_start_token_id=0)
-    model = transformers.MT5ForConditionalGeneration(config)
-    with torch.no_grad():
-        model.lm_head.weight = torch.nn.Parameter(torch.randn(len(tokenizer), 32))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def scorer_folder(tiny_scorer_folder):
+    return tiny_scorer_folder[0]
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import transformers
 
-from umr_jax.data.demo import demo_paths
 from umr_jax.labeling import prompts
 from umr_jax.labeling.scorer import QuestionLikelihoodScorer, ScorePair
 from umr_jax.parallel import mesh as mesh_lib
@@ -22,21 +20,6 @@ def test_prompts_match_the_released_format():
     assert prompts.scorer_target("Kuka perusti Tavorenin") == "Question: Kuka perusti Tavorenin"
     assert [prompts.language_name(c) for c in ("ar", "bn", "fi", "ja", "ko", "ru", "te", "sv")] == [
         "Arabic", "Bengali", "Finnish", "Japanese", "Korean", "Russian", "Telugu", "Swedish"]
-
-
-@pytest.fixture(scope="module")
-def tiny_scorer_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scorer")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(demo_paths()["t5_tokenizer"])
-    torch.manual_seed(0)
-    config = transformers.MT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=48, num_layers=2,
-                                    num_decoder_layers=2, num_heads=4, feed_forward_proj="gated-gelu", decoder_start_token_id=0)
-    model = transformers.MT5ForConditionalGeneration(config)
-    with torch.no_grad():
-        model.lm_head.weight = torch.nn.Parameter(torch.randn(len(tokenizer), 32))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder, model.eval(), tokenizer
 
 
 PAIRS = [

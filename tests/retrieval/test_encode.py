@@ -280,4 +280,5 @@ def test_bad_input_is_a_one_line_error(tmp_path, xlmr_folder, tsv_100, capsys):
     bad_questions.write_text('{"id": "q1", "question": "Wer?", "lang": "xx"}\n')
     assert f"{bad_questions}:1: unknown language code 'xx'" in error("--model", str(xlmr_folder), "--queries", str(bad_questions))
     assert "--mesh 'data=3'" in error("--model", str(xlmr_folder), "--passages", str(tsv_100), "--mesh", "data=3")
+    assert error("--model", str(xlmr_folder), "--passages", str(tsv_100), "--shard-size", "0").endswith("--shard-size must be at least 1, got 0")
     assert not list(tmp_path.glob("out/shard-*"))  # no run got as far as writing embeddings

@@ -494,6 +494,8 @@ def encode_to_store(
     """
     if output_dtype not in OUTPUT_DTYPES:
         raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {output_dtype!r}")
+    if shard_size < 1 or batch_size < 1 or (max_length is not None and max_length < 2):
+        raise ValueError(f"need shard_size >= 1, batch_size >= 1, max_length >= 2; got {shard_size}, {batch_size}, {max_length}")
     if process_index is None or process_count is None:
         import jax
 

@@ -98,9 +98,21 @@ def local_mesh(args: argparse.Namespace):
     return mesh, get_rules(args.rules)
 
 
+def check_sizes(args: argparse.Namespace, *names: str) -> None:
+    """Each `--name` given must be a positive integer (max lengths at least 2 tokens)."""
+    from umr_jax.errors import InputError
+
+    for name in names:
+        value = getattr(args, name)
+        least = 2 if name == "max_length" else 1
+        if value is not None and value < least:
+            raise InputError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
     from umr_jax.parallel.cli_flags import start_distributed
 
+    check_sizes(args, "batch_size", "shard_size", "max_length")
     start_distributed(args)  # before anything touches a device
     import jax
 

@@ -42,12 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.data import formats
     from umr_jax.errors import InputError
     from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
-    from umr_jax.retrieval.encode_cli import RichProgress, local_mesh
+    from umr_jax.retrieval.encode_cli import RichProgress, check_sizes, local_mesh
     from umr_jax.retrieval.index import Index
     from umr_jax.retrieval.retrieve import retrieve, write_results
 
-    if args.top_k < 1:
-        raise InputError(f"--top-k must be positive, got {args.top_k}")
+    check_sizes(args, "top_k", "batch_size", "max_length")
     passages = EncodeInput.passages(args.passages, args.passages_format)
     passages.files()  # a missing collection fails before the model loads
     questions = list(formats.read_questions(args.queries))

@@ -103,3 +103,20 @@ def test_bad_input_is_a_one_line_error(run, tmp_path, capsys):
     assert "returned by the index is not in this collection" in error(*common, "--passages", str(other))
     assert error(*common, "--passages", str(tmp_path / "none.tsv")).endswith(f"{tmp_path / 'none.tsv'}: no such file; expected a DPR passage TSV")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_passages_by_row_number_for_an_index_without_ids(run, tmp_path):
+    """An index built from a bare .npy returns row numbers; both collection formats resolve them."""
+    from umr_jax.errors import InputError
+    from umr_jax.retrieval.retrieve import attach_passages, fetch_passages
+
+    passages = demo_passages(N_PASSAGES)
+    formats.write_passages_jsonl(tmp_path / "passages.jsonl", passages)
+    for path, fmt in ((run["tsv"], "dpr-tsv"), (tmp_path / "passages.jsonl", "passages-jsonl")):
+        found = fetch_passages(path, fmt, [7, 0, "12"])
+        assert (found[7], found[0], found["12"]) == (passages[7], passages[0], passages[11])
+        with pytest.raises(InputError, match=f"row {N_PASSAGES} returned by the index is not in this collection"):
+            fetch_passages(path, fmt, [N_PASSAGES])
+    question = formats.Question("q1", "Mikä?", "fi", None)
+    result, = attach_passages([question], np.array([[3, 1]]), np.array([[2.5, 1.25]], np.float32), fetch_passages(run["tsv"], "dpr-tsv", [1, 3]))
+    assert [(c.id, c.score) for c in result.ctxs] == [(passages[3].id, 2.5), (passages[1].id, 1.25)] and result.answers is None

@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,34 +45,34 @@ def _device_mesh(devices=None):
     return Mesh(np.asarray(devices), ("rows",))
 
 
-@partial(jax.jit, static_argnames=("k", "num_shards"))
-def _chunk_top_k(queries, chunk, valid_rows, offset, *, k: int, num_shards: int):
-    """Top-k of queries [B, D] against chunk [C, D] (C split over `num_shards` devices).
+def _device_top_k(mesh, k: int):
+    """A jitted function: per-device top-k of queries [B, D] against this device's rows of a
+    chunk [C, D] split over the mesh's `rows` axis. Returns scores and global row numbers
+    [S, B, k'] (one block per device, k' = min(k, C / S)), still on their devices.
 
-    Each device's slice of the chunk yields its own top-k (a local reduction), then the
-    `num_shards * k` candidates are merged. Rows at or beyond `valid_rows` are padding.
-    Returns fp32 scores [B, k] and global row numbers [B, k] (int32 offset + local).
+    Written with `shard_map` so that no collective runs: each device reduces its own rows and
+    the S partial lists are merged on the host (S x k candidates per query is small). XLA's
+    CPU all-gather over many simulated devices can stall, and a device-side merge buys nothing.
     """
-    rows = chunk.shape[0]
-    per_shard = rows // num_shards
-    scores = jnp.einsum("bd,cd->bc", queries, chunk.astype(queries.dtype), preferred_element_type=jnp.float32)
-    scores = jnp.where(jnp.arange(rows)[None, :] < valid_rows, scores, -jnp.inf)
-    scores = scores.reshape(scores.shape[0], num_shards, per_shard)
-    local_k = min(k, per_shard)
-    vals, idx = jax.lax.top_k(scores, local_k)  # [B, S, local_k], computed where each shard lives
-    idx = idx + (jnp.arange(num_shards) * per_shard)[None, :, None]
-    vals = vals.reshape(vals.shape[0], -1)
-    idx = idx.reshape(idx.shape[0], -1)
-    best, pos = jax.lax.top_k(vals, min(k, vals.shape[1]))
-    return best, jnp.take_along_axis(idx, pos, axis=1) + offset
+    from jax.sharding import PartitionSpec as P
+
+    def local(queries, chunk, valid_rows, offset):
+        per_shard = chunk.shape[0]
+        first = jax.lax.axis_index("rows") * per_shard
+        scores = jnp.einsum("bd,cd->bc", queries, chunk.astype(queries.dtype), preferred_element_type=jnp.float32)
+        scores = jnp.where(first + jnp.arange(per_shard)[None, :] < valid_rows, scores, -jnp.inf)
+        vals, idx = jax.lax.top_k(scores, min(k, per_shard))
+        return vals[None], (idx + first + offset)[None]
+
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("rows", None), P(), P()), out_specs=(P("rows"), P("rows"))))
 
 
-@partial(jax.jit, static_argnames=("k",))
-def _merge_top_k(scores_a, rows_a, scores_b, rows_b, *, k: int):
-    scores = jnp.concatenate([scores_a, scores_b], axis=1)
-    rows = jnp.concatenate([rows_a, rows_b], axis=1)
-    best, pos = jax.lax.top_k(scores, k)
-    return best, jnp.take_along_axis(rows, pos, axis=1)
+def _merge_host(best_s: np.ndarray, best_r: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Running top-k [B, k] merged with candidates [B, m] on the host, best first (ties: lower row)."""
+    all_s = np.concatenate([best_s, scores], axis=1)
+    all_r = np.concatenate([best_r, rows], axis=1)
+    order = np.lexsort((all_r, -all_s), axis=1)[:, :k]
+    return np.take_along_axis(all_s, order, axis=1), np.take_along_axis(all_r, order, axis=1)
 
 
 @dataclass
@@ -82,6 +81,7 @@ class ExactSearcher:
 
     chunks: list[Any]  # device arrays [chunk_rows, dim], rows split over the devices
     valid_rows: list[int]
+    top_k_fn: Any  # k -> jitted per-device top-k (see _device_top_k)
     ids: list[str] | None
     rows: int
     dim: int
@@ -124,7 +124,14 @@ class ExactSearcher:
                     flush()
         flush()
         has_ids = use_ids and any(p is not None for _, p, _ in store.shards)
-        return cls(chunks, valid, ids if has_ids else None, store.total_rows, store.dim, shards, target)
+        kernels: dict[int, Any] = {}
+
+        def top_k_fn(k: int):
+            if k not in kernels:
+                kernels[k] = _device_top_k(mesh, k)
+            return kernels[k]
+
+        return cls(chunks, valid, top_k_fn, ids if has_ids else None, store.total_rows, store.dim, shards, target)
 
     def search_rows(self, queries: np.ndarray, k: int, *, query_batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """fp32 scores [nq, k] (descending) and row numbers [nq, k] of the best k rows per query.
@@ -133,25 +140,25 @@ class ExactSearcher:
         """
         queries = _check_queries(queries, self.dim)
         k = min(k, self.rows)
+        kernel = self.top_k_fn(k)
         out_scores = np.empty((queries.shape[0], k), np.float32)
         out_rows = np.empty((queries.shape[0], k), np.int64)
         for start in range(0, queries.shape[0], query_batch):
             q = queries[start : start + query_batch]
             pad = query_batch - q.shape[0] if queries.shape[0] > query_batch else 0
-            qd = jnp.asarray(np.pad(q, ((0, pad), (0, 0))), self.compute_dtype)
-            best_s = jnp.full((qd.shape[0], k), -jnp.inf, jnp.float32)
-            best_r = jnp.zeros((qd.shape[0], k), jnp.int32)
+            qd = np.pad(q, ((0, pad), (0, 0))).astype(self.compute_dtype)
+            best_s = np.full((qd.shape[0], 0), -np.inf, np.float32)
+            best_r = np.zeros((qd.shape[0], 0), np.int64)
             offset = 0
             for chunk, valid in zip(self.chunks, self.valid_rows):
-                s, r = _chunk_top_k(qd, chunk, valid, offset, k=k, num_shards=self.num_shards)
-                if s.shape[1] < k:  # a chunk smaller than k: pad its candidate list
-                    s = jnp.pad(s, ((0, 0), (0, k - s.shape[1])), constant_values=-jnp.inf)
-                    r = jnp.pad(r, ((0, 0), (0, k - r.shape[1])))
-                best_s, best_r = _merge_top_k(best_s, best_r, s, r, k=k)
+                s, r = kernel(qd, chunk, np.int32(valid), np.int32(offset))  # [S, B, k'] per device
+                s = np.asarray(s).transpose(1, 0, 2).reshape(qd.shape[0], -1)
+                r = np.asarray(r).astype(np.int64).transpose(1, 0, 2).reshape(qd.shape[0], -1)
+                best_s, best_r = _merge_host(best_s, best_r, s, r, k)
                 offset += chunk.shape[0]
             n = q.shape[0]
-            out_scores[start : start + n] = np.asarray(best_s)[:n]
-            out_rows[start : start + n] = np.asarray(best_r)[:n]
+            out_scores[start : start + n] = best_s[:n]
+            out_rows[start : start + n] = best_r[:n]
         return out_scores, out_rows
 
 

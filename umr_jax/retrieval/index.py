@@ -2,9 +2,9 @@
 
   exact  brute force on the accelerator: the corpus lives on the devices in row chunks,
          each chunk split over every device of the mesh; a query batch is scored against a
-         chunk with one matmul, each device keeps its own top-k, the per-device lists are
-         merged, and a running top-k is merged across chunks. It is also the reference that
-         ANN recall is measured against.
+         chunk with one matmul, each device keeps its own top-k (`shard_map`, no
+         collective), and the host merges the per-device lists into a running top-k across
+         chunks. It is also the reference that ANN recall is measured against.
   scann  tree partitioning + asymmetric hashing (anisotropic quantization) + exact
          re-ordering of the best candidates; defaults derived from the corpus size.
 

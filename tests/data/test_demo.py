@@ -215,6 +215,19 @@ def test_tokenizers_cover_and_round_trip_every_language(tokenizers):
             assert tokenizer.decode(ids, skip_special_tokens=True) == text
 
 
+def test_scorer_prompt_words_are_whole_pieces(tokenizers):
+    from umr_jax.labeling import prompts
+
+    for tokenizer in tokenizers:
+        for lang in LANGUAGES:
+            pieces = tokenizer.convert_ids_to_tokens(tokenizer(prompts.scorer_input("", "", lang)).input_ids)
+            assert tokenizer.unk_token not in pieces, (lang, pieces)
+            for word in ("\u2581Passage", ":", "\u2581Please", "\u2581question", "\u2581passage", "\u2581" + prompts.language_name(lang)):
+                assert word in pieces, (word, pieces)
+        head = tokenizer.convert_ids_to_tokens(tokenizer(prompts.scorer_target(""), add_special_tokens=False).input_ids)
+        assert head == ["\u2581Question", ":"], head
+
+
 def test_t5_tokenizer_matches_its_sentencepiece_model(tokenizers):
     import sentencepiece as spm
 

@@ -35,6 +35,7 @@ from typing import Callable
 
 from umr_jax.data.demo import WEBFAQ_LANGUAGES, english
 from umr_jax.data.demo.names import NATIVE_SCRIPT, SCRIPTS, Name, NameMint, Word, finnish_genitive, CONSONANTS, VOWELS
+from umr_jax.labeling import prompts
 from umr_jax.data.demo.templates import (
     ATTRIBUTES,
     FAQ_ANSWERS,
@@ -446,8 +447,17 @@ def required_characters() -> str:
                     chars.update(name.native(script))
                 chars.update(name.latin + name.latin.lower())
     chars.update("0123456789,.-() ")
+    chars.update("".join(prompt_sentences()))
     chars.discard(" ")
     return "".join(sorted(chars))
+
+
+def prompt_sentences() -> list[str]:
+    """The scorer's prompt frame in every demo language (UMR's "Passage: ... Please write a
+    question based on this passage in <language>." and "Question: "), so that the tokenizer
+    knows the prompt's words and characters instead of spelling them out or mapping ':' and
+    'Q' to <unk>."""
+    return [prompts.scorer_input("", "", lang).strip() for lang in LANGUAGES] + [prompts.scorer_target("").strip()]
 
 
 def seed_pieces(sentences: list[str], is_name: Callable[[str], bool]) -> list[tuple[str, int]]:
@@ -687,6 +697,7 @@ def build(output: Path, seed: int = SEED, tokenizers: bool = True) -> dict:
         sentences += [r["question"] for r in public["train"]]
         sentences += [p["query"] for p in translated]
         sentences += [x for rows_ in webfaq.values() for r in rows_ for x in (r["question"], r["answer"])]
+        sentences += prompt_sentences() * 50  # as frequent as a common template, so its words become pieces
         is_name = lambda word: any(world.mint.contains_minted(run) for run in re.findall(r"[A-Za-z]+", word))  # noqa: E731
         write_tokenizers(output / "tokenizers", train_sentencepiece(sentences, is_name))
 

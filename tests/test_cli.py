@@ -21,11 +21,12 @@ def test_help_lists_every_planned_sub_command():
     assert set(cli.BUILT) | set(cli.PLANNED) == set(DESIGN_COMMANDS)
 
 
-@pytest.mark.parametrize("name", sorted(cli.PLANNED))
-def test_unbuilt_sub_command_says_so_and_fails(name, capsys):
-    assert cli.main([name]) == 2
+def test_unbuilt_sub_command_says_so_and_fails(monkeypatch, capsys):
+    # Every design command is built now; the mechanism for planned ones stays honest.
+    monkeypatch.setattr(cli, "PLANNED", {"future": ("a planned stage", "some capability")})
+    assert cli.main(["future"]) == 2
     err = capsys.readouterr().err
-    assert "not built yet" in err and cli.PLANNED[name][1] in err
+    assert "not built yet" in err and "some capability" in err
 
 
 def test_no_command_prints_help_and_fails(capsys):

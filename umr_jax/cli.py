@@ -26,12 +26,11 @@ BUILT: dict[str, tuple[str, str]] = {
     "train": ("umr_jax.training.cli", "stage 2: distil the retriever from pseudo labels, or contrastive training on pairs"),
     "loop": ("umr_jax.training.loop_cli", "iterate encode -> index -> retrieve -> score -> train, resumable per stage"),
     "evaluate": ("umr_jax.evaluation.cli", "XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison"),
+    "scaling": ("umr_jax.scaling.cli", "scaling sweeps over nested data subsets: train, evaluate, fit curves, plot"),
 }
 
 # name -> (one-line help, capability that brings it)
-PLANNED: dict[str, tuple[str, str]] = {
-    "scaling": ("scaling sweeps over nested data subsets, curve fits and plots", "scaling studies and TPU launch"),
-}
+PLANNED: dict[str, tuple[str, str]] = {}
 
 
 def _build_parser() -> argparse.ArgumentParser:

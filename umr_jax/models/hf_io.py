@@ -579,6 +579,19 @@ def pooling_from_folder(folder: str | os.PathLike) -> str | None:
     return None
 
 
+def normalize_from_folder(folder: str | os.PathLike) -> bool:
+    """Whether a sentence-transformers folder ends with a Normalize module (unit-length
+    embeddings, so dot products are cosine similarities), as its modules.json lists."""
+    path = Path(folder) / "modules.json"
+    if not path.is_file():
+        return False
+    try:
+        modules = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{path}: not a sentence-transformers modules.json ({err})") from None
+    return any(isinstance(m, dict) and str(m.get("type", "")).endswith("models.Normalize") for m in modules)
+
+
 def load_bert(folder: str | os.PathLike, *, pooling: str | None = None, **overrides: Any) -> LoadedModel:
     """Load a BERT / XLM-R / RoBERTa folder as an encoder tower.
 
@@ -618,7 +631,7 @@ def load_tokenizer(folder: str | os.PathLike):
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def _sentence_transformers_files(folder: Path, pooling: str, dim: int, max_seq_length: int) -> None:
+def _sentence_transformers_files(folder: Path, pooling: str, dim: int, max_seq_length: int, normalize: bool = False) -> None:
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "1_Pooling" / "config.json").write_text(
         json.dumps(
@@ -632,15 +645,14 @@ def _sentence_transformers_files(folder: Path, pooling: str, dim: int, max_seq_l
             indent=2,
         )
     )
-    (folder / "modules.json").write_text(
-        json.dumps(
-            [
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            ],
-            indent=2,
-        )
-    )
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:  # as sentence-transformers saves it: an empty folder and a modules.json entry
+        (folder / "2_Normalize").mkdir(exist_ok=True)
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}))
 
 
@@ -652,12 +664,15 @@ def export_model(
     family: str,
     tokenizer: Any = None,
     max_seq_length: int = 512,
+    normalize: bool = False,
 ) -> Path:
     """Write a HF model folder (model.safetensors, config.json, tokenizer, sentence-transformers
     pooling files for towers) that transformers' PyTorch classes load. Atomic: written to a temp
     folder beside `folder`, then renamed into place.
 
     family: "t5" (encoder-decoder), "t5-encoder" or "bert".
+    normalize: towers trained with cosine similarity: modules.json ends with a Normalize module,
+      and `TowerEncoder` (like sentence-transformers) then returns unit-length embeddings.
     """
     from safetensors.numpy import save_file
 
@@ -679,7 +694,7 @@ def export_model(
         save_file(hf_state_dict(entries, params), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True))
         if family != "t5":
-            _sentence_transformers_files(tmp, pooling if family == "bert" else "mean", dim, max_seq_length)
+            _sentence_transformers_files(tmp, pooling if family == "bert" else "mean", dim, max_seq_length, normalize)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         if folder.exists():

@@ -75,10 +75,12 @@ class TowerEncoder:
         (sentence-transformers files), else mean.
       as_tower: required for T5/mT5 folders: encode with the encoder stack (the decoder is ignored).
       dtype: compute dtype of the matmuls ("bfloat16", "float32", "float16"); params stay fp32.
+      normalize: L2-normalise the embeddings (dot product = cosine); None: what the folder
+        declares (a sentence-transformers Normalize module in modules.json), else no.
     """
 
     def __init__(self, folder: str | os.PathLike, *, mesh, rules: Any = "data_parallel", pooling: str | None = None,
-                 as_tower: bool = False, dtype: str = "bfloat16"):
+                 as_tower: bool = False, dtype: str = "bfloat16", normalize: bool | None = None):
         import jax
         import flax.linen as nn
 
@@ -107,6 +109,7 @@ class TowerEncoder:
         if self.tokenizer.pad_token_id is None:
             raise ModelLoadError(f"{self.folder}: the tokenizer has no pad token")
         self.family = loaded.family
+        self.normalize = hf_io.normalize_from_folder(self.folder) if normalize is None else bool(normalize)
         self.model_type = model_type
         self.pooling = loaded.config.pooling if loaded.family == "bert" else loaded.module.pooling
         self.dim = int(loaded.config.hidden_size if loaded.family == "bert" else loaded.config.d_model)
@@ -122,9 +125,14 @@ class TowerEncoder:
         rule_list = list(shd.get_rules(rules))
         batch_sharding = shd.batch_sharding(mesh)
 
+        normalize_output = self.normalize
+
         def embed(params, input_ids, attention_mask):
             with nn.logical_axis_rules(rule_list):
-                return module.apply({"params": params}, input_ids, attention_mask).astype(jax.numpy.float32)
+                out = module.apply({"params": params}, input_ids, attention_mask).astype(jax.numpy.float32)
+            if normalize_output:  # as in the cosine training loss (dual_encoder.similarity_matrix)
+                out = out / jax.numpy.maximum(jax.numpy.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+            return out
 
         self._embed = jax.jit(embed, in_shardings=(shardings, batch_sharding, batch_sharding), out_shardings=batch_sharding)
         self._to_global = lambda batch: shd.host_batch_to_global(batch, mesh)
@@ -138,6 +146,7 @@ class TowerEncoder:
             "model_files": model_fingerprint(self.folder),
             "family": self.family,
             "pooling": self.pooling,
+            "normalize": self.normalize,
             "dtype": self.dtype,
         }
 

@@ -57,8 +57,12 @@ def _legend_label(f: SourceFit) -> str:
     return f"{f.source}: n* = {format_size(flat.size)}"
 
 
-def build_figure(fits: Sequence[SourceFit], *, metric_label: str = "score", threshold: float | None = None) -> Figure:
-    """The two-panel figure (score and gain per 10x against n) for the given sources."""
+def build_figure(fits: Sequence[SourceFit], *, metric_label: str = "score", threshold: float | None = None,
+                 baseline: float | None = None) -> Figure:
+    """The two-panel figure (score and gain per 10x against n) for the given sources.
+
+    `baseline`: the starting model's score (no training data), drawn as a horizontal line.
+    """
     if not fits:
         raise ValueError("no sources to plot")
     if threshold is None:
@@ -95,6 +99,8 @@ def build_figure(fits: Sequence[SourceFit], *, metric_label: str = "score", thre
                 high = min(high, right) if math.isfinite(high) else right
                 ax_gain.plot([max(low, left), high], [flat.threshold] * 2, color=color, lw=4, alpha=0.35,
                              solid_capstyle="butt")
+    if baseline is not None:
+        ax_score.axhline(baseline, color="0.35", lw=1.2, ls="-.", label=f"starting model (n = 0): {baseline:.2f}")
     if threshold is not None:
         ax_gain.axhline(threshold, color="black", lw=1, ls=":",
                         label=f"threshold: {threshold:g} point{'' if threshold == 1 else 's'} per 10x")
@@ -127,9 +133,10 @@ def plot_scaling_curves(
     *,
     metric_label: str = "score",
     threshold: float | None = None,
+    baseline: float | None = None,
 ) -> tuple[Path, Path]:
     """Write `path_stem`.png (150 dpi) and `path_stem`.svg atomically; returns both paths."""
-    fig = build_figure(fits, metric_label=metric_label, threshold=threshold)
+    fig = build_figure(fits, metric_label=metric_label, threshold=threshold, baseline=baseline)
     stem = Path(path_stem)
     written = []
     for fmt, options in (("png", {"dpi": 150}), ("svg", {})):

@@ -14,6 +14,7 @@ same benchmark, and fits score against size per source (`umr_jax.scaling.fit`). 
                                        retriever, predictions); a folder without result.json is
                                        an unfinished attempt, handed back to train_and_evaluate
                                        on the next run so it can resume from its checkpoints
+      baseline/eval.json               the starting model's evaluation (n = 0), a reference line
       report/scaling.png .svg .md .json
 
 Training itself is not done here: a study is driven by any callable with the
@@ -49,6 +50,7 @@ RESULT_FILE = "result.json"
 PLAN_FILE = "plan.json"
 POINTS_DIR = "points"
 REPORT_DIR = "report"
+BASELINE_FILE = "baseline/eval.json"
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SIZE_DIR = re.compile(r"^size-(\d{10})$")
 
@@ -345,11 +347,14 @@ class StudyReport:
     svg: Path
 
 
-def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any]) -> StudyReport:
+def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
+                 baseline: Mapping[str, Any] | None = None) -> StudyReport:
     """Fit every source's finished points and write STUDY_DIR/report/scaling.{png,svg,md,json}.
 
     `config` is the scaling section (metric, metric_label and the FitSettings fields). Points
-    in plan.json without a result are listed as pending. Raises InputError when no point is
+    in plan.json without a result are listed as pending. `baseline`: the starting model's
+    metrics (n = 0), reported and drawn as a reference line, never fitted; when None,
+    STUDY_DIR/baseline/eval.json is used if it exists. Raises InputError when no point is
     finished or a result lacks the metric.
     """
     from umr_jax.scaling.plots import markdown_table, plot_scaling_curves
@@ -364,13 +369,23 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any]) -> Stu
     fits = fit_sources(points_by_source(results, metric), settings)
     finished = {(r.source, r.size) for r in results}
     pending = [p for p in read_plan(study_dir) if (p.source, p.size) not in finished]
+    baseline_file = study_dir / BASELINE_FILE
+    if baseline is None and baseline_file.is_file():
+        try:
+            baseline = json.loads(baseline_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"not a JSON evaluation report ({err})", baseline_file) from None
+    baseline_value = None if baseline is None else metric_value(baseline, metric, where=baseline_file)
 
     out = study_dir / REPORT_DIR
-    png, svg = plot_scaling_curves(fits, out / "scaling", metric_label=label, threshold=settings.flattening_gain)
+    png, svg = plot_scaling_curves(fits, out / "scaling", metric_label=label, threshold=settings.flattening_gain,
+                                   baseline=baseline_value)
     lines = [f"# Scaling study: {label} ({metric})", "",
              f"{len(results)} finished point{'s' if len(results) != 1 else ''}"
-             + (f", {len(pending)} pending" if pending else "") + ".", "",
-             markdown_table(fits, metric_label=label), "![scaling curves](scaling.png)", ""]
+             + (f", {len(pending)} pending" if pending else "") + ".", ""]
+    if baseline_value is not None:
+        lines += [f"Starting model, before any training (n = 0, not part of the fits): {baseline_value:.2f}.", ""]
+    lines += [markdown_table(fits, metric_label=label), "![scaling curves](scaling.png)", ""]
     if pending:
         lines += ["Pending points:", ""] + [f"- {p.source} n={format_size(p.size)}" for p in pending] + [""]
     markdown = out / "scaling.md"
@@ -380,6 +395,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any]) -> Stu
         "metric": metric, "metric_label": label, "settings": dataclasses.asdict(settings),
         "sources": [fit.to_dict() for fit in fits],
         "pending": [{"source": p.source, "size": p.size} for p in pending],
+        "baseline": baseline_value,
     }
     json_path = out / "scaling.json"
     with AtomicFile(json_path) as f:

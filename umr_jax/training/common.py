@@ -109,12 +109,14 @@ def export_towers(output: str | Path, setup: DualEncoderSetup, params: Any) -> d
     folders = {"query": output / "query_encoder", "passage": output / "passage_encoder"}
     if jax.process_index() != 0:
         return folders if setup.separate else {"query": output / "encoder", "passage": output / "encoder"}
+    # Cosine-trained towers say so (a Normalize module), so encode/retrieve use unit-length embeddings.
+    options = dict(family=setup.family, tokenizer=setup.tokenizer, normalize=setup.module.similarity == "cosine")
     if setup.separate:
-        hf_io.export_model(folders["query"], setup.tower_config, params["query_tower"], family=setup.family, tokenizer=setup.tokenizer)
-        hf_io.export_model(folders["passage"], setup.tower_config, params["passage_tower"], family=setup.family, tokenizer=setup.tokenizer)
+        hf_io.export_model(folders["query"], setup.tower_config, params["query_tower"], **options)
+        hf_io.export_model(folders["passage"], setup.tower_config, params["passage_tower"], **options)
         return folders
     shared = output / "encoder"
-    hf_io.export_model(shared, setup.tower_config, params["query_tower"], family=setup.family, tokenizer=setup.tokenizer)
+    hf_io.export_model(shared, setup.tower_config, params["query_tower"], **options)
     return {"query": shared, "passage": shared}
 
 

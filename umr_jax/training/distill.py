@@ -74,6 +74,18 @@ def load_pseudo_labels(path: str | Path, top_k: int = 100, min_candidates: int =
     return out
 
 
+def subset_questions(questions: Sequence[ScoredQuestion], size: int | None, seed: int) -> list[ScoredQuestion]:
+    """A nested subset of `size` questions (all when None/0): for one seed, the subset of a
+    smaller size lies inside that of a larger one (`pipeline.nested_subsets`), as scaling
+    studies need."""
+    from umr_jax.data.pipeline import nested_subsets
+
+    if not size or size >= len(questions):
+        return list(questions)
+    indices = nested_subsets([q.lang for q in questions], [int(size)], seed=seed)[int(size)]
+    return [questions[i] for i in indices]
+
+
 class DistillBatches:
     """Deterministic, resumable global batches of (question, sampled candidates).
 
@@ -204,7 +216,8 @@ def train(config, *, output_dir: str | Path | None = None, mesh=None, rules=None
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0,
                                       passage_folder=m.get("init_passage") or None)
-    questions = load_pseudo_labels(d.pseudo_labels, top_k=d.top_k)
+    questions = subset_questions(load_pseudo_labels(d.pseudo_labels, top_k=d.top_k), d.get("subset_size"),
+                                 d.get("subset_seed", t.seed))
     dev = load_pseudo_labels(d.dev_pseudo_labels, top_k=d.top_k) if d.get("dev_pseudo_labels") else []
     batches = DistillBatches(questions, setup.tokenizer, questions_per_batch=t.questions_per_batch,
                              candidates=d.candidates_per_question, seed=t.seed,

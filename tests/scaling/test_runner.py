@@ -1,0 +1,143 @@
+"""`umr-jax scaling` end to end: real trainers and XOR-Retrieve evaluation on every point, the
+report with the starting model as reference, resume without recomputing, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.training.conftest import tiny_retriever  # noqa: F401  (a fixture)
+from umr_jax import cli
+from umr_jax.config import load_config
+from umr_jax.data import formats
+from umr_jax.data.demo import demo_paths
+from umr_jax.errors import InputError
+from umr_jax.scaling import runner
+from umr_jax.training.distill import ScoredQuestion, subset_questions
+
+CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo_scaling.py")
+
+
+@pytest.fixture(scope="module")
+def study_data(tmp_path_factory):
+    """A small slice of the demo corpus: 160 passages, 12 dev questions with gold answers,
+    40 translated pairs and pseudo labels (4 scored candidates) for 40 train questions."""
+    p = demo_paths()
+    folder = tmp_path_factory.mktemp("study_data")
+    passages = list(formats.read_dpr_passages(p["passages"]))[:160]
+    formats.write_dpr_passages(folder / "passages.tsv", passages)
+    formats.write_questions(folder / "dev.jsonl", list(formats.read_questions(p["dev_questions"]))[:12])
+    formats.write_pairs(folder / "pairs.jsonl", list(formats.read_pairs(p["translated_pairs"]))[:40])
+    rng = np.random.default_rng(0)
+    labels = []
+    for q in list(formats.read_questions(p["train_questions"]))[:40]:
+        picks = rng.choice(len(passages), 4, replace=False)
+        ctxs = tuple(formats.Context(passages[i].id, passages[i].title, passages[i].text, float(-rng.uniform(1, 5)))
+                     for i in picks)
+        labels.append(formats.RetrievalResult(q.id, q.question, q.lang, ctxs, scorer="test"))
+    formats.write_retrieval(folder / "labels.jsonl", labels)
+    return folder
+
+
+def _overrides(data: Path, retriever: Path) -> list[str]:
+    return [
+        f"model.init={retriever}", "model.query_max_length=16", "model.passage_max_length=32",
+        "scaling.sources=translated,umr", "scaling.min_size=10", "scaling.bootstrap_samples=50",
+        "train.batch_size=8", "train.epochs=1",
+        f"sources.translated.data.path={data / 'pairs.jsonl'}",
+        f"sources.umr.data.pseudo_labels={data / 'labels.jsonl'}", "sources.umr.data.top_k=4",
+        "sources.umr.train.questions_per_batch=8",
+        f"evaluation.passages={data / 'passages.tsv'}", f"evaluation.questions={data / 'dev.jsonl'}",
+        f"evaluation.gold={data / 'dev.jsonl'}", "evaluation.top_k=20", "evaluation.batch_size=64",
+    ]
+
+
+def test_source_configs_lay_each_source_over_the_base(tmp_path):
+    config = load_config(CONFIG, ["model.init=/models/x", "scaling.subset_seed=7"])
+    umr = runner.source_config(config, "umr")
+    assert umr.objective == "distill" and umr.data.candidates_per_question == 4 and umr.data.subset_seed == 7
+    assert umr.train.questions_per_batch == 16 and umr.train.epochs == 1 and umr.train.seed == config.train.seed
+    webfaq = runner.source_config(config, "webfaq")
+    assert webfaq.objective == "contrastive" and webfaq.data.source == "webfaq" and "sources" not in webfaq
+    assert runner.source_names(config) == ["webfaq", "translated", "umr"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["scaling.sources=webfaq,nope"], "which `sources` does not define"),
+    (["scaling.sources=webfaq,webfaq"], "twice"),
+    (["sources.translated.data.path="], "sources.translated.data.path is not set"),
+    (["model.init="], "model.init is not set"),
+    (["sources.umr.objective=regress"], "sources.umr.objective must be one of"),
+])
+def test_bad_study_configs_name_the_key(overrides, message):
+    config = load_config(CONFIG, ["model.init=/models/x"] + overrides)
+    with pytest.raises(InputError, match=message):
+        for name in runner.source_names(config):
+            runner.source_config(config, name)
+
+
+def test_question_subsets_are_nested():
+    questions = [ScoredQuestion(str(i), f"q{i}", "ja" if i % 3 else "ko", ("t",), ("x",), np.zeros(1, np.float32))
+                 for i in range(200)]
+    ids = {n: {q.id for q in subset_questions(questions, n, seed=3)} for n in (10, 30, 100, 200)}
+    assert [len(v) for v in ids.values()] == [10, 30, 100, 200]
+    assert ids[10] < ids[30] < ids[100] < ids[200]
+    assert {q.id for q in subset_questions(questions, 30, seed=4)} != ids[30]
+
+
+@pytest.mark.slow
+def test_scaling_command_trains_evaluates_fits_and_resumes(tmp_path, study_data, tiny_retriever, capsys):  # noqa: F811
+    study = tmp_path / "study"
+    args = ["scaling", "--config", CONFIG, "--output", str(study)] + _overrides(study_data, tiny_retriever)
+    # The translated source is trained with cosine similarity: its towers must say so.
+    args.append("sources.translated.model.similarity=cosine")
+
+    assert cli.main(args + ["--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "6 points (0 finished)" in plan and "translated   n=    40  to train" in plan
+
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| translated | 3 (10-40) |" in out and "| umr | 3 (10-40) |" in out
+    results = {(r.source, r.size): r for r in __import__("umr_jax.scaling.study", fromlist=["x"]).collect_results(study)}
+    assert sorted(results) == [("translated", 10), ("translated", 30), ("translated", 40),
+                               ("umr", 10), ("umr", 30), ("umr", 40)]
+    for (source, size), result in results.items():
+        train = result.metrics["train"]
+        assert train["examples"] == size and train["objective"] == ("contrastive" if source == "translated" else "distill")
+        assert train["steps"] == size // 8  # one epoch of whole batches of 8
+        assert 0.0 <= result.metrics["r@5kt"]["average"] <= 100.0
+        assert result.metrics["r@2kt"]["average"] <= result.metrics["r@5kt"]["average"]
+    # Cosine-trained towers carry a Normalize module and are encoded to unit length.
+    encoder = study / "points" / "translated" / "size-0000000040" / "train" / "final" / "encoder"
+    assert "models.Normalize" in (encoder / "modules.json").read_text()
+    store = study / "points" / "translated" / "size-0000000040" / "eval" / "embeddings"
+    vectors = np.concatenate([np.load(f) for f in sorted(store.glob("*.npy"))])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Distilled (dot-product) towers do not.
+    umr_final = study / "points" / "umr" / "size-0000000040" / "train" / "final"
+    assert all("Normalize" not in (d / "modules.json").read_text() for d in umr_final.iterdir())
+
+    report = json.loads((study / "report" / "scaling.json").read_text())
+    baseline = json.loads((study / "baseline" / "eval.json").read_text())["r@5kt"]["average"]
+    assert report["baseline"] == pytest.approx(baseline)
+    assert {s["source"] for s in report["sources"]} == {"translated", "umr"}
+    assert (study / "report" / "scaling.png").stat().st_size > 10_000 and (study / "report" / "scaling.svg").is_file()
+
+    # Run again: every point (and the baseline) is finished, nothing is trained or evaluated.
+    stamps = {p: p.stat().st_mtime_ns for p in study.glob("points/*/*/result.json")}
+    stages: list[str] = []
+    again = runner.run_scaling(load_config(CONFIG, args[5:]), study, on_stage=stages.append)
+    assert stages == [] and len(again["points"]) == 6
+    assert {p: p.stat().st_mtime_ns for p in study.glob("points/*/*/result.json")} == stamps
+
+    assert cli.main(args + ["--report-only"]) == 0
+    assert "6 finished points." in capsys.readouterr().out
+
+
+def test_report_only_without_points_fails_clearly(tmp_path, capsys):
+    code = cli.main(["scaling", "--config", CONFIG, "--output", str(tmp_path / "empty"), "--report-only"])
+    assert code == 1 and "no finished points" in capsys.readouterr().err

@@ -1,0 +1,235 @@
+"""Scaling studies end to end: each (source, size) point is trained with the real trainers and
+evaluated on XOR-Retrieve; `umr_jax.scaling.study` keeps the points on disk and fits the curves.
+
+A study config is a training config (model, train, mesh sections; see configs/webfaq_scaling.py)
+with three more sections:
+
+  scaling      the plan and the fit (`study.scaling_config()`), plus `sources`: the names to run
+  sources      per source, what to lay over the base config before training: its `objective`
+               ("contrastive" on pairs, "distill" on UMR pseudo labels) and its `data` (and any
+               `train`/`model` settings of its own), e.g.
+                   sources.webfaq     = {objective: contrastive, data: {source: webfaq, path: ...}}
+                   sources.translated = {objective: contrastive, data: {source: pairs, path: ...}}
+                   sources.umr        = {objective: distill, data: {pseudo_labels: ...}, train: {...}}
+  evaluation   the benchmark every point is scored on: passages (DPR TSV), questions and their
+               gold answers (XOR-TyDi JSONL), the answer tokenizer, top_k and the index backend
+
+A point's size counts training examples: pairs for a contrastive source, questions (each with
+its scored candidates) for UMR. Its data are `pipeline.nested_subsets(..., seed=scaling.subset_seed)`
+of the source, so the subsets of one source are nested. Each point's folder holds
+
+  train/          checkpoints, metrics.jsonl, best/ and final/ towers (resumes from its checkpoints)
+  eval/           embeddings/, index/, retrieved.jsonl, eval.json (each stage resumes by its marker)
+
+and result.json once both are done. The starting model is evaluated once, in STUDY_DIR/baseline/,
+and drawn as the n = 0 reference; it is not part of the fit (a power law has no value at 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import ml_collections
+
+from umr_jax.errors import InputError
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("contrastive", "distill")
+_MERGED_SECTIONS = ("model", "data", "train", "mesh")
+
+
+def source_names(config) -> list[str]:
+    """The sources the study runs (`scaling.sources`), checked against the `sources` section."""
+    names = config.scaling.get("sources")
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = list(names or [])
+    if not names:
+        raise InputError("scaling.sources is empty: name at least one section of `sources`")
+    defined = sorted(config.get("sources", {}) or {})
+    unknown = [n for n in names if n not in defined]
+    if unknown:
+        raise InputError(f"scaling.sources names {unknown}, which `sources` does not define (defined: {defined})")
+    if len(set(names)) != len(names):
+        raise InputError(f"scaling.sources lists a source twice: {names}")
+    return names
+
+
+def _merge(base: ml_collections.ConfigDict, overlay: Mapping[str, Any]) -> None:
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and key in base and isinstance(base[key], ml_collections.ConfigDict):
+            _merge(base[key], value)
+        else:
+            with base.ignore_type():
+                base[key] = copy.deepcopy(value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value)
+
+
+def source_config(config, name: str) -> ml_collections.ConfigDict:
+    """The training config of source `name`: the base config with `sources.<name>` laid over it."""
+    overlay = config.sources[name]
+    objective = overlay.get("objective")
+    if objective not in OBJECTIVES:
+        raise InputError(f"sources.{name}.objective must be one of {OBJECTIVES}, got {objective!r}")
+    unknown = sorted(set(overlay) - set(_MERGED_SECTIONS) - {"objective"})
+    if unknown:
+        raise InputError(f"sources.{name}: unknown keys {unknown} (allowed: objective, {', '.join(_MERGED_SECTIONS)})")
+    out = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items() if k not in ("sources", "scaling", "evaluation")})
+    with out.unlocked():
+        _merge(out, overlay.to_dict() if isinstance(overlay, ml_collections.ConfigDict) else dict(overlay))
+        out.objective = objective
+        out.data.subset_seed = int(config.scaling.subset_seed)
+    if objective == "contrastive" and not out.data.get("path"):
+        raise InputError(f"sources.{name}.data.path is not set (give it as sources.{name}.data.path=...)")
+    if objective == "distill" and not out.data.get("pseudo_labels"):
+        raise InputError(f"sources.{name}.data.pseudo_labels is not set (give it as sources.{name}.data.pseudo_labels=...)")
+    if not out.model.get("init"):
+        raise InputError("model.init is not set: the study trains the same starting model on every point (model.init=...)")
+    return out
+
+
+def source_size(config: ml_collections.ConfigDict) -> tuple[int, list[str]]:
+    """(training examples, their languages) of a source config, read as its trainer reads them."""
+    if config.objective == "contrastive":
+        from umr_jax.training.contrastive import load_pairs
+
+        langs = [p.lang for p in load_pairs(config.data)]
+    else:
+        from umr_jax.training.distill import load_pseudo_labels
+
+        langs = [q.lang for q in load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k)]
+    return len(langs), langs
+
+
+def evaluation_config(config) -> ml_collections.ConfigDict:
+    """The UmrLoop-shaped config the evaluation stages run with (sections loop, encode, model)."""
+    e = config.get("evaluation")
+    if e is None:
+        raise InputError("the config has no `evaluation` section (passages, questions, gold, ...)")
+    for key in ("passages", "questions", "gold"):
+        if not e.get(key):
+            raise InputError(f"evaluation.{key} is not set (give it as evaluation.{key}=...)")
+    return ml_collections.ConfigDict(dict(
+        loop=dict(passages=e.passages, dev_questions=e.questions, eval_gold=e.gold, eval_tokenizer=e.tokenizer,
+                  top_k=int(e.top_k), index_backend=e.index_backend),
+        encode=dict(dtype=e.get("dtype", "float32"), batch_size=int(e.get("batch_size", 256)),
+                    shard_size=int(e.get("shard_size", 1_000_000))),
+        model=dict(query_max_length=int(config.model.query_max_length), passage_max_length=int(config.model.passage_max_length)),
+    ))
+
+
+class PointRunner:
+    """The study's `train_and_evaluate`: trains a point with the source's trainer, then evaluates
+    the retriever it selected (the dev-best one when the source has dev data, else the last)."""
+
+    def __init__(self, config, *, mesh=None, rules=None, on_stage: Callable[[str], None] | None = None):
+        from umr_jax.config import mesh_and_rules
+        from umr_jax.training.loop import UmrLoop
+
+        self.config = config
+        self.names = source_names(config)
+        self.sources = {name: source_config(config, name) for name in self.names}
+        if mesh is None:
+            mesh, rules = mesh_and_rules(config)
+        self.mesh, self.rules = mesh, rules
+        self.evaluator = UmrLoop(evaluation_config(config), output_dir=".", mesh=mesh, rules=rules)
+        self.on_stage = on_stage or (lambda s: None)
+
+    def available(self) -> dict[str, int]:
+        """source -> training examples it holds (every source is read once, as its trainer reads it)."""
+        out = {}
+        for name in self.names:
+            count, _ = source_size(self.sources[name])
+            out[name] = count
+            log.info("source %s: %d training examples", name, count)
+        return out
+
+    def evaluate(self, retriever, folder: Path) -> dict:
+        """XOR-Retrieve on the evaluation questions, resumable stage by stage inside `folder`."""
+        ev = self.evaluator
+        folder.mkdir(parents=True, exist_ok=True)
+        stages = [
+            ("encode", folder / "embeddings" / "manifest.json", lambda: ev.encode(retriever, folder / "embeddings")),
+            ("index", folder / "index" / "index.json", lambda: ev.index(folder / "embeddings", folder / "index")),
+            ("retrieve", folder / "retrieved.jsonl",
+             lambda: ev.retrieve(retriever, folder / "index", ev.config.loop.dev_questions, folder / "retrieved.jsonl")),
+            ("evaluate", folder / "eval.json", lambda: ev.evaluate(folder / "retrieved.jsonl", folder / "eval.json")),
+        ]
+        for name, marker, action in stages:
+            if not marker.exists():
+                self.on_stage(f"{name} ({folder})")
+                action()
+        return json.loads((folder / "eval.json").read_text(encoding="utf-8"))
+
+    def baseline(self, study_dir: Path) -> dict:
+        """The starting model's evaluation (STUDY_DIR/baseline/eval.json), the n = 0 reference."""
+        from umr_jax.training.loop import Retriever
+
+        m = self.config.model
+        return self.evaluate(Retriever(m.init, m.get("init_passage") or m.init), Path(study_dir) / "baseline")
+
+    def __call__(self, source: str, size: int, point_dir: Path) -> dict:
+        from umr_jax.training.loop import _retriever_in
+
+        config = self.sources[source].copy_and_resolve_references()
+        with config.unlocked():
+            config.data.subset_size = int(size)
+            config.output_dir = str(point_dir / "train")
+        if config.objective == "contrastive":
+            from umr_jax.training.contrastive import train
+        else:
+            from umr_jax.training.distill import train
+        train_dir = point_dir / "train"
+        if not (train_dir / "DONE.json").is_file():
+            self.on_stage(f"train ({train_dir})")
+            summary = train(config, output_dir=train_dir, mesh=self.mesh, rules=self.rules)
+            if summary["reason"] != "done":
+                raise InterruptedError(f"training stopped ({summary['reason']}) in {train_dir}; run the study again to resume")
+            from umr_jax.training.loop import _write_json
+
+            _write_json(train_dir / "DONE.json", {"summary": summary})
+        summary = json.loads((train_dir / "DONE.json").read_text(encoding="utf-8"))["summary"]
+        best = summary.get("best_dir")
+        chosen = Path(best) if best and Path(best).is_dir() else Path(summary["final_dir"])
+        metrics = dict(self.evaluate(_retriever_in(chosen), point_dir / "eval"))
+        best_record = summary.get("best") or {}
+        metrics["train"] = {"objective": config.objective, "steps": summary["steps"], "examples": int(size),
+                            "retriever": str(chosen)}
+        if "step" in best_record:  # a dev-selected retriever (no dev data: the last one, nothing to record)
+            metrics["train"]["dev_best"] = best_record
+        return metrics
+
+
+def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry_run: bool = False,
+                on_stage: Callable[[str], None] | None = None, mesh=None, rules=None) -> dict:
+    """Plan, run (or resume) and report a study. Returns {"points", "report"?, "plan"}.
+
+    report_only: fit and plot the finished points without training anything.
+    dry_run: read the sources and print the plan (which points are finished), train nothing.
+    """
+    import jax
+
+    from umr_jax.scaling import study
+
+    study_dir = Path(study_dir)
+    scaling = config.scaling
+    if report_only:
+        report = study.write_report(study_dir, scaling)
+        return {"plan": study.read_plan(study_dir), "report": report}
+    runner = PointRunner(config, mesh=mesh, rules=rules, on_stage=on_stage)
+    try:
+        points = study.plan_study(scaling, runner.available())
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if dry_run:
+        return {"plan": points, "finished": [p for p in points if p.is_finished(study_dir)]}
+    writer = jax.process_index() == 0
+    study_dir.mkdir(parents=True, exist_ok=True)
+    baseline = runner.baseline(study_dir) if config.evaluation.get("baseline", True) else None
+    results = study.run_study(study_dir, points, runner, config=scaling, write_results=writer)
+    report = study.write_report(study_dir, scaling, baseline=baseline) if writer else None
+    return {"plan": points, "points": results, "report": report, "baseline": baseline}

@@ -1,9 +1,11 @@
 """`umr-jax demo`: two UMR iterations plus evaluation on the embedded demo corpus, tiny models.
 
 What it does, plainly:
-  1. makes two tiny models from fixed seeds on the demo passages (no labelled pairs anywhere):
-     a 2+2-layer mT5-style scorer pre-trained with span corruption, and a 2-layer XLM-R-style
-     retriever warmed up Contriever-style (independent crops of a passage are positives);
+  1. takes two tiny models made from fixed seeds on the demo passages, with no labelled pair
+     anywhere (`umr_jax.data.demo.models`): a 2+2-layer mT5-style scorer pre-trained to write
+     question-like strings that name a passage's subject, and a 2-layer XLM-R-style retriever
+     warmed up Contriever-style (independent crops of a passage are positives). They ship with
+     the package; `--make-models` makes them afresh here (about 5 more minutes);
   2. runs the UMR loop: encode the passages, index them exactly, retrieve for the unlabelled
      train questions, score the candidates with the scorer (question likelihood), distil the
      retriever from those scores, and repeat;
@@ -37,15 +39,16 @@ def demo_config(output: str = "runs/demo") -> ml_collections.ConfigDict:
         dev_pseudo_labels=True,
     )
     c.encode = dict(dtype="float32", batch_size=256, shard_size=100_000)
-    c.score = dict(dtype="float32", reduction="mean", top_k=16, max_source_length=192, max_target_length=48,
+    # The scorer was pre-trained on 96-token prompts (the title and the passage's first sentences).
+    c.score = dict(dtype="float32", reduction="mean", top_k=16, max_source_length=96, max_target_length=48,
                    tokens_per_batch=8192, questions_per_chunk=1024)
     c.model = dict(init="", init_passage="", pooling="mean", separate_towers=True, dtype="float32",
-                   query_max_length=48, passage_max_length=160)
-    c.data = dict(pseudo_labels="", dev_pseudo_labels="", top_k=16, candidates_per_question=8)
+                   query_max_length=48, passage_max_length=96)
+    c.data = dict(pseudo_labels="", dev_pseudo_labels="", top_k=16, candidates_per_question=8, subset_size=0)
     c.train = dict(
-        questions_per_batch=16, epochs=2, learning_rate=1e-3, adam_eps=1e-8, weight_decay=0.0, warmup_steps=10,
+        questions_per_batch=16, epochs=1, learning_rate=1e-3, adam_eps=1e-8, weight_decay=0.0, warmup_steps=5,
         grad_clip_norm=2.0, dropout=0.1, seed=12345, temperature=10.0, student_scale=1.0, grad_cache=False,
-        query_chunk=16, passage_chunk=128, eval_every=50, checkpoint_every=50, keep_checkpoints=1, log_every=10,
+        query_chunk=16, passage_chunk=128, eval_every=1000, checkpoint_every=50, keep_checkpoints=1, log_every=10,
     )
     c.mesh = dict(data=-1, fsdp=1, model=1)
     c.sharding_rules = "data_parallel"
@@ -55,33 +58,50 @@ def demo_config(output: str = "runs/demo") -> ml_collections.ConfigDict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="runs/demo", help="where everything is written (default runs/demo)")
     parser.add_argument("--iterations", type=int, default=2, help="UMR iterations (default 2)")
+    parser.add_argument("--make-models", action="store_true",
+                        help="make the tiny scorer and retriever here (OUTPUT/models, about 5 minutes on 2 cores) "
+                             "instead of using the ones shipped with the package, which the same code made")
 
 
-def _models(output: Path, console) -> tuple[str, str]:
-    from umr_jax.data import formats
-    from umr_jax.data.demo import demo_paths, models
+SCORER_WHAT = ("tiny mT5 scorer (d_model 64, 2+2 layers), pre-trained to name a passage's subject in a "
+               "question-like string ({steps} steps)")
+RETRIEVER_WHAT = "tiny XLM-R retriever (d_model 64, 2 layers), Contriever-style crop warm-up ({steps} steps)"
 
-    p = demo_paths()
-    scorer, retriever = output / "models" / "scorer", output / "models" / "retriever"
-    passages = None
-    for folder, make, spec, what in [
-        (scorer, models.make_scorer, models.SCORER_SPEC, "tiny mT5 scorer: span corruption on the demo passages"),
-        (retriever, models.make_retriever, models.RETRIEVER_SPEC, "tiny XLM-R retriever: Contriever-style crop warm-up"),
-    ]:
-        if (folder / "config.json").is_file():
-            console.print(f"[dim]{what}: reusing {folder}[/dim]")
-            continue
-        if passages is None:
-            passages = [(x.title, x.text) for x in formats.read_dpr_passages(p["passages"])]
+
+def _models(output: Path, console, make: bool) -> tuple[str, str]:
+    from umr_jax.data.demo import models
+
+    what = {"scorer": SCORER_WHAT.format(steps=models.SCORER_SPEC.steps),
+            "retriever": RETRIEVER_WHAT.format(steps=models.RETRIEVER_SPEC.steps)}
+    if not make:
+        for name in ("scorer", "retriever"):
+            folder = models.PRETRAINED / name
+            if not (folder / "config.json").is_file():
+                from umr_jax.errors import InputError
+
+                raise InputError(f"the shipped demo {name} is missing; run the demo with --make-models", folder)
+            console.print(f"{what[name]}: shipped, made by `python -m umr_jax.data.demo.models` -> {folder}")
+        return str(models.PRETRAINED / "scorer"), str(models.PRETRAINED / "retriever")
+    folder = output / "models"
+    if all((folder / name / "config.json").is_file() for name in ("scorer", "retriever")):
+        console.print(f"[dim]tiny models: reusing {folder}[/dim]")
+    else:
         started = time.time()
-        with console.status(f"making the {what} ({spec.steps} steps)") as status:
-            def progress(step, loss, status=status, what=what, spec=spec):
+        with console.status("making the tiny models") as status:
+            def progress(name, step, total, loss):
                 if step % 20 == 0:
-                    status.update(f"making the {what}: step {step}/{spec.steps}, loss {loss:.3f}")
-            tokenizer = p["t5_tokenizer"] if make is models.make_scorer else p["xlmr_tokenizer"]
-            make(folder, passages, tokenizer, spec=spec, progress=progress)
-        console.print(f"{what}: {time.time() - started:.0f}s -> {folder}")
-    return str(scorer), str(retriever)
+                    status.update(f"making the {what[name]}: step {step}/{total}, loss {loss:.3f}")
+            models.make_demo_models(folder, progress)
+        console.print(f"{what['scorer']} and {what['retriever']}: made in {time.time() - started:.0f}s -> {folder}")
+    return str(folder / "scorer"), str(folder / "retriever")
+
+
+def _dev_records(path: Path) -> list[dict]:
+    """The dev evaluations a trainer logged (metrics.jsonl lines with split "dev"), in order."""
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in records if r.get("split") == "dev" and "teacher_student_top1_agreement" in r]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     output = Path(args.output)
     console.print("[bold]umr-jax demo[/bold]: UMR on the embedded synthetic corpus (7 languages, 3,568 English "
-                  "passages) with tiny models made here from fixed seeds; no labelled question-passage pair is used.")
-    scorer, retriever = _models(output, console)
+                  "passages) with tiny models made from fixed seeds; no labelled question-passage pair is used.")
+    scorer, retriever = _models(output, console, args.make_models)
     config = demo_config(str(output))
     with config.unlocked():
         config.loop.retriever = retriever
@@ -121,16 +141,28 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(*row)
     console.print(table)
     for record in history[:-1]:
-        best = record["train"]["best"]
-        if "teacher_student_top1_agreement" in best:
-            console.print(f"iteration {record['iteration']} -> {record['iteration'] + 1}: teacher-student top-1 agreement on dev "
-                          f"pseudo labels {best['teacher_student_top1_agreement']:.3f}, mean rank of the teacher's best "
-                          f"candidate {best['teacher_best_mean_rank']:.2f} (chosen at step {best.get('step', 0)})")
+        i = record["iteration"]
+        dev = _dev_records(output / f"iter{i}" / "train" / "metrics.jsonl")
+        if len(dev) >= 2:
+            before, after = dev[0], dev[-1]
+            best = record["train"]["best"]
+            console.print(
+                f"iteration {i} -> {i + 1}: teacher-student top-1 agreement on the dev questions' pseudo labels "
+                f"{before['teacher_student_top1_agreement']:.3f} -> {after['teacher_student_top1_agreement']:.3f} "
+                f"(student rank of the teacher's best of {config.score.top_k} candidates "
+                f"{before['teacher_best_mean_rank']:.2f} -> {after['teacher_best_mean_rank']:.2f}); "
+                f"the retriever kept is step {best.get('step', 0)}'s")
     first, last = history[0]["eval"], history[-1]["eval"]
     delta2 = last["r@2kt"]["average"] - first["r@2kt"]["average"]
     delta5 = last["r@5kt"]["average"] - first["r@5kt"]["average"]
     console.print(f"average R@2kt {first['r@2kt']['average']:.1f} -> {last['r@2kt']['average']:.1f} ({delta2:+.1f}), "
                   f"R@5kt {first['r@5kt']['average']:.1f} -> {last['r@5kt']['average']:.1f} ({delta5:+.1f}) "
                   f"after {args.iterations} iteration(s); {time.time() - started:.0f}s in all. Outputs: {output}")
+    spent: dict[str, float] = {}
+    for key, seconds in loop.timings.items():
+        stage = key.split("/", 1)[1]
+        spent[stage] = spent.get(stage, 0.0) + seconds
+    if spent:
+        console.print("time by stage (this run): " + ", ".join(f"{k} {v:.0f}s" for k, v in spent.items()))
     (output / "demo_summary.json").write_text(json.dumps({"history": history, "timings": loop.timings}, indent=2, default=str))
     return 0

@@ -84,12 +84,16 @@ def word_tokenizer(name: str) -> WordTokenizer:
     return nltk_tokenize.word_tokenize
 
 
+# Passages whose tokens one R@kt computation keeps (about 100 words each: some 100 MB at most).
+TOKEN_CACHE_PASSAGES = 1 << 16
+
+
 def first_tokens(passage_texts: Iterable[str], token_budget: int, tokenize: WordTokenizer) -> list[str]:
     """The first `token_budget` tokens of the passages' tokens concatenated in rank order;
     passages after the one that reaches the budget are not tokenized."""
     tokens: list[str] = []
     for text in passage_texts:
-        tokens += tokenize(text)
+        tokens.extend(tokenize(text))
         if len(tokens) >= token_budget:
             break
     return tokens[:token_budget]
@@ -131,8 +135,11 @@ def xor_retrieve_r_at_kt(
 
     The tokens are collected once up to the largest budget: the first k x 1000 of them are
     exactly what the official script collects for a smaller k. A question predicted twice is
-    counted twice, as in the official script. Each prediction's language is its own `lang`."""
+    counted twice, as in the official script. Each prediction's language is its own `lang`.
+    A passage retrieved for many questions is tokenized once (a bounded cache keyed by its text:
+    the tokenizers are pure functions of the text)."""
     largest_budget = max(ks) * 1000
+    tokenize = functools.lru_cache(maxsize=TOKEN_CACHE_PASSAGES)(lambda text, _tokenize=tokenize: tuple(_tokenize(text)))
     lang_order: dict[str, None] = {}
     counted: Counter[str] = Counter()
     hits: dict[int, Counter[str]] = {k: Counter() for k in ks}

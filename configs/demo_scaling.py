@@ -3,8 +3,9 @@ trained on nested subsets of the demo's WebFAQ-format pairs (350), its translate
 and the UMR pseudo labels of the demo's first iteration (840 questions), each point evaluated
 with XOR-Retrieve R@5kt on the 350 demo dev questions.
 
-It starts from what `umr-jax demo` leaves in its output folder (default runs/demo): the tiny
-retriever (models/retriever) and iteration 0's pseudo labels. Run the demo first:
+Every point starts from the demo's shipped tiny retriever (umr_jax/data/demo/pretrained/retriever);
+the UMR source is iteration 0's pseudo labels in `umr-jax demo`'s output folder (default
+runs/demo). Run the demo first:
 
   umr-jax demo --output runs/demo
   umr-jax scaling --config configs/demo_scaling.py --output runs/demo_scaling
@@ -19,6 +20,7 @@ from pathlib import Path
 import ml_collections
 
 from umr_jax.data.demo import demo_paths
+from umr_jax.data.demo.models import PRETRAINED
 from umr_jax.scaling.study import scaling_config
 
 
@@ -28,7 +30,7 @@ def get_config(demo_output: str = "runs/demo"):
     c = ml_collections.ConfigDict()
     c.objective = "contrastive"
     c.output_dir = "runs/demo_scaling"
-    c.model = dict(init=str(demo / "models" / "retriever"), init_passage="", pooling="mean", separate_towers=False,
+    c.model = dict(init=str(PRETRAINED / "retriever"), init_passage="", pooling="mean", separate_towers=False,
                    similarity="dot", dtype="float32", query_max_length=48, passage_max_length=128)
     c.data = dict(source="pairs", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="")
     c.train = dict(

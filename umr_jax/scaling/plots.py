@@ -107,7 +107,7 @@ def build_figure(fits: Sequence[SourceFit], *, metric_label: str = "score", thre
     for ax in (ax_score, ax_gain):
         _size_axis(ax)
         ax.set_xlim(left, right)
-        ax.set_xlabel("training pairs n (log scale)")
+        ax.set_xlabel("training examples n (log scale): pairs, or questions for UMR pseudo labels")
     # Gains are positive and span decades: a log axis, floored well below the threshold.
     ax_gain.set_yscale("log")
     floor = (threshold or 1.0) / 30.0
@@ -115,7 +115,7 @@ def build_figure(fits: Sequence[SourceFit], *, metric_label: str = "score", thre
     ax_gain.set_ylim(floor, 2.0 * top)
     ax_score.set_ylabel(metric_label)
     ax_gain.set_ylabel("gain per 10x more data: score(10n) - score(n)")
-    ax_score.set_title(f"{metric_label} vs training pairs", fontsize=11)
+    ax_score.set_title(f"{metric_label} vs training examples", fontsize=11)
     ax_gain.set_title("what 10x more data adds (n* where a curve crosses the threshold)", fontsize=11)
     level = next((f.fit.confidence for f in fits if f.fit is not None), None)
     caption = "lines: fit a - b n^(-c), dashed beyond the largest size trained; star: n*"

@@ -154,6 +154,19 @@ def _best_of(fn, repeats: int) -> float:
     return best
 
 
+def _row(workload: str, unit: str, count: int, ours_out, ours_time: float, ours_flops: float, reference, repeats: int,
+         diff_what: str) -> dict:
+    """Warm up and time `reference()` (-> (outputs, flops)), and put both sides in one table row."""
+    import numpy as np
+
+    reference()
+    ref_out, ref_flops = reference()
+    ref_time = _best_of(reference, repeats)
+    return dict(workload=workload, unit=unit, ours=count / ours_time, reference=count / ref_time,
+                ours_flops_per_s=ours_flops / ours_time, ref_flops_per_s=ref_flops / ref_time,
+                diff=float(np.max(np.abs(np.asarray(ours_out) - ref_out))), diff_what=diff_what)
+
+
 # ---------------------------------------------------------------------------------------------
 # (a) scoring
 
@@ -169,7 +182,6 @@ def t5_score_flops(cfg, batch: int, src: int, tgt: int) -> float:
 
 
 def bench_scoring(folder: Path, size: str, dtype: str, repeats: int):
-    import jax
     import numpy as np
     import torch
     import transformers
@@ -229,15 +241,8 @@ def bench_scoring(folder: Path, size: str, dtype: str, repeats: int):
         _sync()
         return torch.cat(out).numpy(), flops
 
-    reference()
-    ref_scores, ref_flops = reference()
-    ref_time = _best_of(reference, repeats)
-    diff = float(np.max(np.abs(ours_scores - ref_scores)))
-    del jax
-    return dict(workload=f"(a) scoring: {w['questions']} questions x {w['candidates']} candidates, mT5 {size}, {dtype}",
-                unit="pairs/s", ours=len(pairs) / ours_time, reference=len(pairs) / ref_time,
-                ours_flops_per_s=ours_flops / ours_time, ref_flops_per_s=ref_flops / ref_time, diff=diff,
-                diff_what="mean log-prob")
+    return _row(f"(a) scoring: {w['questions']} questions x {w['candidates']} candidates, mT5 {size}, {dtype}",
+                "pairs/s", len(pairs), ours_scores, ours_time, ours_flops, reference, repeats, "mean log-prob")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,14 +310,8 @@ def bench_encoding(folder: Path, size: str, dtype: str, repeats: int):
         _sync()
         return torch.cat(out).numpy(), flops
 
-    reference()
-    ref_out, ref_flops = reference()
-    ref_time = _best_of(reference, repeats)
-    diff = float(np.max(np.abs(ours_out - ref_out)))
-    return dict(workload=f"(b) encoding: {len(passages)} passages, batch {batch}, BERT {size}, {dtype}", unit="passages/s",
-                ours=len(passages) / ours_time, reference=len(passages) / ref_time,
-                ours_flops_per_s=ours_flops / ours_time, ref_flops_per_s=ref_flops / ref_time, diff=diff,
-                diff_what="embedding")
+    return _row(f"(b) encoding: {len(passages)} passages, batch {batch}, BERT {size}, {dtype}", "passages/s",
+                len(passages), ours_out, ours_time, ours_flops, reference, repeats, "embedding")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -92,17 +92,15 @@ def source_config(config, name: str) -> ml_collections.ConfigDict:
     return out
 
 
-def source_size(config: ml_collections.ConfigDict) -> tuple[int, list[str]]:
-    """(training examples, their languages) of a source config, read as its trainer reads them."""
+def source_size(config: ml_collections.ConfigDict) -> int:
+    """The training examples of a source config, read as its trainer reads them."""
     if config.objective == "contrastive":
         from umr_jax.training.contrastive import load_pairs
 
-        langs = [p.lang for p in load_pairs(config.data)]
-    else:
-        from umr_jax.training.distill import load_pseudo_labels
+        return len(load_pairs(config.data))
+    from umr_jax.training.distill import load_pseudo_labels
 
-        langs = [q.lang for q in load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k)]
-    return len(langs), langs
+    return len(load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k))
 
 
 def evaluation_config(config) -> ml_collections.ConfigDict:
@@ -143,7 +141,7 @@ class PointRunner:
         """source -> training examples it holds (every source is read once, as its trainer reads it)."""
         out = {}
         for name in self.names:
-            count, _ = source_size(self.sources[name])
+            count = source_size(self.sources[name])
             out[name] = count
             log.info("source %s: %d training examples", name, count)
         return out

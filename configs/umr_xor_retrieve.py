@@ -20,7 +20,8 @@ def get_config():
     # mContriever: mBERT-cased, mean pooling; query and passage towers start from the same weights.
     c.model = dict(init="", init_passage="", pooling="mean", separate_towers=True, dtype="bfloat16", query_max_length=64,
                    passage_max_length=256)
-    c.data = dict(pseudo_labels="", dev_pseudo_labels="", top_k=100, candidates_per_question=16, subset_size=0)
+    c.data = dict(pseudo_labels="", dev_pseudo_labels="", top_k=100, candidates_per_question=16, subset_size=0,
+                  fixed_lengths=False)  # True: pad every batch to the max lengths (one compiled step)
     c.train = dict(
         questions_per_batch=16,
         epochs=10,

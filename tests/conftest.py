@@ -9,3 +9,5 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests compile afresh: no persistent XLA cache in the home directory (one test turns it on).
+os.environ.setdefault("UMR_JAX_COMPILATION_CACHE", "off")

@@ -42,6 +42,11 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"umr-jax {__version__}")
+    parser.add_argument(
+        "--compilation-cache", metavar="DIR", default=None,
+        help="keep XLA's compiled programs here and reuse them in later runs and iterations (default: "
+             "$UMR_JAX_COMPILATION_CACHE, else ~/.cache/umr-jax/xla; 'off' disables it)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in BUILT.items():
         module = importlib.import_module(module_name)
@@ -73,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from umr_jax.config import default_compilation_cache, enable_compilation_cache
     from umr_jax.errors import InputError, ModelLoadError
 
+    enable_compilation_cache(args.compilation_cache if args.compilation_cache is not None else default_compilation_cache())
     try:
         return int(args._run(args) or 0)
     except (InputError, ModelLoadError) as err:

@@ -282,3 +282,24 @@ def test_bad_input_is_a_one_line_error(tmp_path, xlmr_folder, tsv_100, capsys):
     assert "--mesh 'data=3'" in error("--model", str(xlmr_folder), "--passages", str(tsv_100), "--mesh", "data=3")
     assert error("--model", str(xlmr_folder), "--passages", str(tsv_100), "--shard-size", "0").endswith("--shard-size must be at least 1, got 0")
     assert not list(tmp_path.glob("out/shard-*"))  # no run got as far as writing embeddings
+
+
+def test_compilation_cache_is_filled_then_reused(tmp_path, xlmr_folder, tsv_100):
+    """`umr-jax --compilation-cache DIR`: the first run writes XLA's programs there, a second
+    process compiles nothing new (the cache gains no entry) and writes the same bytes."""
+    cache = tmp_path / "xla"
+
+    def run(output):
+        command = [sys.executable, "-m", "umr_jax.cli", "--compilation-cache", str(cache), "encode", "--model",
+                   str(xlmr_folder), "--passages", str(tsv_100), "--output", str(output), "--shard-size", "50",
+                   "--max-length", "16", "--dtype", "float32", "--no-progress"]
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return sorted(p.name for p in cache.iterdir())
+
+    first = run(tmp_path / "one")
+    assert first, "nothing was written to the compilation cache"
+    assert run(tmp_path / "two") == first
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")

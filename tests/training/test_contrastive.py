@@ -35,6 +35,16 @@ def test_pair_batches_resume_exactly():
         got = next(c)
         for key in expected:
             np.testing.assert_array_equal(got[key], expected[key])
+    # fixed_lengths: the same rows padded to the maximum lengths.
+    fixed = contrastive.PairBatches(pairs, tok, batch_size=16, hard_negatives=0, seed=2, query_max_length=64,
+                                    passage_max_length=64, fixed_lengths=True)
+    for expected in seq[:2]:
+        got = next(fixed)
+        for key in ("query", "passage"):
+            ids, width = got[f"{key}_ids"], expected[f"{key}_ids"].shape[1]
+            assert ids.shape[1] == 64 and width <= ids.shape[1]
+            np.testing.assert_array_equal(ids[:, :width], expected[f"{key}_ids"])
+            assert not got[f"{key}_mask"][:, width:].any()
 
 
 def test_contrastive_training_improves_dev_ranking(tiny_retriever, tmp_path):

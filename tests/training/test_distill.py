@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import ml_collections
@@ -75,6 +76,22 @@ def test_batches_are_deterministic_and_resumable(pseudo_labels):
     parts = [next(h) for h in halves]
     for key in batch:
         np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), batch[key])
+    # fixed_lengths: the same rows, every batch padded to the maximum lengths (one compiled step).
+    fixed = distill.DistillBatches(questions, tokenizer, questions_per_batch=8, candidates=4, seed=3, query_max_length=40,
+                                   passage_max_length=96, fixed_lengths=True)
+    varied = distill.DistillBatches(questions, tokenizer, questions_per_batch=8, candidates=4, seed=3, query_max_length=40,
+                                    passage_max_length=96)
+    shapes = set()
+    for _ in range(3):
+        f, v = next(fixed), next(varied)
+        assert f["query_ids"].shape == (8, 40) and f["passage_ids"].shape == (32, 96)
+        shapes.add((v["query_ids"].shape, v["passage_ids"].shape))
+        for key in ("query", "passage"):
+            width = v[f"{key}_ids"].shape[1]
+            np.testing.assert_array_equal(f[f"{key}_ids"][:, :width], v[f"{key}_ids"])
+            assert not f[f"{key}_mask"][:, width:].any()
+        np.testing.assert_array_equal(f["lm_scores"], v["lm_scores"])
+    assert shapes != {((8, 40), (32, 96))}  # the bucketed batches are narrower somewhere
 
 
 def test_distillation_raises_teacher_student_agreement(tiny_retriever, pseudo_labels, tmp_path):
@@ -94,3 +111,32 @@ def test_distillation_raises_teacher_student_agreement(tiny_retriever, pseudo_la
     for tower in ("query_encoder", "passage_encoder"):
         assert hf_io.load_bert(tmp_path / "run" / "best" / tower).config.hidden_size == 32
     assert (tmp_path / "run" / "tensorboard").is_dir()
+
+
+def test_teacher_rank_metrics_equal_one_question_at_a_time(tiny_retriever, pseudo_labels):
+    """The batched dev metric (tokenized once, one padded length, full batches) against the
+    definition computed question by question with each question's own padding."""
+    from umr_jax.training import common
+
+    setup = common.build_dual_encoder(tiny_retriever, separate_towers=True, pooling="mean", dtype="float32", dropout=0.0)
+    questions = distill.load_pseudo_labels(pseudo_labels / "train.jsonl", top_k=100)
+    # Uneven candidate counts, so the flat passage batch crosses question boundaries unevenly.
+    questions = [dataclasses.replace(q, **{f: getattr(q, f)[: 2 + i % 5] for f in ("titles", "texts", "scores")})
+                 for i, q in enumerate(questions)]
+    assert len({len(q.scores) for q in questions}) > 1
+    encode_q, encode_p = distill.jitted_encoders(setup.module)
+    tok, pad = setup.tokenizer, setup.tokenizer.pad_token_id
+    ranks, agree = [], []
+    for q in questions:
+        q_ids, q_mask = common.pad_rows(tok([q.question], max_length=32, truncation=True)["input_ids"], 32, pad)
+        p_tok = tok(list(q.titles), list(q.texts), max_length=96, truncation="only_second")["input_ids"]
+        p_ids, p_mask = common.pad_rows(p_tok, max(map(len, p_tok)), pad)
+        student = np.asarray(encode_p(setup.params, p_ids, p_mask), np.float64) @ np.asarray(encode_q(setup.params, q_ids, q_mask), np.float64)[0]
+        best = int(np.argmax(q.scores))
+        ranks.append(1 + int(np.sum(student > student[best])))
+        agree.append(float(np.argmax(student) == best))
+    metrics = distill.TeacherRankMetrics(setup, questions, query_max_length=32, passage_max_length=96, query_batch=5,
+                                         passage_batch=7)(setup.params)
+    assert metrics["teacher_best_mean_rank"] == pytest.approx(np.mean(ranks), abs=1e-9)
+    assert metrics["teacher_student_top1_agreement"] == pytest.approx(np.mean(agree), abs=1e-9)
+    assert np.mean(ranks) > 1.0  # the random tower does not already agree with the teacher everywhere

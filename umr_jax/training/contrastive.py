@@ -58,7 +58,7 @@ class PairBatches:
 
     def __init__(self, pairs: Sequence[formats.Pair], tokenizer, *, batch_size: int, hard_negatives: int, seed: int,
                  query_max_length: int = 64, passage_max_length: int = 256, process_index: int | None = None,
-                 process_count: int | None = None):
+                 process_count: int | None = None, fixed_lengths: bool = False):
         if len(pairs) < batch_size:
             raise InputError(f"{len(pairs)} pairs cannot fill one batch of {batch_size}")
         short = next((p for p in pairs if len(p.negatives) < hard_negatives), None)
@@ -66,8 +66,11 @@ class PairBatches:
             raise InputError(f"hard_negatives={hard_negatives} but the pair for query {short.query!r} has {len(short.negatives)}")
         self.pairs, self.tokenizer = pairs, tokenizer
         self.batch_size, self.hard, self.seed = batch_size, hard_negatives, seed
-        self.query_buckets = LengthBuckets.powers_of_two(query_max_length)
-        self.passage_buckets = LengthBuckets.powers_of_two(passage_max_length, 32)
+        # fixed_lengths: every batch padded to the maximum lengths, so the step compiles once
+        # (short runs, where compiling one step per length bucket costs more than the padding).
+        self.query_buckets = LengthBuckets((query_max_length,)) if fixed_lengths else LengthBuckets.powers_of_two(query_max_length)
+        self.passage_buckets = (LengthBuckets((passage_max_length,)) if fixed_lengths
+                                else LengthBuckets.powers_of_two(passage_max_length, 32))
         self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
@@ -139,7 +142,8 @@ def train(config, *, output_dir: str | Path | None = None, mesh=None, rules=None
     pairs = subset(load_pairs(d), d.get("subset_size"), d.get("subset_seed", t.seed))
     dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
     batches = PairBatches(pairs, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),
-                          seed=t.seed, query_max_length=m.query_max_length, passage_max_length=m.passage_max_length)
+                          seed=t.seed, query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
+                          fixed_lengths=bool(d.get("fixed_lengths", False)))
     encoders = jitted_encoders(setup.module)
     hard = d.get("hard_negatives", 0)
 

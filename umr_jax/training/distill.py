@@ -97,13 +97,16 @@ class DistillBatches:
 
     def __init__(self, questions: Sequence[ScoredQuestion], tokenizer, *, questions_per_batch: int, candidates: int,
                  seed: int, query_max_length: int = 64, passage_max_length: int = 256,
-                 process_index: int | None = None, process_count: int | None = None):
+                 process_index: int | None = None, process_count: int | None = None, fixed_lengths: bool = False):
         if len(questions) < questions_per_batch:
             raise InputError(f"{len(questions)} questions cannot fill one batch of {questions_per_batch}")
         self.questions, self.tokenizer = questions, tokenizer
         self.q, self.c, self.seed = questions_per_batch, candidates, seed
-        self.query_buckets = LengthBuckets.powers_of_two(query_max_length)
-        self.passage_buckets = LengthBuckets.powers_of_two(passage_max_length, 32)
+        # fixed_lengths: every batch padded to the maximum lengths, so the step compiles once
+        # (short runs, where compiling one step per length bucket costs more than the padding).
+        self.query_buckets = LengthBuckets((query_max_length,)) if fixed_lengths else LengthBuckets.powers_of_two(query_max_length)
+        self.passage_buckets = (LengthBuckets((passage_max_length,)) if fixed_lengths
+                                else LengthBuckets.powers_of_two(passage_max_length, 32))
         self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
@@ -170,26 +173,65 @@ class DistillBatches:
         return out
 
 
+class TeacherRankMetrics:
+    """Unsupervised dev metrics: for each question, the rank (1 = best) under the student of the
+    teacher's best candidate, averaged; and the top-1 agreement between student and teacher.
+
+    The questions and candidates are tokenized once, when this is built, and padded to one
+    length each (the bucket of the longest), so every evaluation of a run reuses the same two
+    compiled encoders and feeds them full batches: `query_batch` questions, and the candidates
+    of as many questions as fit in `passage_batch` rows.
+    """
+
+    def __init__(self, setup: common.DualEncoderSetup, questions: Sequence[ScoredQuestion], *, query_max_length: int,
+                 passage_max_length: int, encode_fn=None, query_batch: int = 64, passage_batch: int = 256):
+        if not questions:
+            raise ValueError("teacher rank metrics need at least one question")
+        self.encode_q, self.encode_p = encode_fn or jitted_encoders(setup.module)
+        tok, pad = setup.tokenizer, setup.tokenizer.pad_token_id
+        q_tok = tok([q.question for q in questions], max_length=query_max_length, truncation=True)["input_ids"]
+        titles = [t for q in questions for t in q.titles]
+        texts = [t for q in questions for t in q.texts]
+        p_tok = tok(titles, texts, max_length=passage_max_length, truncation="only_second")["input_ids"]
+        q_len = LengthBuckets.powers_of_two(query_max_length).padded(max(map(len, q_tok)))
+        p_len = LengthBuckets.powers_of_two(passage_max_length, 32).padded(max(map(len, p_tok)))
+        self.q_ids, self.q_mask = common.pad_rows(q_tok, q_len, pad)
+        self.p_ids, self.p_mask = common.pad_rows(p_tok, p_len, pad)
+        self.sizes = np.array([len(q.scores) for q in questions])
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        self.best = np.array([int(np.argmax(q.scores)) for q in questions])
+        self.query_batch = query_batch
+        self.passage_batch = max(passage_batch, int(self.sizes.max()))
+
+    @staticmethod
+    def _encode(encode, params, ids: np.ndarray, mask: np.ndarray, rows: int) -> np.ndarray:
+        """Embeddings of every row, `rows` at a time (the last batch padded to full size)."""
+        out = []
+        for start in range(0, len(ids), rows):
+            chunk_ids, chunk_mask = ids[start : start + rows], mask[start : start + rows]
+            n = len(chunk_ids)
+            if n < rows:
+                chunk_ids = np.concatenate([chunk_ids, np.repeat(chunk_ids[:1], rows - n, axis=0)])
+                chunk_mask = np.concatenate([chunk_mask, np.repeat(chunk_mask[:1], rows - n, axis=0)])
+            out.append(np.asarray(encode(params, chunk_ids, chunk_mask))[:n])
+        return np.concatenate(out).astype(np.float64)
+
+    def __call__(self, params: Any) -> dict[str, float]:
+        q = self._encode(self.encode_q, params, self.q_ids, self.q_mask, min(self.query_batch, len(self.q_ids)))
+        p = self._encode(self.encode_p, params, self.p_ids, self.p_mask, min(self.passage_batch, len(self.p_ids)))
+        ranks, agree = [], []
+        for i, best in enumerate(self.best):
+            student = p[self.offsets[i] : self.offsets[i + 1]] @ q[i]
+            ranks.append(1 + int(np.sum(student > student[best])))
+            agree.append(float(np.argmax(student) == best))
+        return {"teacher_best_mean_rank": float(np.mean(ranks)), "teacher_student_top1_agreement": float(np.mean(agree))}
+
+
 def teacher_rank_metrics(setup: common.DualEncoderSetup, params: Any, questions: Sequence[ScoredQuestion], *,
                          query_max_length: int, passage_max_length: int, encode_fn=None) -> dict[str, float]:
-    """Unsupervised dev metrics: for each question, the rank (1 = best) under the student of the
-    teacher's best candidate, averaged; and the top-1 agreement between student and teacher."""
-    encode_q, encode_p = encode_fn or jitted_encoders(setup.module)
-    tok = setup.tokenizer
-    pad = tok.pad_token_id
-    ranks, agree = [], []
-    for question in questions:
-        q_tok = tok([question.question], max_length=query_max_length, truncation=True)["input_ids"]
-        p_tok = tok(list(question.titles), list(question.texts), max_length=passage_max_length, truncation="only_second")["input_ids"]
-        q_ids, q_mask = common.pad_rows(q_tok, LengthBuckets.powers_of_two(query_max_length).padded(len(q_tok[0])), pad)
-        p_ids, p_mask = common.pad_rows(p_tok, LengthBuckets.powers_of_two(passage_max_length, 32).padded(max(map(len, p_tok))), pad)
-        q = np.asarray(encode_q(params, q_ids, q_mask))
-        p = np.asarray(encode_p(params, p_ids, p_mask))
-        student = (p.astype(np.float64) @ q[0].astype(np.float64))
-        best = int(np.argmax(question.scores))
-        ranks.append(1 + int(np.sum(student > student[best])))
-        agree.append(float(np.argmax(student) == best))
-    return {"teacher_best_mean_rank": float(np.mean(ranks)), "teacher_student_top1_agreement": float(np.mean(agree))}
+    """`TeacherRankMetrics` built and evaluated once."""
+    return TeacherRankMetrics(setup, questions, query_max_length=query_max_length, passage_max_length=passage_max_length,
+                              encode_fn=encode_fn)(params)
 
 
 def jitted_encoders(module):
@@ -221,20 +263,20 @@ def train(config, *, output_dir: str | Path | None = None, mesh=None, rules=None
     dev = load_pseudo_labels(d.dev_pseudo_labels, top_k=d.top_k) if d.get("dev_pseudo_labels") else []
     batches = DistillBatches(questions, setup.tokenizer, questions_per_batch=t.questions_per_batch,
                              candidates=d.candidates_per_question, seed=t.seed,
-                             query_max_length=m.query_max_length, passage_max_length=m.passage_max_length)
+                             query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
+                             fixed_lengths=bool(d.get("fixed_lengths", False)))
     encoders = jitted_encoders(setup.module)
 
     def loss_on_embeddings(q, p, batch):
         return umr_distillation_loss(q, p, batch["lm_scores"], temperature=t.temperature, student_scale=t.student_scale,
                                      candidate_mask=batch["candidate_mask"])
 
-    def dev_metrics(params):
-        return teacher_rank_metrics(setup, params, dev, query_max_length=m.query_max_length,
-                                    passage_max_length=m.passage_max_length, encode_fn=encoders)
+    dev_metrics = TeacherRankMetrics(setup, dev, query_max_length=m.query_max_length,
+                                     passage_max_length=m.passage_max_length, encode_fn=encoders) if dev else None
 
     return common.run_dual_encoder_training(
         config=config, setup=setup, batches=batches, loss_on_embeddings=loss_on_embeddings,
         queries_per_batch=t.questions_per_batch, passages_per_batch=t.questions_per_batch * d.candidates_per_question,
         warmup_steps=t.warmup_steps, output=output, mesh=mesh, rules=rules,
-        dev_metrics=dev_metrics if dev else None, selection_metric="teacher_best_mean_rank",
+        dev_metrics=dev_metrics, selection_metric="teacher_best_mean_rank",
     )

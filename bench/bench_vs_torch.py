@@ -171,12 +171,13 @@ def _row(workload: str, unit: str, count: int, ours_out, ours_time: float, ours_
 # (a) scoring
 
 
-def t5_score_flops(cfg, batch: int, src: int, tgt: int) -> float:
-    """Encoder forward on [batch, src] plus decoder forward on [batch, tgt] with cross-attention
-    over src, plus the LM head over the whole vocabulary for every target position."""
+def t5_score_flops(cfg, batch: int, src: int, tgt: int, sources: int | None = None) -> float:
+    """Encoder forward on [sources (default batch), src] plus decoder forward on [batch, tgt]
+    with cross-attention over src, plus the LM head over the whole vocabulary for every target
+    position."""
     inner, d = cfg.num_heads * cfg.d_kv, cfg.d_model
     ff = (3 if cfg.is_gated_act else 2) * d * cfg.d_ff
-    encoder = batch * src * cfg.num_layers * (2 * (4 * d * inner + ff) + 4 * src * inner)
+    encoder = (batch if sources is None else sources) * src * cfg.num_layers * (2 * (4 * d * inner + ff) + 4 * src * inner)
     decoder = batch * tgt * cfg.num_decoder_layers * (2 * (8 * d * inner + ff) + 4 * tgt * inner + 4 * src * inner)
     return float(encoder + decoder + 2.0 * batch * tgt * d * cfg.vocab_size)
 
@@ -212,8 +213,8 @@ def bench_scoring(folder: Path, size: str, dtype: str, repeats: int):
     ours.score(pairs)  # compile every bucket
     ours_scores = ours.score(pairs)
     ours_time = _best_of(lambda: ours.score(pairs), repeats)
-    ours_flops = sum(t5_score_flops(cfg, b["source_ids"].shape[0], b["source_ids"].shape[1], b["target_ids"].shape[1])
-                     for _, b in ours.batches(pairs))
+    ours_flops = sum(t5_score_flops(cfg, b["target_ids"].shape[0], b["source_ids"].shape[1], b["target_ids"].shape[1],
+                                    sources=b["source_ids"].shape[0]) for _, b in ours.batches(pairs))
 
     device = _torch_device()
     model = _torch_model(transformers.MT5ForConditionalGeneration, folder, dtype)

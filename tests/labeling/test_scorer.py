@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -61,14 +62,50 @@ def test_batches_are_bucketed_and_full(tiny_scorer_folder):
     many = [ScorePair(i, f"question {i}", "title", "word " * (i % 97), "fi") for i in range(300)]
     shapes, seen = set(), []
     for positions, batch in scorer.batches(many):
-        rows, s_len = batch["source_ids"].shape
-        assert rows % 8 == 0 and rows == scorer.batch_rows(s_len)
-        assert s_len in scorer.source_buckets.lengths and batch["target_ids"].shape[1] in scorer.target_buckets.lengths
+        rows, t_len = batch["target_ids"].shape
+        s_rows, s_len = batch["source_ids"].shape
+        assert rows % 8 == 0 and rows == scorer.batch_rows(s_len) and s_rows % 8 == 0
+        assert s_rows <= rows  # (i and i + 97 share a passage: fewer source rows than pairs)
+        assert s_len in scorer.source_buckets.lengths and t_len in scorer.target_buckets.lengths
         shapes.add((batch["source_ids"].shape, batch["target_ids"].shape))
-        seen += positions
+        seen += [int(p) for p in positions if p >= 0]
     assert sorted(seen) == list(range(300))
     # One compiled shape per (source bucket, target bucket) pair, never one per batch.
     assert len(shapes) <= len(scorer.source_buckets.lengths) * len(scorer.target_buckets.lengths)
     assert len({s for s, _ in shapes}) == len(shapes) <= len(scorer.source_buckets.lengths)
     bf16 = scorer.score(many[:20])
     assert bf16.shape == (20,) and np.all(np.isfinite(bf16)) and np.all(bf16 < 0)
+
+
+def test_shared_sources_score_as_if_each_pair_were_alone(tiny_scorer_folder):
+    """Many questions retrieving the same passages: each distinct encoder input is encoded once
+    per batch (fewer source rows than pairs, each row of a block reading its own block's
+    sources), and the scores equal one-pair-at-a-time PyTorch on 8 devices and 1."""
+    folder, model, tokenizer = tiny_scorer_folder
+    rng = np.random.default_rng(0)
+    passages = [(f"T{j}", "word " * int(rng.integers(1, 60)) + f"w{j}") for j in range(7)]
+    pairs = [ScorePair(i, f"question {i} " + "q " * int(rng.integers(0, 9)), *passages[int(rng.integers(0, 7))],
+                       "fi" if i % 3 else "ja") for i in range(90)]
+    expected = _torch_scores(model, tokenizer, pairs, "mean")
+    for devices in (8, 1):
+        mesh = mesh_lib.make_mesh({"data": devices}, devices=jax.devices()[:devices])
+        scorer = QuestionLikelihoodScorer(str(folder), mesh=mesh, rules="data_parallel", dtype="float32",
+                                          tokens_per_batch=2048, vocab_chunk_size=1000)
+        src, _ = scorer.tokenize(pairs)
+        batches = list(scorer.batches(pairs))
+        seen = []
+        for positions, batch in batches:
+            real = positions[positions >= 0]
+            seen += real.tolist()
+            blocks, per_block = batch["source_index"].shape
+            assert blocks == devices and blocks * per_block == batch["target_ids"].shape[0]
+            s_per_block = batch["source_ids"].shape[0] // blocks
+            for row, i in enumerate(positions):
+                if i >= 0:  # the row's source slot, in its own block, holds the pair's encoder input
+                    b, r = divmod(row, per_block)
+                    slot = b * s_per_block + batch["source_index"][b, r]
+                    n = int(batch["source_mask"][slot].sum())
+                    assert batch["source_ids"][slot, :n].tolist() == src[i]
+        assert sorted(seen) == list(range(len(pairs)))
+        assert sum(b["source_ids"].shape[0] for _, b in batches) < sum(b["target_ids"].shape[0] for _, b in batches)
+        np.testing.assert_allclose(scorer.score(pairs), expected, atol=2e-4, rtol=1e-5)

@@ -6,11 +6,15 @@ target tokens "Question: <question></s>" given the encoder input built by `promp
 Pairs are tokenized once, grouped into (source length, target length) buckets of fixed padded
 sizes, and batched across questions, so the jitted scoring function compiles once per bucket
 pair and every batch is full. Batch sizes follow a token budget: short sources get more rows.
+The encoder input depends on the passage and the question's language only, and questions
+retrieve many of the same passages, so each distinct input is encoded once per batch and its
+states are shared by every pair that needs it (`batches`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -21,6 +25,10 @@ from umr_jax.labeling import prompts
 from umr_jax.models import hf_io
 from umr_jax.models.t5 import T5EncoderDecoder, sequence_scores
 from umr_jax.parallel import sharding as shd
+
+
+# Pairs per encoded source a batch can be built for (its source rows = target rows / sharing).
+SHARING = (1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +84,7 @@ class QuestionLikelihoodScorer:
             with nn.logical_axis_rules(list(rules)):
                 log_probs = module.apply(
                     {"params": params}, batch["source_ids"], batch["source_mask"], batch["target_ids"], batch["target_mask"],
-                    method="token_log_probs",
+                    source_index=batch["source_index"], method="token_log_probs",
                 )
             return sequence_scores(log_probs, batch["target_mask"], reduction)
 
@@ -94,44 +102,91 @@ class QuestionLikelihoodScorer:
         tgt = self.tokenizer(targets, max_length=self.max_target_length, truncation=True)["input_ids"]
         return src, tgt
 
-    def batches(self, pairs: Sequence[ScorePair]) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
-        """(positions in `pairs`, padded batch) per full-size bucketed batch."""
+    def source_rows(self, rows: int, sharing: float) -> int:
+        """Source rows of a batch of `rows` target rows built for `sharing` pairs per source:
+        the same number of source slots in each of the mesh's batch blocks."""
+        blocks = self.rows_multiple
+        return blocks * max(1, math.ceil(rows // blocks / sharing))
+
+    def batches(self, pairs: Sequence[ScorePair]) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(row positions, padded batch) per full-size bucketed batch.
+
+        Each distinct encoder input is encoded once per batch and shared by all its pairs (many
+        questions retrieve the same passage, and the encoder is most of the cost): within a
+        (source bucket, target bucket) group the pairs are ordered by source, and each batch
+        has `batch_rows` target rows and `source_rows(rows, sharing)` source rows, where
+        `sharing` is the largest of SHARING the group's pairs-per-source ratio allows. Both are
+        split into one block per batch device, and a row only reads sources of its own block.
+        `row positions[r]` is the position in `pairs` of target row r, or -1 for padding.
+        """
         src, tgt = self.tokenize(pairs)
+        source_of: dict[tuple[int, ...], int] = {}
+        sid = np.array([source_of.setdefault(tuple(s), len(source_of)) for s in src], np.int64)
+        unique = list(source_of)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (s, t) in enumerate(zip(src, tgt)):
             groups.setdefault((self.source_buckets.padded(len(s)), self.target_buckets.padded(len(t))), []).append(i)
-        pad = self.config.pad_token_id
+        blocks = self.rows_multiple
         for (s_len, t_len), positions in sorted(groups.items()):
+            positions = sorted(positions, key=lambda i: sid[i])  # stable: one source's pairs together
+            ratio = len(positions) / len(set(sid[positions].tolist()))
+            sharing = max(f for f in SHARING if f <= ratio)
             rows = self.batch_rows(s_len)
-            for start in range(0, len(positions), rows):
-                chunk = positions[start : start + rows]
-                batch = {
-                    "source_ids": np.full((rows, s_len), pad, np.int32),
-                    "source_mask": np.zeros((rows, s_len), np.int32),
-                    "target_ids": np.full((rows, t_len), pad, np.int32),
-                    "target_mask": np.zeros((rows, t_len), np.int32),
-                }
-                for row, i in enumerate(chunk):
-                    batch["source_ids"][row, : len(src[i])] = src[i]
-                    batch["source_mask"][row, : len(src[i])] = 1
-                    batch["target_ids"][row, : len(tgt[i])] = tgt[i]
-                    batch["target_mask"][row, : len(tgt[i])] = 1
-                batch["source_mask"][len(chunk) :, 0] = 1  # padding rows: one token, so nothing divides by zero
-                yield chunk, batch
+            n_src = self.source_rows(rows, sharing)
+            rows_per_block, src_per_block = rows // blocks, n_src // blocks
+            layout: list[tuple[list[int], dict[int, int]]] = [([], {})]  # per block: pair positions, source -> slot
+            for i in positions:
+                members, slots = layout[-1]
+                if len(members) == rows_per_block or (sid[i] not in slots and len(slots) == src_per_block):
+                    if len(layout) == blocks:
+                        yield self._batch(layout, unique, sid, tgt, s_len, t_len, rows_per_block, src_per_block)
+                        layout = []
+                    layout.append(([], {}))
+                    members, slots = layout[-1]
+                slots.setdefault(int(sid[i]), len(slots))
+                members.append(i)
+            yield self._batch(layout, unique, sid, tgt, s_len, t_len, rows_per_block, src_per_block)
+
+    def _batch(self, layout, unique, sid, tgt, s_len: int, t_len: int, rows_per_block: int, src_per_block: int):
+        blocks, pad = self.rows_multiple, self.config.pad_token_id
+        rows = blocks * rows_per_block
+        batch = {
+            "source_ids": np.full((blocks * src_per_block, s_len), pad, np.int32),
+            "source_mask": np.zeros((blocks * src_per_block, s_len), np.int32),
+            "source_index": np.zeros((blocks, rows_per_block), np.int32),
+            "target_ids": np.full((rows, t_len), pad, np.int32),
+            "target_mask": np.zeros((rows, t_len), np.int32),
+        }
+        row_positions = np.full(rows, -1, np.int64)
+        for b, (members, slots) in enumerate(layout):
+            for source, slot in slots.items():
+                ids = unique[source]
+                batch["source_ids"][b * src_per_block + slot, : len(ids)] = ids
+                batch["source_mask"][b * src_per_block + slot, : len(ids)] = 1
+            for r, i in enumerate(members):
+                row = b * rows_per_block + r
+                batch["source_index"][b, r] = slots[int(sid[i])]
+                batch["target_ids"][row, : len(tgt[i])] = tgt[i]
+                batch["target_mask"][row, : len(tgt[i])] = 1
+                row_positions[row] = i
+        empty = batch["source_mask"].sum(1) == 0
+        batch["source_mask"][empty, 0] = 1  # padding sources: one token, so nothing divides by zero
+        return row_positions, batch
 
     def score_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """Scores [rows] of one global batch. Every process builds the same global batch and
-        contributes its own rows; the result is replicated to all."""
-        rows = next(iter(batch.values())).shape[0]
-        per_process, p = rows // jax.process_count(), jax.process_index()
-        local = {k: v[p * per_process : (p + 1) * per_process] for k, v in batch.items()}
+        contributes its own slice of every array (its devices' blocks of target rows, sources
+        and source indices); the result is replicated to all."""
+        count, p = jax.process_count(), jax.process_index()
+        local = {k: v[p * (len(v) // count) : (p + 1) * (len(v) // count)] for k, v in batch.items()}
         return np.asarray(self._score(self.params, shd.host_batch_to_global(local, self.mesh)))
 
     def score(self, pairs: Sequence[ScorePair], progress=None) -> np.ndarray:
         """fp32 scores [len(pairs)] in input order."""
         out = np.empty(len(pairs), np.float32)
-        for positions, batch in self.batches(pairs):
-            out[positions] = self.score_batch(batch)[: len(positions)]
+        for row_positions, batch in self.batches(pairs):
+            real = row_positions >= 0
+            out[row_positions[real]] = self.score_batch(batch)[real]
             if progress is not None:
-                progress(len(positions))
+                progress(int(real.sum()))
         return out

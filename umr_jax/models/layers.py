@@ -185,8 +185,14 @@ def dot_product_attention(
     query [batch, q, heads, kv], key/value [batch, k, heads, kv], bias broadcastable to
     [batch, heads, q, k] (fp32, additive). Scores and softmax run in fp32; the weighted sum
     runs in the value dtype. Returns [batch, q, heads, kv].
+
+    The heads are moved next to the batch first, so both products are plain batched matmuls
+    over (batch, heads) contracting the minor dimension: XLA:CPU runs the fused-layout einsums
+    ("bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd") 3-5x slower than this (bench/RESULTS.md); on
+    GPU/TPU layout assignment makes the two forms the same program.
     """
-    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))  # [batch, heads, len, kv]
+    scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
     if scale != 1.0:
         scores = scores * scale
     # Adding two finfo.min values would overflow to -inf; clip keeps masked scores finite.
@@ -195,7 +201,7 @@ def dot_product_attention(
     if not deterministic and dropout_rate > 0.0:
         keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights.astype(value.dtype), value).transpose(0, 2, 1, 3)
 
 
 def masked_mean(hidden: jax.Array, mask: jax.Array) -> jax.Array:

@@ -274,6 +274,18 @@ def chunked_token_log_probs(hidden: jax.Array, table: jax.Array, targets: jax.Ar
     return target_logits - (m + jnp.log(s))
 
 
+def gather_shared_sources(encoded: jax.Array, mask: jax.Array, source_index: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Encoder states [sources, src_len, embed] and mask [sources, src_len] -> one per target
+    row [rows, ...], where row r of block b takes source `source_index[b, r]` of block b
+    (`blocks = source_index.shape[0]` equal blocks of sources and of rows)."""
+    blocks = source_index.shape[0]
+    take = jax.vmap(lambda block, index: jnp.take(block, index, axis=0))
+    states = take(encoded.reshape(blocks, -1, *encoded.shape[1:]), source_index)
+    masks = take(mask.reshape(blocks, -1, mask.shape[-1]), source_index)
+    states = nn.with_logical_constraint(states.reshape(-1, *encoded.shape[1:]), ("batch", "length", "embed"))
+    return states, masks.reshape(-1, mask.shape[-1])
+
+
 class T5EncoderDecoder(nn.Module):
     """T5/mT5 encoder-decoder. `token_log_probs` is what the stage-1 scorer uses."""
 
@@ -326,18 +338,25 @@ class T5EncoderDecoder(nn.Module):
         target_ids: jax.Array,
         target_mask: jax.Array,
         deterministic: bool = True,
+        source_index: jax.Array | None = None,
     ) -> jax.Array:
         """log p(target_t | source, target_<t) for every target token: fp32 [batch, tgt_len].
 
         input_ids/attention_mask [batch, src_len]; target_ids/target_mask [batch, tgt_len]
         (targets end with EOS; padding positions get 0). Uses the chunked log-sum-exp unless
         `vocab_chunk_size` is 0.
+
+        With `source_index` [blocks, batch / blocks] the sources are encoded once each and
+        shared: input_ids/attention_mask then hold [sources, src_len], split into `blocks` equal
+        blocks (one per batch device), and target row r of block b reads source
+        `source_index[b, r]` of block b, so the gather never leaves a device.
         """
         cfg = self.config
         decoder_input_ids = shift_right(target_ids, cfg.decoder_start_token_id)
-        hidden = self.decode(
-            self.encode(input_ids, attention_mask, deterministic), attention_mask, decoder_input_ids, deterministic
-        )
+        encoded = self.encode(input_ids, attention_mask, deterministic)
+        if source_index is not None:
+            encoded, attention_mask = gather_shared_sources(encoded, attention_mask, source_index)
+        hidden = self.decode(encoded, attention_mask, decoder_input_ids, deterministic)
         table = self._head_table()
         if cfg.vocab_chunk_size and cfg.vocab_chunk_size < cfg.vocab_size:
             logp = chunked_token_log_probs(hidden, table, target_ids, cfg.vocab_chunk_size)

@@ -64,7 +64,7 @@ SIZES = {
 # Workload sizes per model size: scoring (questions, candidates), encoding (passages, batch),
 # training (questions, candidates), and the passage / question lengths.
 WORKLOADS = {
-    "mini": dict(questions=8, candidates=16, passages=512, encode_batch=64, train_q=8, train_c=8,
+    "mini": dict(questions=32, candidates=16, passages=512, encode_batch=64, train_q=8, train_c=8,
                  passage_lengths=(96, 192), question_lengths=(8, 24), train_steps=5),
     "base": dict(questions=32, candidates=100, passages=8192, encode_batch=512, train_q=16, train_c=16,
                  passage_lengths=(160, 256), question_lengths=(8, 32), train_steps=20),

@@ -65,6 +65,9 @@ def test_power_of_two_buckets_end_at_the_maximum():
     assert LengthBuckets.powers_of_two(256).lengths == (16, 32, 64, 128, 256)
     assert LengthBuckets.powers_of_two(200, min_length=32).lengths == (32, 64, 128, 200)
     assert LengthBuckets.powers_of_two(8).lengths == (8,)
+    assert LengthBuckets.half_powers_of_two(512, 64).lengths == (64, 96, 128, 192, 256, 384, 512)
+    assert LengthBuckets.half_powers_of_two(200, 64).lengths == (64, 96, 128, 192, 200)
+    assert LengthBuckets.half_powers_of_two(96, 64).lengths == (64, 96)
     buckets = LengthBuckets((16, 64))
     assert [buckets.index(n) for n in (1, 16, 17, 64)] == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="longer than the largest bucket"):

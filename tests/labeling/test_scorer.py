@@ -60,19 +60,25 @@ def test_batches_are_bucketed_and_full(tiny_scorer_folder):
     mesh = mesh_lib.make_mesh({"data": 8})
     scorer = QuestionLikelihoodScorer(str(folder), mesh=mesh, rules="data_parallel", tokens_per_batch=1024)
     many = [ScorePair(i, f"question {i}", "title", "word " * (i % 97), "fi") for i in range(300)]
-    shapes, seen = set(), []
+    shapes, seen, groups = set(), [], {}
     for positions, batch in scorer.batches(many):
         rows, t_len = batch["target_ids"].shape
         s_rows, s_len = batch["source_ids"].shape
-        assert rows % 8 == 0 and rows == scorer.batch_rows(s_len) and s_rows % 8 == 0
+        assert rows % 8 == 0 and rows <= scorer.batch_rows(s_len) and s_rows % 8 == 0
         assert s_rows <= rows  # (i and i + 97 share a passage: fewer source rows than pairs)
         assert s_len in scorer.source_buckets.lengths and t_len in scorer.target_buckets.lengths
         shapes.add((batch["source_ids"].shape, batch["target_ids"].shape))
+        groups.setdefault((s_len, t_len), []).append((rows, int((positions >= 0).sum())))
         seen += [int(p) for p in positions if p >= 0]
     assert sorted(seen) == list(range(300))
-    # One compiled shape per (source bucket, target bucket) pair, never one per batch.
-    assert len(shapes) <= len(scorer.source_buckets.lengths) * len(scorer.target_buckets.lengths)
-    assert len({s for s, _ in shapes}) == len(shapes) <= len(scorer.source_buckets.lengths)
+    for (s_len, _), batches in groups.items():
+        # Every batch of a group is full-size but the last, which is the smallest halving that
+        # holds what is left (so a half-size batch would not have held it).
+        assert all(rows == scorer.batch_rows(s_len) for rows, _ in batches[:-1])
+        last_rows, last_real = batches[-1]
+        assert last_real <= last_rows and (last_rows == 8 or last_real > last_rows // 2 - 8)
+    # Compiled shapes: the full size and the tails' halvings, per (source, target) bucket pair.
+    assert len(shapes) <= 2 * len(groups)
     bf16 = scorer.score(many[:20])
     assert bf16.shape == (20,) and np.all(np.isfinite(bf16)) and np.all(bf16 < 0)
 

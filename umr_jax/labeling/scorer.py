@@ -67,7 +67,8 @@ class QuestionLikelihoodScorer:
         self.tokenizer = hf_io.load_tokenizer(folder)
         self.mesh = mesh
         self.reduction = reduction
-        self.source_buckets = LengthBuckets.powers_of_two(max_source_length, 64)
+        # Sources are most of the cost (and UMR's prompts spread over 150-300 tokens): finer buckets.
+        self.source_buckets = LengthBuckets.half_powers_of_two(max_source_length, 64)
         self.target_buckets = LengthBuckets.powers_of_two(max_target_length, 16)
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.tokens_per_batch = tokens_per_batch
@@ -134,18 +135,33 @@ class QuestionLikelihoodScorer:
             rows = self.batch_rows(s_len)
             n_src = self.source_rows(rows, sharing)
             rows_per_block, src_per_block = rows // blocks, n_src // blocks
-            layout: list[tuple[list[int], dict[int, int]]] = [([], {})]  # per block: pair positions, source -> slot
-            for i in positions:
-                members, slots = layout[-1]
-                if len(members) == rows_per_block or (sid[i] not in slots and len(slots) == src_per_block):
-                    if len(layout) == blocks:
-                        yield self._batch(layout, unique, sid, tgt, s_len, t_len, rows_per_block, src_per_block)
-                        layout = []
-                    layout.append(([], {}))
-                    members, slots = layout[-1]
-                slots.setdefault(int(sid[i]), len(slots))
-                members.append(i)
-            yield self._batch(layout, unique, sid, tgt, s_len, t_len, rows_per_block, src_per_block)
+            layouts = self._pack(positions, sid, rows_per_block, src_per_block)
+            for layout in layouts[:-1]:
+                yield self._batch(layout, unique, sid, tgt, s_len, t_len, rows_per_block, src_per_block)
+            # The group's last batch: the smallest halving of both sizes that still holds it in
+            # one batch (at most log2(rows) more compiled shapes; small inputs stay small).
+            tail = [i for members, _ in layouts[-1] for i in members]
+            while rows_per_block > 1:
+                smaller = self._pack(tail, sid, rows_per_block // 2, max(1, src_per_block // 2))
+                if len(smaller) > 1:
+                    break
+                layouts, rows_per_block, src_per_block = smaller, rows_per_block // 2, max(1, src_per_block // 2)
+            yield self._batch(layouts[-1], unique, sid, tgt, s_len, t_len, rows_per_block, src_per_block)
+
+    def _pack(self, positions: Sequence[int], sid: np.ndarray, rows_per_block: int, src_per_block: int) -> list:
+        """Pairs (ordered by source) -> batches, each `rows_multiple` blocks of at most
+        `rows_per_block` pairs reading at most `src_per_block` distinct sources."""
+        layouts: list[list[tuple[list[int], dict[int, int]]]] = [[([], {})]]
+        for i in positions:
+            members, slots = layouts[-1][-1]
+            if len(members) == rows_per_block or (sid[i] not in slots and len(slots) == src_per_block):
+                if len(layouts[-1]) == self.rows_multiple:
+                    layouts.append([])
+                layouts[-1].append(([], {}))
+                members, slots = layouts[-1][-1]
+            slots.setdefault(int(sid[i]), len(slots))
+            members.append(i)
+        return layouts
 
     def _batch(self, layout, unique, sid, tgt, s_len: int, t_len: int, rows_per_block: int, src_per_block: int):
         blocks, pad = self.rows_multiple, self.config.pad_token_id

@@ -158,15 +158,23 @@ def embedding_table(module: nn.Module, name: str, num: int, features: int, axes:
     return module.param(name, logical_init(nn.initializers.normal(std), axes), (num, features), param_dtype)
 
 
+# The additive bias of a hidden key. Large enough that exp() of a hidden score is exactly 0 in
+# fp32 next to any visible one (as with Hugging Face's finfo.min), small enough that the sum of
+# several masks (causal + padding + a relative-position bias) stays finite, so the scores need no
+# clipping (a clip costs a select over [batch, heads, q, k] in the backward pass). A row with
+# every key hidden (a padding query) gets uniform weights instead of NaN.
+MASK_BIAS = -1e9
+
+
 def attention_bias_from_mask(mask: jax.Array) -> jax.Array:
-    """`[batch, k]` 0/1 key mask -> additive fp32 bias `[batch, 1, 1, k]` (0 or a large negative)."""
-    return jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+    """`[batch, k]` 0/1 key mask -> additive fp32 bias `[batch, 1, 1, k]` (0 or MASK_BIAS)."""
+    return jnp.where(mask[:, None, None, :] > 0, 0.0, MASK_BIAS).astype(jnp.float32)
 
 
 def causal_bias(length: int) -> jax.Array:
     """Additive fp32 bias `[1, 1, length, length]` that hides future positions."""
     allowed = jnp.tril(jnp.ones((length, length), dtype=bool))
-    return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)[None, None].astype(jnp.float32)
+    return jnp.where(allowed, 0.0, MASK_BIAS)[None, None].astype(jnp.float32)
 
 
 def dot_product_attention(
@@ -195,8 +203,7 @@ def dot_product_attention(
     scores = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
     if scale != 1.0:
         scores = scores * scale
-    # Adding two finfo.min values would overflow to -inf; clip keeps masked scores finite.
-    scores = jnp.maximum(scores + bias, jnp.finfo(jnp.float32).min)
+    scores = scores + bias
     weights = jax.nn.softmax(scores, axis=-1)
     if not deterministic and dropout_rate > 0.0:
         keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - dropout_rate, weights.shape)

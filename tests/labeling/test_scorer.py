@@ -115,3 +115,23 @@ def test_shared_sources_score_as_if_each_pair_were_alone(tiny_scorer_folder):
         assert sorted(seen) == list(range(len(pairs)))
         assert sum(b["source_ids"].shape[0] for _, b in batches) < sum(b["target_ids"].shape[0] for _, b in batches)
         np.testing.assert_allclose(scorer.score(pairs), expected, atol=2e-4, rtol=1e-5)
+
+
+def test_shared_sources_are_gathered_on_each_device(tiny_scorer_folder):
+    """The compiled scoring program moves no encoder state between devices: the only
+    collectives left gather the [rows] scores."""
+    import re
+
+    from umr_jax.parallel import sharding as shd
+
+    folder, _, _ = tiny_scorer_folder
+    scorer = QuestionLikelihoodScorer(str(folder), mesh=mesh_lib.make_mesh({"data": 8}), rules="data_parallel",
+                                      dtype="float32", tokens_per_batch=2048, vocab_chunk_size=1000)
+    pairs = [ScorePair(i, f"question {i}", f"T{i % 5}", "word " * 20, "fi") for i in range(200)]
+    _, batch = next(iter(scorer.batches(pairs)))
+    assert batch["source_ids"].shape[0] < batch["target_ids"].shape[0]
+    hlo = scorer._score.lower(scorer.params, shd.host_batch_to_global(batch, scorer.mesh)).compile().as_text()
+    collectives = [line for line in hlo.splitlines() if re.search(r"\b(all-gather|all-to-all|collective-permute|all-reduce)\(", line)]
+    assert collectives, "expected the final gather of the scores"
+    for line in collectives:  # rank-1 results only: f32[rows]
+        assert re.search(r"= f32\[\d+\]", line), line

@@ -110,14 +110,16 @@ class QuestionLikelihoodScorer:
         return blocks * max(1, math.ceil(rows // blocks / sharing))
 
     def batches(self, pairs: Sequence[ScorePair]) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """(row positions, padded batch) per full-size bucketed batch.
+        """(row positions, padded batch) per bucketed batch: full-size batches, then per group a
+        last batch of the smallest halving of that size that holds what is left.
 
         Each distinct encoder input is encoded once per batch and shared by all its pairs (many
         questions retrieve the same passage, and the encoder is most of the cost): within a
         (source bucket, target bucket) group the pairs are ordered by source, and each batch
         has `batch_rows` target rows and `source_rows(rows, sharing)` source rows, where
         `sharing` is the largest of SHARING the group's pairs-per-source ratio allows. Both are
-        split into one block per batch device, and a row only reads sources of its own block.
+        split into one block per batch device, and a row only reads sources of its own block
+        (the compiled program gathers encoder states within each device, no collective).
         `row positions[r]` is the position in `pairs` of target row r, or -1 for padding.
         """
         src, tgt = self.tokenize(pairs)

@@ -81,6 +81,17 @@ def boxed_abstract_params(module: DualEncoder) -> Any:
     return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), ids, ids, ids, ids)["params"])
 
 
+def batch_buckets(query_max_length: int, passage_max_length: int, fixed_lengths: bool = False):
+    """(query, passage) `LengthBuckets` of a trainer's batches: powers of two (one compiled step
+    per bucket pair), or with `fixed_lengths` the maximum lengths only, so the step compiles
+    once (short runs, where compiling per bucket costs more than the padding)."""
+    from umr_jax.data.pipeline import LengthBuckets
+
+    if fixed_lengths:
+        return LengthBuckets((query_max_length,)), LengthBuckets((passage_max_length,))
+    return LengthBuckets.powers_of_two(query_max_length), LengthBuckets.powers_of_two(passage_max_length, 32)
+
+
 def pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded int32 ids and mask [len(rows), length]; rows longer than `length` are cut."""
     ids = np.full((len(rows), length), pad_id, np.int32)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from umr_jax.data import formats
-from umr_jax.data.pipeline import LengthBuckets, nested_subsets
+from umr_jax.data.pipeline import nested_subsets
 from umr_jax.errors import InputError
 from umr_jax.training import common
 from umr_jax.training.distill import jitted_encoders
@@ -66,11 +66,7 @@ class PairBatches:
             raise InputError(f"hard_negatives={hard_negatives} but the pair for query {short.query!r} has {len(short.negatives)}")
         self.pairs, self.tokenizer = pairs, tokenizer
         self.batch_size, self.hard, self.seed = batch_size, hard_negatives, seed
-        # fixed_lengths: every batch padded to the maximum lengths, so the step compiles once
-        # (short runs, where compiling one step per length bucket costs more than the padding).
-        self.query_buckets = LengthBuckets((query_max_length,)) if fixed_lengths else LengthBuckets.powers_of_two(query_max_length)
-        self.passage_buckets = (LengthBuckets((passage_max_length,)) if fixed_lengths
-                                else LengthBuckets.powers_of_two(passage_max_length, 32))
+        self.query_buckets, self.passage_buckets = common.batch_buckets(query_max_length, passage_max_length, fixed_lengths)
         self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count

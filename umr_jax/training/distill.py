@@ -24,7 +24,6 @@ import jax
 import numpy as np
 
 from umr_jax.data import formats
-from umr_jax.data.pipeline import LengthBuckets
 from umr_jax.data.files import expand_shards
 from umr_jax.errors import InputError
 from umr_jax.training import common
@@ -102,11 +101,7 @@ class DistillBatches:
             raise InputError(f"{len(questions)} questions cannot fill one batch of {questions_per_batch}")
         self.questions, self.tokenizer = questions, tokenizer
         self.q, self.c, self.seed = questions_per_batch, candidates, seed
-        # fixed_lengths: every batch padded to the maximum lengths, so the step compiles once
-        # (short runs, where compiling one step per length bucket costs more than the padding).
-        self.query_buckets = LengthBuckets((query_max_length,)) if fixed_lengths else LengthBuckets.powers_of_two(query_max_length)
-        self.passage_buckets = (LengthBuckets((passage_max_length,)) if fixed_lengths
-                                else LengthBuckets.powers_of_two(passage_max_length, 32))
+        self.query_buckets, self.passage_buckets = common.batch_buckets(query_max_length, passage_max_length, fixed_lengths)
         self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
@@ -193,8 +188,8 @@ class TeacherRankMetrics:
         titles = [t for q in questions for t in q.titles]
         texts = [t for q in questions for t in q.texts]
         p_tok = tok(titles, texts, max_length=passage_max_length, truncation="only_second")["input_ids"]
-        q_len = LengthBuckets.powers_of_two(query_max_length).padded(max(map(len, q_tok)))
-        p_len = LengthBuckets.powers_of_two(passage_max_length, 32).padded(max(map(len, p_tok)))
+        q_buckets, p_buckets = common.batch_buckets(query_max_length, passage_max_length)
+        q_len, p_len = q_buckets.padded(max(map(len, q_tok))), p_buckets.padded(max(map(len, p_tok)))
         self.q_ids, self.q_mask = common.pad_rows(q_tok, q_len, pad)
         self.p_ids, self.p_mask = common.pad_rows(p_tok, p_len, pad)
         self.sizes = np.array([len(q.scores) for q in questions])
@@ -225,13 +220,6 @@ class TeacherRankMetrics:
             ranks.append(1 + int(np.sum(student > student[best])))
             agree.append(float(np.argmax(student) == best))
         return {"teacher_best_mean_rank": float(np.mean(ranks)), "teacher_student_top1_agreement": float(np.mean(agree))}
-
-
-def teacher_rank_metrics(setup: common.DualEncoderSetup, params: Any, questions: Sequence[ScoredQuestion], *,
-                         query_max_length: int, passage_max_length: int, encode_fn=None) -> dict[str, float]:
-    """`TeacherRankMetrics` built and evaluated once."""
-    return TeacherRankMetrics(setup, questions, query_max_length=query_max_length, passage_max_length=passage_max_length,
-                              encode_fn=encode_fn)(params)
 
 
 def jitted_encoders(module):

@@ -54,3 +54,11 @@ def test_model_inspect_bad_folder_is_one_line_error(tmp_path, capsys):
 def test_version():
     out = subprocess.run([sys.executable, "-m", "umr_jax.cli", "--version"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"umr-jax {__version__}"
+
+
+def test_unusable_compilation_cache_is_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cli.main(["--compilation-cache", str(blocker / "xla"), "model", "inspect", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "compilation cache" in err and str(blocker / "xla") in err and "Traceback" not in err

@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from umr_jax.config import default_compilation_cache, enable_compilation_cache
     from umr_jax.errors import InputError, ModelLoadError
 
-    enable_compilation_cache(args.compilation_cache if args.compilation_cache is not None else default_compilation_cache())
     try:
+        enable_compilation_cache(args.compilation_cache if args.compilation_cache is not None else default_compilation_cache())
         return int(args._run(args) or 0)
     except (InputError, ModelLoadError) as err:
         print(f"umr-jax {args.command}: error: {err}", file=sys.stderr)

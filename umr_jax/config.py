@@ -106,7 +106,10 @@ def enable_compilation_cache(path: str | os.PathLike | None) -> str | None:
 
     path = os.fspath(path)
     if "://" not in path:
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"cannot use it as the compilation cache: {err.strerror or err}", path) from None
     # Cache anything that took at least half a second to compile (JAX's default is 1 s), unless
     # JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise.
     min_time = float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", 0.5))

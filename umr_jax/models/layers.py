@@ -10,6 +10,7 @@ production, fp32 in parity tests); normalisation statistics and softmax run in f
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -21,8 +22,11 @@ Axes = tuple[str | None, ...]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
-    # Hugging Face "gelu" is the exact erf form; "gelu_new" / "gelu_pytorch_tanh" the tanh form.
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    # Hugging Face "gelu" is the exact erf form, written as transformers writes it: XLA's erf is a
+    # rational polynomial, cheaper than the erfc (with an exp) of jax.nn.gelu(approximate=False)
+    # (fp32 [16384, 1024] on a 2-core Xeon: 31 vs 49 ms forward). "gelu_new" / "gelu_pytorch_tanh"
+    # are the tanh form.
+    "gelu": lambda x: 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0)))),
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),

@@ -94,9 +94,12 @@ def test_batches_are_deterministic_and_resumable(pseudo_labels):
     assert shapes != {((8, 40), (32, 96))}  # the bucketed batches are narrower somewhere
 
 
-def test_distillation_raises_teacher_student_agreement(tiny_retriever, pseudo_labels, tmp_path):
+def test_distillation_raises_teacher_student_agreement(tiny_retriever, pseudo_labels, tmp_path, caplog):
     config = _config(tiny_retriever, pseudo_labels, tmp_path / "run")
     summary = distill.train(config)
+    # 8 questions in chunks of 4 over 8 devices: a chunk cannot span every device, and the log says so.
+    assert "train.query_chunk=4 is not a multiple of the 8 batch shards" in caplog.text
+    assert "train.passage_chunk" not in caplog.text
     assert summary["reason"] == "done" and summary["steps"] == 18
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     dev = [r for r in records if r["split"] == "dev"]

@@ -9,7 +9,7 @@ import pytest
 from umr_jax.models import BertConfig, BertEncoderTower, DualEncoder
 from umr_jax.parallel import mesh as mesh_lib
 from umr_jax.parallel import sharding as shd
-from umr_jax.training.gradcache import grad_cached_value_and_grad, plain_value_and_grad
+from umr_jax.training.gradcache import _chunks, _unchunk, grad_cached_value_and_grad, plain_value_and_grad
 from umr_jax.training.losses import umr_distillation_loss
 from umr_jax.training.state import create_train_state, make_optimizer, make_train_step
 
@@ -36,12 +36,13 @@ def _encoders():
     return enc_q, enc_p, loss
 
 
-def _batch(seed=0):
+def _batch(seed=0, questions=Q):
     rng = np.random.RandomState(seed)
-    qi, pi = rng.randint(1, 64, (Q, 6)).astype(np.int32), rng.randint(1, 64, (Q * C, 10)).astype(np.int32)
+    qi, pi = rng.randint(1, 64, (questions, 6)).astype(np.int32), rng.randint(1, 64, (questions * C, 10)).astype(np.int32)
     qm, pm = np.ones_like(qi), np.ones_like(pi)
     pm[::3, 7:] = 0
-    return {"query_ids": qi, "query_mask": qm, "passage_ids": pi, "passage_mask": pm, "lm_scores": -rng.rand(Q, C).astype(np.float32)}
+    return {"query_ids": qi, "query_mask": qm, "passage_ids": pi, "passage_mask": pm,
+            "lm_scores": -rng.rand(questions, C).astype(np.float32)}
 
 
 def _init():
@@ -86,3 +87,30 @@ def test_chunk_must_divide_batch():
     params = __import__("flax").linen.meta.unbox(_init())
     with pytest.raises(ValueError, match="not a multiple of the chunk size 3"):
         grad_cached_value_and_grad(enc_q, enc_p, loss, query_chunk=3, passage_chunk=8)(params, _batch(), jax.random.PRNGKey(0))
+
+
+def test_chunks_are_strided_and_invert():
+    x = np.arange(24).reshape(12, 2)
+    chunks = np.asarray(_chunks(x, 4))
+    assert chunks.shape == (3, 4, 2)
+    np.testing.assert_array_equal(chunks[0][:, 0], [0, 6, 12, 18])  # rows 0, 3, 6, 9: every quarter of the batch
+    np.testing.assert_array_equal(chunks[2][:, 0], [4, 10, 16, 22])
+    np.testing.assert_array_equal(np.asarray(_unchunk(chunks)), x)
+
+
+@pytest.mark.slow  # 40 s of XLA compilation on a 2-core VM
+def test_grad_cached_step_on_a_mesh_moves_no_chunk_between_devices():
+    """Chunks that are multiples of the 8 batch shards take rows from every device's block: the
+    compiled step slices each chunk in place. Contiguous chunks (rows 0-7 on devices 0-3 only)
+    made XLA move each chunk with collective-permutes and all-gathers inside the loop."""
+    mesh = mesh_lib.make_mesh({"data": 8})
+    enc_q, enc_p, loss = _encoders()
+    opt = make_optimizer(1e-3, total_steps=10, warmup_steps=2, grad_clip_norm=2.0, eps=1e-4)
+    state, shardings = create_train_state(_init, opt, mesh, "data_parallel")
+    step = make_train_step(None, opt, mesh, shardings, shd.batch_sharding(mesh), "data_parallel",
+                           value_and_grad_fn=grad_cached_value_and_grad(enc_q, enc_p, loss, query_chunk=8, passage_chunk=16))
+    batch = shd.host_batch_to_global(_batch(0, questions=16), mesh)  # 2 query chunks, 4 passage chunks
+    hlo = step.lower(state, batch, jax.random.PRNGKey(0)).compile().as_text()
+    assert "all-reduce(" in hlo  # the gradients are summed over the data axis: the program really is partitioned
+    assert "collective-permute(" not in hlo
+    assert not [line for line in hlo.splitlines() if "all-gather(" in line and "dynamic_slice" in line]

@@ -209,8 +209,13 @@ def run_dual_encoder_training(
         return module.apply({"params": params}, ids, mask, False, method="encode_passages", rngs={"dropout": rng})
 
     make_vg = grad_cached_value_and_grad if t.grad_cache else plain_value_and_grad
-    value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings, query_chunk=min(t.query_chunk, queries_per_batch),
-                             passage_chunk=min(t.passage_chunk, passages_per_batch))
+    query_chunk, passage_chunk = min(t.query_chunk, queries_per_batch), min(t.passage_chunk, passages_per_batch)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    for name, chunk in (("query_chunk", query_chunk), ("passage_chunk", passage_chunk)):
+        if chunk % shards:
+            log.warning("train.%s=%d is not a multiple of the %d batch shards (data x fsdp): each chunk runs on "
+                        "part of the devices, and XLA moves rows between devices inside the loop", name, chunk, shards)
+    value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings, query_chunk=query_chunk, passage_chunk=passage_chunk)
     step = make_train_step(None, optimizer, mesh, shardings, shd.batch_sharding(mesh), rules, value_and_grad_fn=value_and_grad)
     metrics_log = MetricsLog(output)
     checkpointer = Checkpointer(output / "checkpoints", save_interval_steps=t.checkpoint_every, max_to_keep=t.keep_checkpoints)

@@ -21,9 +21,22 @@ Encoder = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]  # (params
 
 
 def _chunks(x: jax.Array, size: int) -> jax.Array:
+    """[n, ...] -> [n // size, size, ...], chunk i holding rows i, i + n/size, i + 2n/size, ...
+
+    Strided, not contiguous: a batch sharded over its first dim keeps every device's block of
+    rows split evenly across the chunks (when `size` is a multiple of the number of batch
+    shards), so every chunk runs on every device and making the chunks moves no data. With
+    contiguous chunks, chunk i would live on a few devices: the scan's slice would need
+    collective-permutes each step while the other devices wait.
+    """
     if x.shape[0] % size:
         raise ValueError(f"batch of {x.shape[0]} rows is not a multiple of the chunk size {size}")
-    return x.reshape(x.shape[0] // size, size, *x.shape[1:])
+    return jnp.swapaxes(x.reshape(size, x.shape[0] // size, *x.shape[1:]), 0, 1)
+
+
+def _unchunk(x: jax.Array) -> jax.Array:
+    """The inverse of `_chunks`: [n // size, size, ...] -> [n, ...] in the original row order."""
+    return jnp.swapaxes(x, 0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
 def encode_in_chunks(encode: Encoder, params: Any, ids: jax.Array, mask: jax.Array, rng: jax.Array, chunk: int) -> jax.Array:
@@ -35,7 +48,7 @@ def encode_in_chunks(encode: Encoder, params: Any, ids: jax.Array, mask: jax.Arr
         return None, encode(params, chunk_ids, chunk_mask, jax.random.fold_in(rng, i))
 
     _, emb = jax.lax.scan(body, None, (jnp.arange(ids_c.shape[0]), ids_c, mask_c))
-    return emb.reshape(ids.shape[0], -1)
+    return _unchunk(emb)
 
 
 def _pull_back(encode: Encoder, params: Any, ids, mask, grads_emb, rng, chunk: int) -> Any:

@@ -239,13 +239,30 @@ def shift_right(target_ids: jax.Array, decoder_start_token_id: int) -> jax.Array
     return jnp.concatenate([start, target_ids[:, :-1]], axis=1)
 
 
+def vocab_chunk_count(vocab: int, chunk_size: int) -> int | None:
+    """How many equal chunks of at most `chunk_size` rows the vocabulary splits into: the
+    smallest divisor n of `vocab` with vocab / n <= chunk_size, or None when every such
+    divisor makes chunks under half of `chunk_size` (a vocabulary with few small factors)."""
+    least = -(-vocab // chunk_size)
+    for n in range(least, 2 * least + 1):
+        if vocab % n == 0:
+            return n
+    return None
+
+
 def chunked_token_log_probs(hidden: jax.Array, table: jax.Array, targets: jax.Array, chunk_size: int) -> jax.Array:
     """log softmax(hidden @ table.T)[..., targets] without materialising [batch, length, vocab].
 
     hidden [batch, length, embed] (compute dtype), table [vocab, embed], targets [batch, length]
     -> fp32 [batch, length]. The log-sum-exp runs as an online reduction over vocabulary
-    chunks of `chunk_size` rows (dynamic slices of the table, so nothing is copied), keeping
-    only [batch, length, chunk_size] live at a time.
+    chunks of at most `chunk_size` rows, keeping only [batch, length, chunk] live at a time.
+
+    When the vocabulary splits into n equal chunks (mT5's 250112 rows: 16 chunks of 15632),
+    chunk i is rows i, i + n, i + 2n, ... (a strided view of the table, nothing copied): a
+    table sharded over its vocabulary dim (`fsdp_tp`) then gives every device its own share of
+    every chunk, so each device computes 1/model of the logits. Contiguous chunks would sit on
+    one device each, and XLA gathers the whole table to every device instead. Otherwise the
+    chunks are contiguous dynamic slices plus a remainder.
     """
     vocab = table.shape[0]
     w = table.astype(hidden.dtype)
@@ -259,16 +276,23 @@ def chunked_token_log_probs(hidden: jax.Array, table: jax.Array, targets: jax.Ar
         s_new = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(logits - m_new[..., None]), axis=-1)
         return m_new, s_new
 
-    n_full = vocab // chunk_size
+    def scan(rows_of, count, m, s):
+        def step(carry, i):
+            return merge(*carry, chunk_logits(rows_of(i))), None
+
+        (m, s), _ = jax.lax.scan(step, (m, s), jnp.arange(count))
+        return m, s
+
     m = jnp.full(targets.shape, -jnp.inf, jnp.float32)
     s = jnp.zeros(targets.shape, jnp.float32)
+    n = vocab_chunk_count(vocab, chunk_size)
+    if n is not None:
+        strided = w.reshape(vocab // n, n, w.shape[-1])
+        m, s = scan(lambda i: jax.lax.dynamic_index_in_dim(strided, i, axis=1, keepdims=False), n, m, s)
+        return target_logits - (m + jnp.log(s))
+    n_full = vocab // chunk_size
     if n_full:
-
-        def step(carry, i):
-            rows = jax.lax.dynamic_slice_in_dim(w, i * chunk_size, chunk_size, axis=0)
-            return merge(*carry, chunk_logits(rows)), None
-
-        (m, s), _ = jax.lax.scan(step, (m, s), jnp.arange(n_full))
+        m, s = scan(lambda i: jax.lax.dynamic_slice_in_dim(w, i * chunk_size, chunk_size, axis=0), n_full, m, s)
     if vocab % chunk_size:
         m, s = merge(m, s, chunk_logits(w[n_full * chunk_size :]))
     return target_logits - (m + jnp.log(s))

@@ -437,6 +437,37 @@ def _versions() -> str:
             f"flax {md.version('flax')}, torch {md.version('torch')}, transformers {md.version('transformers')}")
 
 
+def accelerator_defaults(args) -> tuple[str, str, bool]:
+    """(size, dtype, on_accelerator) from --size/--dtype: base and bf16 on a GPU/TPU, mini and
+    fp32 on a CPU, where torch is given every visible core."""
+    import jax
+    import torch
+
+    on_accelerator = jax.devices()[0].platform != "cpu"
+    if not on_accelerator:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    return (args.size or ("base" if on_accelerator else "mini"),
+            args.dtype or ("bfloat16" if on_accelerator else "float32"), on_accelerator)
+
+
+def print_and_record(script: str, argv: list[str] | None, columns: list[str], rows: list[list[str]], section: str,
+                     header: str, record: bool, note: str = "") -> None:
+    """Print the table (device and versions above it) and append each row to bench/RESULTS.md."""
+    device, versions = _device(), _versions()
+    args = sys.argv[1:] if argv is None else argv
+    command = f"python bench/{script}" + (" " + " ".join(args) if args else "")
+    date = datetime.date.today().isoformat()
+    print(f"\n{device}; {versions}{note}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
+        if record:
+            _append_row(section, header, f"| {date} | {device} | {versions} | `{command}` | " + " | ".join(cells) + " |")
+    if record:
+        print(f"\nappended to {RESULTS}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), help="model and workload size (default: base on a GPU, mini on a CPU)")
@@ -447,13 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import jax
-    import torch
 
-    on_accelerator = jax.devices()[0].platform != "cpu"
-    size = args.size or ("base" if on_accelerator else "mini")
-    dtype = args.dtype or ("bfloat16" if on_accelerator else "float32")
-    if not on_accelerator:
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    size, dtype, _ = accelerator_defaults(args)
     peak = peak_flops(jax.devices()[0])
     which = [w.strip() for w in args.which.split(",") if w.strip()]
     rows = []
@@ -468,21 +494,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {name} ...", flush=True)
             rows.append(runners[name]())
 
-    device, versions = _device(), _versions()
-    command = "python bench/bench_vs_torch.py" + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv))
-    date = datetime.date.today().isoformat()
-    print(f"\n{device}; {versions}\n")
-    print(f"| workload | ours | reference | ours / reference | MFU ours / reference | max difference |")
-    print("|---|---|---|---|---|---|")
+    table = []
     for r in rows:
         mfu = "n/a (CPU)" if peak is None else f"{r['ours_flops_per_s'] / peak:.1%} / {r['ref_flops_per_s'] / peak:.1%}"
-        cells = [r["workload"], f"{r['ours']:.3g} {r['unit']}", f"{r['reference']:.3g} {r['unit']}",
-                 f"{r['ours'] / r['reference']:.2f}x", mfu, f"{r['diff']:.2e} ({r['diff_what']})"]
-        print("| " + " | ".join(cells) + " |")
-        if not args.no_record:
-            _append_row(SECTION, HEADER, f"| {date} | {device} | {versions} | `{command}` | " + " | ".join(cells) + " |")
-    if not args.no_record:
-        print(f"\nappended to {RESULTS}")
+        table.append([r["workload"], f"{r['ours']:.3g} {r['unit']}", f"{r['reference']:.3g} {r['unit']}",
+                      f"{r['ours'] / r['reference']:.2f}x", mfu, f"{r['diff']:.2e} ({r['diff_what']})"])
+    print_and_record("bench_vs_torch.py", argv, ["workload", "ours", "reference", "ours / reference", "MFU ours / reference",
+                                                 "max difference"], table, SECTION, HEADER, not args.no_record)
     return 0
 
 

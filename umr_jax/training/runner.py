@@ -67,6 +67,11 @@ def train_loop(
     `on_metrics(step, metrics)` sees every step's metrics (host floats); `on_step(step, state)`
     runs after it (periodic evaluation, exports). Returns (state, reason) with reason "done" or
     "preempted". Raises NonFiniteLossError.
+
+    Input overlaps compute: once step i is dispatched (asynchronously), the loop draws and
+    transfers batch i + 1 before it waits for step i's loss, so host-side batching and the
+    host-to-device copy run while the device computes. Checkpoints record the data position
+    after batch i, not after the prefetched one, so a resume redraws it.
     """
     start = checkpointer.latest_step()
     if start is not None:
@@ -77,14 +82,21 @@ def train_loop(
     step = int(start or 0)
     guard = guard or PreemptionGuard()
 
+    def draw() -> tuple[Any, Any]:
+        """The next global batch and the data position just after it."""
+        batch = to_global(next(data))
+        return batch, data.get_state()
+
     def save(at: int, force: bool) -> None:
-        checkpointer.save(at, state, config=config, data_state={"iterator": _jsonable(data.get_state())}, force=force)
+        checkpointer.save(at, state, config=config, data_state={"iterator": _jsonable(data_position)}, force=force)
 
     with guard:
+        upcoming = draw() if step < total_steps else None
         while step < total_steps:
-            batch = to_global(next(data))
+            batch, data_position = upcoming
             state, metrics = train_step(state, batch, jax.random.fold_in(rng, step))
             step += 1
+            upcoming = draw() if step < total_steps else None  # while the device runs the step
             loss = float(metrics["loss"])
             if not math.isfinite(loss):
                 checkpointer.wait_until_finished()

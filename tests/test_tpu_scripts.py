@@ -260,3 +260,25 @@ def test_readme_mesh_overrides_fit_each_slice():
             sizes = resolve_axis_sizes(dict(config.mesh), int(chips))
             assert sizes["data"] * sizes["fsdp"] * sizes["model"] == int(chips)
             get_rules(config.sharding_rules)
+
+
+def test_readme_training_commands_give_every_device_a_share_of_every_chunk():
+    """Each slice's `umr-jax train` command in tpu/README.md, applied to its config: the global
+    batch and both gradient-caching chunks split evenly over data x fsdp."""
+    from umr_jax.config import load_config
+    from umr_jax.parallel.mesh import resolve_axis_sizes
+
+    text = (TPU / "README.md").read_text()
+    chips = {"v4-8": 4, "v5e-16": 16, "v4-64": 32}
+    for slice_name, devices in chips.items():
+        section = text.split(f"### {slice_name}")[1].split("###")[0]
+        command = re.search(r"umr-jax train --config (\S+) \\\n(.*?)\n\S", section, re.S)
+        overrides = [w for w in command.group(2).replace("\\\n", " ").split() if "=" in w]
+        config = load_config(REPO / command.group(1), overrides)
+        sizes = resolve_axis_sizes(dict(config.mesh), devices)
+        shards = sizes["data"] * sizes["fsdp"]
+        t = config.train
+        passages = t.questions_per_batch * config.data.candidates_per_question
+        for name, rows in (("questions_per_batch", t.questions_per_batch), ("query_chunk", min(t.query_chunk, t.questions_per_batch)),
+                           ("passage_chunk", min(t.passage_chunk, passages))):
+            assert rows % shards == 0, (slice_name, name, rows, shards)

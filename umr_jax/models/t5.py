@@ -258,7 +258,7 @@ def chunked_token_log_probs(hidden: jax.Array, table: jax.Array, targets: jax.Ar
     chunks of at most `chunk_size` rows, keeping only [batch, length, chunk] live at a time.
 
     When the vocabulary splits into n equal chunks (mT5's 250112 rows: 16 chunks of 15632),
-    chunk i is rows i, i + n, i + 2n, ... (a strided view of the table, nothing copied): a
+    chunk i is rows i, i + n, i + 2n, ... (a reshape of the table, read in place): a
     table sharded over its vocabulary dim (`fsdp_tp`) then gives every device its own share of
     every chunk, so each device computes 1/model of the logits. Contiguous chunks would sit on
     one device each, and XLA gathers the whole table to every device instead. Otherwise the

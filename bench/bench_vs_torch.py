@@ -451,13 +451,13 @@ def accelerator_defaults(args) -> tuple[str, str, bool]:
 
 
 def print_and_record(script: str, argv: list[str] | None, columns: list[str], rows: list[list[str]], section: str,
-                     header: str, record: bool, note: str = "") -> None:
+                     header: str, record: bool) -> None:
     """Print the table (device and versions above it) and append each row to bench/RESULTS.md."""
     device, versions = _device(), _versions()
     args = sys.argv[1:] if argv is None else argv
     command = f"python bench/{script}" + (" " + " ".join(args) if args else "")
     date = datetime.date.today().isoformat()
-    print(f"\n{device}; {versions}{note}\n")
+    print(f"\n{device}; {versions}\n")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for cells in rows:

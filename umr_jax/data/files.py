@@ -147,6 +147,13 @@ class AtomicFile:
             self.discard()
 
 
+def atomic_write_bytes(path: PathLike, writer: Callable[[IO[bytes]], Any]) -> None:
+    """Run `writer(file_object)` into an `AtomicFile` for `path`: renamed into place only when
+    `writer` returns, removed when it raises."""
+    with AtomicFile(path) as f:
+        writer(f)
+
+
 class ShardSink(Protocol):
     """Writes records of one format into one open binary file (one shard)."""
 

@@ -28,6 +28,7 @@ chunk by chunk, which pairs to score.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -45,6 +46,7 @@ from umr_jax.data.languages import KNOWN_LANGUAGES
 from umr_jax.data.validation import RecordError, SkippedRecords, validated
 from umr_jax.errors import InputError
 from umr_jax.labeling.scorer import ScorePair
+from umr_jax.stages.folder import StageFolder, file_sha256
 
 SHARDS_NAME = "pseudo_labels.jsonl"  # shards are pseudo_labels-NNNNN-of-NNNNN.jsonl
 STATE = "state.json"
@@ -54,7 +56,6 @@ MANIFEST_FORMAT = "umr-jax-pseudo-labels"
 VERSION = 1
 NO_CTXS = "no ctxs"  # the skip reason (SkippedRecords) of a question without retrieved passages
 _SHARD_FILE = re.compile(r"^pseudo_labels-(\d{5})-of-(\d{5})\.jsonl$")
-_TEMP_FILE = re.compile(r"^\.(pseudo_labels-\d{5}-of-\d{5}\.jsonl|state\.json|manifest\.json)\..*\.tmp$")
 _ERROR_BYTES = 4096  # room for process 0's refusal message when it is broadcast to the others
 
 
@@ -328,7 +329,8 @@ def _plan(output: Path, settings: Stage1Settings, layout: dict, retrieved: str, 
         if previous is not None:  # an earlier chunking: its shards only contribute scores
             state.update({k: previous.get(k, fresh[k]) for k in ("pairs_scored", "scoring_seconds", "runs")})
     num_shards = layout["num_shards"]
-    done = {i for i in state["shards_done"] if shard_path(output, i, num_shards).is_file()}
+    checksums = state.setdefault("shard_sha256", {})
+    done = {i for i in state["shards_done"] if _shard_matches(shard_path(output, i, num_shards), checksums)}
     known: dict[str, dict[str, float]] = {}
     for index, count, path in _shard_files(output):
         if count == num_shards and index in done:
@@ -339,6 +341,11 @@ def _plan(output: Path, settings: Stage1Settings, layout: dict, retrieved: str, 
     complete = (output / MANIFEST).exists() and len(done) == num_shards
     state["shards_done"] = sorted(done)
     return _Plan(state, done, known, complete)
+
+
+def _shard_matches(path: Path, checksums: dict[str, str]) -> bool:
+    """A shard is done only when the state lists it with the checksum of the file under its name."""
+    return path.is_file() and checksums.get(path.name) == file_sha256(path)
 
 
 def _read_any_retrieval(path: str | os.PathLike) -> Iterator[formats.RetrievalResult]:
@@ -352,13 +359,6 @@ def _add_scores(known: dict[str, dict[str, float]], results: Iterable[formats.Re
         scores = known.setdefault(result.id, {})
         for ctx in result.ctxs:
             scores[ctx.id] = ctx.score
-
-
-def _clean_temporaries(output: Path) -> None:
-    """Remove temporary files a killed run left behind (process 0 is the folder's only writer)."""
-    for path in output.iterdir():
-        if _TEMP_FILE.match(path.name):
-            path.unlink(missing_ok=True)
 
 
 def _chunks(results: Iterable[formats.RetrievalResult], size: int) -> Iterator[list[formats.RetrievalResult]]:
@@ -417,103 +417,106 @@ def score_retrieved(
     layout = _layout(retrieved_input, questions_per_chunk)
     num_shards = layout["num_shards"]
     coordinator = _Coordinator()
-
-    plan, error = None, None
-    if coordinator.is_writer:
-        try:
-            plan = _plan(output, settings, layout, retrieved_input.path, resume_from)
-        except InputError as err:
-            error = err
-    coordinator.share_error(error)
-
-    done_mask = np.zeros(num_shards, np.bool_)
-    if coordinator.is_writer:
-        done_mask[sorted(plan.done)] = True
-    done_mask = coordinator.share(done_mask)
-    if coordinator.is_writer:
-        if plan.complete:
-            manifest = _read_json(output / MANIFEST, MANIFEST_FORMAT)
-            return {**manifest, "last_run": {"pairs_scored": 0, "pairs_resumed": manifest["pairs"], "elapsed_seconds": 0.0}}
-        output.mkdir(parents=True, exist_ok=True)
-        _clean_temporaries(output)
-        (output / MANIFEST).unlink(missing_ok=True)
-        plan.state["runs"] += 1
-        _write_json(output / STATE, plan.state)
-    elif done_mask.all():  # nothing left to score: process 0 only writes what remains
-        return {}
-
-    known = plan.known if plan else {}
-    skipped = SkippedRecords() if skip_invalid else None
-    started_at, seconds, pairs_scored, pairs_resumed = time.monotonic(), 0.0, 0, 0
-    progress.started(retrieved_input.pairs)
-    for index, chunk in enumerate(_chunks(read_retrieved(retrieved, top_k=top_k, skip_invalid=skipped), questions_per_chunk)):
-        pairs = [ScorePair((r.id, ctx.id), r.question, ctx.title, ctx.text, r.lang) for r in chunk for ctx in r.ctxs]
-        if done_mask[index]:
-            pairs_resumed += len(pairs)
-            progress.resumed(len(pairs))
-            continue
-        scores = np.zeros(len(pairs), np.float32)
-        needed = np.ones(len(pairs), np.bool_)
+    stage = StageFolder(output, "score")
+    with contextlib.ExitStack() as stack:
+        plan, error = None, None
         if coordinator.is_writer:
-            for j, pair in enumerate(pairs):
-                question_id, passage_id = pair.key
-                score = known.get(question_id, {}).get(passage_id)
-                if score is not None:
-                    scores[j], needed[j] = score, False
-        needed = coordinator.share(needed)
-        if not needed.all():
-            pairs_resumed += int((~needed).sum())
-            progress.resumed(int((~needed).sum()))
-        to_score = [pairs[j] for j in np.flatnonzero(needed)]
-        if to_score:
-            t0 = time.monotonic()
-            scores[needed] = scorer.score(to_score, progress=progress.scored)
-            seconds += time.monotonic() - t0
-            bad = np.flatnonzero(~np.isfinite(scores))
-            if bad.size:  # never write a shard no reader accepts
-                raise FloatingPointError(f"the scorer gave {bad.size} non-finite score(s), the first for (question id, passage id) "
-                                         f"{pairs[bad[0]].key}; score with --dtype float32 to check the numerics")
-            pairs_scored += len(to_score)
-        path = None
+            try:
+                stack.enter_context(stage.session())  # refused while another run writes here
+                plan = _plan(output, settings, layout, retrieved_input.path, resume_from)
+            except InputError as err:
+                error = err
+        coordinator.share_error(error)
+
+        done_mask = np.zeros(num_shards, np.bool_)
         if coordinator.is_writer:
-            path = shard_path(output, index, num_shards)
-            formats.write_retrieval(path, _labelled(chunk, scores, settings.scorer))
-            for result in chunk:
-                known.pop(result.id, None)
-            plan.state["shards_done"] = sorted(set(plan.state["shards_done"]) | {index})
-            plan.state["pairs_scored"] += len(to_score)
-            plan.state["scoring_seconds"] += seconds
-            seconds = 0.0
+            done_mask[sorted(plan.done)] = True
+        done_mask = coordinator.share(done_mask)
+        if coordinator.is_writer:
+            if plan.complete:
+                manifest = _read_json(output / MANIFEST, MANIFEST_FORMAT)
+                return {**manifest, "last_run": {"pairs_scored": 0, "pairs_resumed": manifest["pairs"], "elapsed_seconds": 0.0}}
+            stage.sweep_temporaries()
+            (output / MANIFEST).unlink(missing_ok=True)
+            plan.state["runs"] += 1
             _write_json(output / STATE, plan.state)
-        progress.shard_written(index, path)
+        elif done_mask.all():  # nothing left to score: process 0 only writes what remains
+            return {}
 
-    if not coordinator.is_writer:
-        return {}
-    if retrieved_input.questions == 0:  # an empty input still gets its (empty) single shard
-        formats.write_retrieval(shard_path(output, 0, num_shards), [])
-        plan.state["shards_done"] = [0]
-        _write_json(output / STATE, plan.state)
-    for index, count, path in _shard_files(output):
-        if count != num_shards:
-            path.unlink(missing_ok=True)  # an earlier chunking's shards, all rescored or reused by now
-    state = plan.state
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": VERSION,
-        **dataclasses.asdict(settings),
-        "retrieved": retrieved_input.path,
-        "questions": retrieved_input.questions,
-        "pairs": retrieved_input.pairs,
-        "skipped": retrieved_input.skipped,
-        "shards": [shard_path(output, i, num_shards).name for i in range(num_shards)],
-        "pairs_scored": state["pairs_scored"],
-        "scoring_seconds": round(state["scoring_seconds"], 3),
-        "pairs_per_second": round(state["pairs_scored"] / state["scoring_seconds"], 2) if state["scoring_seconds"] > 0 else None,
-        "runs": state["runs"],
-        "last_run": {"pairs_scored": pairs_scored, "pairs_resumed": pairs_resumed, "elapsed_seconds": round(time.monotonic() - started_at, 3)},
-    }
-    _write_json(output / MANIFEST, manifest)
-    return manifest
+        known = plan.known if plan else {}
+        skipped = SkippedRecords() if skip_invalid else None
+        started_at, seconds, pairs_scored, pairs_resumed = time.monotonic(), 0.0, 0, 0
+        progress.started(retrieved_input.pairs)
+        for index, chunk in enumerate(_chunks(read_retrieved(retrieved, top_k=top_k, skip_invalid=skipped), questions_per_chunk)):
+            pairs = [ScorePair((r.id, ctx.id), r.question, ctx.title, ctx.text, r.lang) for r in chunk for ctx in r.ctxs]
+            if done_mask[index]:
+                pairs_resumed += len(pairs)
+                progress.resumed(len(pairs))
+                continue
+            scores = np.zeros(len(pairs), np.float32)
+            needed = np.ones(len(pairs), np.bool_)
+            if coordinator.is_writer:
+                for j, pair in enumerate(pairs):
+                    question_id, passage_id = pair.key
+                    score = known.get(question_id, {}).get(passage_id)
+                    if score is not None:
+                        scores[j], needed[j] = score, False
+            needed = coordinator.share(needed)
+            if not needed.all():
+                pairs_resumed += int((~needed).sum())
+                progress.resumed(int((~needed).sum()))
+            to_score = [pairs[j] for j in np.flatnonzero(needed)]
+            if to_score:
+                t0 = time.monotonic()
+                scores[needed] = scorer.score(to_score, progress=progress.scored)
+                seconds += time.monotonic() - t0
+                bad = np.flatnonzero(~np.isfinite(scores))
+                if bad.size:  # never write a shard no reader accepts
+                    raise FloatingPointError(f"the scorer gave {bad.size} non-finite score(s), the first for (question id, passage id) "
+                                             f"{pairs[bad[0]].key}; score with --dtype float32 to check the numerics")
+                pairs_scored += len(to_score)
+            path = None
+            if coordinator.is_writer:
+                path = shard_path(output, index, num_shards)
+                formats.write_retrieval(path, _labelled(chunk, scores, settings.scorer))
+                stage.keep()
+                plan.state.setdefault("shard_sha256", {})[path.name] = file_sha256(path)
+                for result in chunk:
+                    known.pop(result.id, None)
+                plan.state["shards_done"] = sorted(set(plan.state["shards_done"]) | {index})
+                plan.state["pairs_scored"] += len(to_score)
+                plan.state["scoring_seconds"] += seconds
+                seconds = 0.0
+                _write_json(output / STATE, plan.state)
+            progress.shard_written(index, path)
+
+        if not coordinator.is_writer:
+            return {}
+        if retrieved_input.questions == 0:  # an empty input still gets its (empty) single shard
+            formats.write_retrieval(shard_path(output, 0, num_shards), [])
+            plan.state["shards_done"] = [0]
+            _write_json(output / STATE, plan.state)
+        for index, count, path in _shard_files(output):
+            if count != num_shards:
+                path.unlink(missing_ok=True)  # an earlier chunking's shards, all rescored or reused by now
+        state = plan.state
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": VERSION,
+            **dataclasses.asdict(settings),
+            "retrieved": retrieved_input.path,
+            "questions": retrieved_input.questions,
+            "pairs": retrieved_input.pairs,
+            "skipped": retrieved_input.skipped,
+            "shards": [shard_path(output, i, num_shards).name for i in range(num_shards)],
+            "pairs_scored": state["pairs_scored"],
+            "scoring_seconds": round(state["scoring_seconds"], 3),
+            "pairs_per_second": round(state["pairs_scored"] / state["scoring_seconds"], 2) if state["scoring_seconds"] > 0 else None,
+            "runs": state["runs"],
+            "last_run": {"pairs_scored": pairs_scored, "pairs_resumed": pairs_resumed, "elapsed_seconds": round(time.monotonic() - started_at, 3)},
+        }
+        _write_json(output / MANIFEST, manifest)
+        return manifest
 
 
 def _labelled(chunk: Sequence[formats.RetrievalResult], scores: np.ndarray, scorer_name: str) -> Iterator[formats.RetrievalResult]:

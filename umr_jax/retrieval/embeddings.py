@@ -13,34 +13,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from umr_jax.data.files import atomic_write_bytes  # noqa: F401  (index and run files are written with it too)
 from umr_jax.errors import InputError
 
 MANIFEST = "manifest.json"
 FORMAT = "umr-jax-embeddings"
 ALLOWED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
-
-
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Run `writer(file_object)` into a temp file beside `path`, fsync, then rename onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def shard_name(index: int) -> str:

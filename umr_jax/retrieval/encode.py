@@ -48,7 +48,8 @@ import numpy as np
 from umr_jax.data import formats, pipeline
 from umr_jax.data.files import expand_shards
 from umr_jax.errors import InputError, ModelLoadError
-from umr_jax.retrieval.embeddings import MANIFEST, atomic_write_bytes, shard_name, write_manifest, write_shard
+from umr_jax.retrieval.embeddings import MANIFEST, shard_name, write_manifest, write_shard
+from umr_jax.stages.folder import StageFolder
 
 SETTINGS_FILE = "encode.json"
 PASSAGE_FORMATS = ("dpr-tsv", "passages-jsonl")
@@ -422,59 +423,18 @@ def _default_barrier(process_count: int) -> Callable[[str], None]:
     return barrier
 
 
-def shard_is_complete(folder: Path, index: int, rows: int, dim: int, dtype: str) -> bool:
-    """True when shard `index` exists with embeddings of shape [rows, dim] and `dtype` and
-    `rows` ids. Each file is written atomically, so a file under its final name is whole."""
+_SETTING_LABELS = {"model_files": "the model folder's files changed since", "input_files": "the input file changed since"}
+
+
+def shard_files(index: int) -> list[str]:
+    """The files of shard `index`: its embeddings and its ids."""
     name = shard_name(index)
-    matrix_path, ids_path = folder / f"{name}.npy", folder / f"{name}.ids.txt"
-    if not (matrix_path.is_file() and ids_path.is_file()):
-        return False
-    try:
-        matrix = np.load(matrix_path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
-        return False
-    if matrix.shape != (rows, dim) or matrix.dtype != np.dtype(dtype):
-        return False
-    with open(ids_path, "rb") as f:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return lines == rows
+    return [f"{name}.npy", f"{name}.ids.txt"]
 
 
 def _embedding_files(folder: Path) -> list[str]:
     names = sorted(p.name for p in folder.glob("shard-*")) if folder.is_dir() else []
     return names + ([MANIFEST] if (folder / MANIFEST).is_file() else [])
-
-
-def check_settings(folder: Path, settings: dict[str, Any]) -> bool:
-    """Compare `settings` with those of an earlier encode in `folder`. Returns True when the
-    folder holds an encode with the same settings (a resume), False when it holds no
-    embeddings yet; raises `InputError` naming every difference otherwise."""
-    path = folder / SETTINGS_FILE
-    leftovers = _embedding_files(folder)
-    if not path.is_file():
-        if leftovers:
-            raise InputError(f"holds embeddings ({(leftovers or [MANIFEST])[0]}, ...) but no {SETTINGS_FILE}, so they cannot be "
-                             "checked for a resume; write to another --output or delete the folder", folder)
-        return False
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"unreadable ({err}); delete the folder to start over", path) from None
-    if saved == settings:
-        return True
-    if not leftovers:  # an earlier run stopped before its first shard: nothing to keep
-        return False
-    diffs = []
-    for key in sorted(set(saved) | set(settings)):
-        if saved.get(key) != settings.get(key):
-            if key == "model_files":
-                diffs.append("the model folder's files changed since")
-            elif key == "input_files":
-                diffs.append("the input file changed since")
-            else:
-                diffs.append(f"{key} {saved.get(key)!r} -> {settings.get(key)!r}")
-    raise InputError(f"this folder holds an encode with other settings ({'; '.join(diffs)}); resume with the same "
-                     "settings, or write to another --output", path)
 
 
 def encode_to_store(
@@ -519,28 +479,34 @@ def encode_to_store(
         "output_dtype": output_dtype,
         "shard_size": int(shard_size),
     }
-    if folder.exists() and not folder.is_dir():
-        raise InputError("exists and is not a folder; expected an embeddings folder", folder)
-    resumed = check_settings(folder, settings)
+    stage = StageFolder(folder, "encode", settings_file=SETTINGS_FILE, labels=_SETTING_LABELS)
+    with stage.session(writer=process_index == 0):
+        return _encode(stage, encoder, source, settings, shard_size, batch_size, max_length, output_dtype, process_index,
+                       process_count, barrier, progress, on_shard_written)
+
+
+def _encode(stage: StageFolder, encoder: TowerEncoder, source: EncodeInput, settings: dict, shard_size: int, batch_size: int,
+            max_length: int, output_dtype: str, process_index: int, process_count: int, barrier: Callable[[str], None],
+            progress: Progress | None, on_shard_written: Callable[[int, dict], None] | None) -> EncodeReport:
+    folder = stage.path
     if process_index == 0:
+        resumed = stage.begin(settings, leftovers=_embedding_files(folder))
         total = count_rows(source)  # a DPR TSV: builds (validating every row) or opens its offset index
         if resumed:
             (folder / MANIFEST).unlink(missing_ok=True)  # rewritten at the end; never stale meanwhile
-        else:
-            data = json.dumps(settings, indent=2, sort_keys=True).encode("utf-8")
-            atomic_write_bytes(folder / SETTINGS_FILE, lambda f: f.write(data))
     barrier("umr-jax-encode-start")
     if process_index != 0:
-        check_settings(folder, settings)  # process 0 wrote it: every host agrees on the settings
+        stage.follow(settings)  # process 0 wrote them: every host agrees on the settings
         total = count_rows(source)  # after process 0 built the offset index
 
     dim = encoder.dim
     mine = lambda index: shard_owner(index, process_count) == process_index  # noqa: E731
+    done = lambda index: stage.shard_is_recorded(shard_name(index), shard_files(index))  # noqa: E731
     if progress is not None:
         todo = None
         if total is not None:
             sizes = shard_rows(total, shard_size)
-            todo = sum(rows for i, rows in enumerate(sizes) if mine(i) and not shard_is_complete(folder, i, rows, dim, output_dtype))
+            todo = sum(rows for i, rows in enumerate(sizes) if mine(i) and not done(i))
         progress.start(todo)
     encoded, skipped, encoded_rows, rows_per_shard = [], [], 0, []
     started = time.perf_counter()
@@ -548,7 +514,7 @@ def encode_to_store(
         rows_per_shard.append(shard.rows)
         if shard.records is None:
             continue
-        if shard_is_complete(folder, shard.index, shard.rows, dim, output_dtype):
+        if done(shard.index):
             skipped.append(shard.index)
             continue
         embeddings, ids = encoder.encode_records(
@@ -562,6 +528,7 @@ def encode_to_store(
             raise InputError(f"record {shard.start + bad + 1} (id {ids[bad]!r}): the embedding is not finite in "
                              f"{output_dtype} (max |x| {np.abs(embeddings[bad]).max():.3g}){hint}", source.path)
         entry = write_shard(folder, shard.index, stored, ids)
+        stage.record_shard(shard_name(shard.index), shard_files(shard.index))
         encoded.append(shard.index)
         encoded_rows += shard.rows
         if on_shard_written is not None:
@@ -575,11 +542,11 @@ def encode_to_store(
     if process_index == 0:
         entries = []
         for index, rows in enumerate(rows_per_shard):
-            if not shard_is_complete(folder, index, rows, dim, output_dtype):
-                raise InputError(f"{shard_name(index)} is missing or incomplete after every process finished; "
+            if not done(index):
+                raise InputError(f"{shard_name(index)} is missing, incomplete or unrecorded after every process finished; "
                                  "is the output folder on a filesystem all hosts share?", folder)
-            name = shard_name(index)
-            entries.append({"embeddings": f"{name}.npy", "ids": f"{name}.ids.txt", "rows": rows})
+            matrix_file, ids_file = shard_files(index)
+            entries.append({"embeddings": matrix_file, "ids": ids_file, "rows": rows})
         write_manifest(folder, entries, dim, output_dtype, extra={"encode": settings})
         report.manifest = True
     return report

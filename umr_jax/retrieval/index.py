@@ -30,6 +30,7 @@ import numpy as np
 
 from umr_jax.errors import InputError
 from umr_jax.retrieval.embeddings import EmbeddingStore, atomic_write_bytes, read_ids
+from umr_jax.stages.folder import StageFolder
 
 INDEX_FILE = "index.json"
 
@@ -242,13 +243,22 @@ def build_index(
     scann_options: ScannOptions = ScannOptions(),
 ) -> Path:
     """Build an index folder from an embedding store (shard folder or .npy). Atomic: a killed
-    build leaves no index.json, so nothing half-built looks usable."""
+    build leaves no index.json, so nothing half-built looks usable. The folder is locked while
+    the index is built (`StageFolder`); a failed build removes a folder it created."""
     store = EmbeddingStore.open(embeddings, ids_path)
     output = Path(output)
     if backend not in ("scann", "exact"):
         raise InputError(f"unknown index backend {backend!r}; choose scann or exact")
-    output.mkdir(parents=True, exist_ok=True)
-    (output / INDEX_FILE).unlink(missing_ok=True)
+    stage = StageFolder(output, "index build")
+    with stage.session():
+        stage.sweep_temporaries()
+        (output / INDEX_FILE).unlink(missing_ok=True)
+        _build_index(store, embeddings, output, backend, ids_path, k, scann_options)
+    return output
+
+
+def _build_index(store: EmbeddingStore, embeddings: str | os.PathLike, output: Path, backend: str,
+                 ids_path: str | os.PathLike | None, k: int, scann_options: ScannOptions) -> None:
     ids, blocks = [], []
     for matrix, shard_ids in store.iter_shards():  # validates every shard (rank, dtype, NaN)
         ids.extend(shard_ids)
@@ -262,7 +272,7 @@ def build_index(
     if backend == "scann":
         settings = scann_defaults(store.total_rows, k, scann_options)
         searcher = build_scann(np.concatenate(blocks), settings, k)
-        tmp = Path(tempfile.mkdtemp(prefix=".scann.", dir=output))
+        tmp = Path(tempfile.mkdtemp(prefix=".scann.", suffix=".tmp", dir=output))
         searcher.serialize(str(tmp), relative_path=True)  # the folder may move or be copied to a bucket
         shutil.rmtree(output / "scann", ignore_errors=True)
         os.replace(tmp, output / "scann")
@@ -272,7 +282,6 @@ def build_index(
         meta["embedding_ids"] = str(Path(ids_path).absolute()) if ids_path else None
     data = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
     atomic_write_bytes(output / INDEX_FILE, lambda f: f.write(data))
-    return output
 
 
 @dataclass

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping
 import ml_collections
 
 from umr_jax.errors import InputError
+from umr_jax.stages.folder import StageFolder
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +227,8 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     if dry_run:
         return {"plan": points, "finished": [p for p in points if p.is_finished(study_dir)]}
     writer = jax.process_index() == 0
-    study_dir.mkdir(parents=True, exist_ok=True)
-    baseline = runner.baseline(study_dir) if config.evaluation.get("baseline", True) else None
-    results = study.run_study(study_dir, points, runner, config=scaling, write_results=writer)
-    report = study.write_report(study_dir, scaling, baseline=baseline) if writer else None
+    with StageFolder(study_dir, "scaling").session(writer=writer, remove_on_failure=False):  # one study run at a time
+        baseline = runner.baseline(study_dir) if config.evaluation.get("baseline", True) else None
+        results = study.run_study(study_dir, points, runner, config=scaling, write_results=writer)
+        report = study.write_report(study_dir, scaling, baseline=baseline) if writer else None
     return {"plan": points, "points": results, "report": report, "baseline": baseline}

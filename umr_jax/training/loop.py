@@ -149,6 +149,15 @@ class UmrLoop:
     def run(self, iterations: int) -> list[dict]:
         """Run (or resume) `iterations` UMR iterations; returns one record per iteration with the
         retriever used and its evaluation (iteration `iterations` is evaluated, not trained)."""
+        import jax
+
+        from umr_jax.stages.folder import StageFolder
+
+        # One loop at a time per output folder; each stage's folder has its own lock as well.
+        with StageFolder(self.output, "loop").session(writer=jax.process_index() == 0, remove_on_failure=False):
+            return self._run(iterations)
+
+    def _run(self, iterations: int) -> list[dict]:
         c = self.config.loop
         retriever = Retriever(c.retriever, c.get("retriever_passage") or c.retriever)
         history = []

@@ -1,0 +1,269 @@
+"""The stage folder: what every stage's output folder guarantees, in one place.
+
+    stage = StageFolder("emb/", "encode", settings_file="encode.json")
+    with stage.session():                    # exclusive lock; removes the folder again if this run
+        resumed = stage.begin(settings)      # made it and failed before recording any shard
+        ...
+        write_shard(...); stage.record_shard("shard-00003", ["shard-00003.npy", "shard-00003.ids.txt"])
+        ...
+        write the manifest last                # its presence says the stage finished
+
+- **Lock.** `session()` takes an exclusive lock on `<folder>/.umr-jax.lock` (`flock`, so the
+  kernel drops it when its holder dies, even by kill -9) and writes the holder's host, pid,
+  command and start time into it. A second run into the same folder is refused at once with a
+  one-line error naming the holder. The file is removed when the lock is released; a killed
+  holder leaves it behind, unlocked, and the next run simply takes it. Only the writing process
+  (process 0) locks.
+- **Settings.** `begin(settings)` compares the run's settings with the folder's settings file and
+  refuses, naming every key that differs, whenever they are not the same, even when no shard has
+  been written yet. A folder holding shards but no settings file is refused too.
+- **Shards.** A shard is complete only when `.records/<name>.json` lists each of its files with
+  its size and SHA-256 under the fingerprint of the folder's settings (`shard_is_recorded`). A
+  file under its final name is whole (atomic writes), but only a record says which run wrote it.
+- **Temporaries.** `begin` removes the `.*.tmp` files and folders a killed run left behind (the
+  lock guarantees no live writer owns them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from umr_jax.data.files import AtomicFile
+from umr_jax.errors import InputError
+
+LOCK_FILE = ".umr-jax.lock"
+RECORDS = ".records"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def settings_fingerprint(settings: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """`obj` as indented JSON (UTF-8, keys sorted), written atomically."""
+    with AtomicFile(path) as f:
+        f.write((json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def describe_differences(saved: Mapping[str, Any], requested: Mapping[str, Any],
+                         labels: Mapping[str, str] | None = None) -> list[str]:
+    """`key saved -> requested` for every key whose values differ (`labels[key]` replaces the
+    line for keys whose values mean nothing to a reader, such as file fingerprints)."""
+    labels = labels or {}
+    return [labels.get(key, f"{key} {saved.get(key)!r} -> {requested.get(key)!r}")
+            for key in sorted(set(saved) | set(requested)) if saved.get(key) != requested.get(key)]
+
+
+class FolderLock:
+    """An exclusive, advisory lock on a folder (see the module docstring)."""
+
+    def __init__(self, folder: Path, stage: str):
+        self.folder, self.stage = folder, stage
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        path = self.folder / LOCK_FILE
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise InputError(f"in use by another run ({holder}); wait for it to finish, or write to another output folder",
+                                 self.folder) from None
+            except OSError as err:  # a filesystem without locks would silently allow two writers
+                os.close(fd)
+                raise InputError(f"cannot lock {LOCK_FILE} ({err.strerror}); put the output on a filesystem with file "
+                                 "locks", self.folder) from None
+            try:  # the holder we waited on may have removed the file between our open and flock
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        holder = {"stage": self.stage, "host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv),
+                  "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode("utf-8"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file, then unlock (a run that opened it meanwhile sees it gone and
+        retries on a new file). A killed holder leaves the file, unlocked: the next run takes it."""
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.folder / LOCK_FILE)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        return (f"{holder.get('stage', 'a stage')} on host {holder.get('host')} as pid {holder.get('pid')} since "
+                f"{holder.get('since')}: {holder.get('command')}")
+    except (OSError, ValueError, AttributeError):
+        return "holder unknown"
+
+
+class StageFolder:
+    """One stage's output folder: lock, settings, shard records, temporaries (module docstring).
+
+    `settings_file` names the JSON file holding the settings (None: the stage keeps none);
+    `labels` replaces the difference line of keys like file fingerprints in refusals.
+    """
+
+    def __init__(self, path: str | os.PathLike, stage: str, *, settings_file: str | None = None,
+                 labels: Mapping[str, str] | None = None):
+        self.path = Path(path)
+        self.stage = stage
+        self.settings_file = settings_file
+        self.labels = dict(labels or {})
+        self._fingerprint: str | None = None
+        self._recorded_this_session = False
+
+    @contextlib.contextmanager
+    def session(self, *, writer: bool = True, remove_on_failure: bool = True) -> Iterator["StageFolder"]:
+        """Hold the folder's lock (writer only). On an exception, a folder this session created
+        is removed again unless a shard was recorded in it (that work is kept for a resume) or
+        `remove_on_failure` is False (a driver whose sub-stages keep their own work)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"exists and is not a folder; expected the {self.stage} output folder", self.path)
+        if not writer:
+            yield self
+            return
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(self.path, self.stage)
+        try:
+            lock.acquire()
+        except BaseException:
+            if created:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        try:
+            yield self
+        except BaseException:
+            if created and remove_on_failure and not self._recorded_this_session:
+                lock.release()
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        finally:
+            lock.release()
+
+    def keep(self) -> None:
+        """Say that this session wrote work worth keeping: a failure no longer removes the folder."""
+        self._recorded_this_session = True
+
+    # -- settings -------------------------------------------------------------------------------
+
+    def saved_settings(self) -> dict | None:
+        path = self.path / self.settings_file
+        if not path.is_file():
+            return None
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"unreadable ({err}); delete the folder to start over", path) from None
+        if not isinstance(saved, dict):
+            raise InputError("not a settings object; delete the folder to start over", path)
+        return saved
+
+    def begin(self, settings: Mapping[str, Any], *, leftovers: Iterable[str] = (), write: bool = True) -> bool:
+        """Check `settings` against the folder's, sweep temporaries and (`write`) record the
+        settings when the folder has none. True when the folder holds an earlier run with the same
+        settings (a resume). Raises `InputError` naming every difference, and for `leftovers`
+        (names of outputs found) in a folder without a settings file."""
+        settings = dict(settings)
+        self._fingerprint = settings_fingerprint(settings)
+        saved = self.saved_settings()
+        if saved is None:
+            leftovers = list(leftovers)
+            if leftovers:
+                raise InputError(f"holds {self.stage} output ({leftovers[0]}, ...) but no {self.settings_file}, so it cannot "
+                                 "be checked for a resume; write to another output folder or delete this one", self.path)
+        elif saved != settings:
+            raise InputError(f"this folder holds an earlier {self.stage} run with other settings "
+                             f"({'; '.join(describe_differences(saved, settings, self.labels))}); resume with the same "
+                             "settings, or write to another output folder", self.path / self.settings_file)
+        self.sweep_temporaries()
+        if saved is None and write:
+            write_json(self.path / self.settings_file, settings)
+        return saved is not None
+
+    def sweep_temporaries(self) -> list[str]:
+        """Remove `.*.tmp` files and folders left by killed runs; returns their names."""
+        swept = []
+        for folder in (self.path, self.path / RECORDS):
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+                    swept.append(entry.name)
+        return swept
+
+    # -- shards ---------------------------------------------------------------------------------
+
+    def _record_path(self, name: str) -> Path:
+        return self.path / RECORDS / f"{name}.json"
+
+    def record_shard(self, name: str, file_names: Iterable[str]) -> dict:
+        """Record shard `name` as complete: each file's size and SHA-256 under this run's
+        settings fingerprint (`begin` must have run, on this process or the writer)."""
+        if self._fingerprint is None:
+            raise RuntimeError("StageFolder.begin(settings) must run before record_shard")
+        entry = {"settings_sha256": self._fingerprint,
+                 "files": {f: {"bytes": (self.path / f).stat().st_size, "sha256": file_sha256(self.path / f)} for f in file_names}}
+        write_json(self._record_path(name), entry)
+        self.keep()
+        return entry
+
+    def shard_is_recorded(self, name: str, file_names: Iterable[str]) -> bool:
+        """True when shard `name` is recorded under this run's settings and each of its files is
+        there with the recorded size and checksum."""
+        try:
+            entry = json.loads(self._record_path(name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        file_names = list(file_names)
+        if not isinstance(entry, dict) or entry.get("settings_sha256") != self._fingerprint or \
+                sorted(entry.get("files", {})) != sorted(file_names):
+            return False
+        for f in file_names:
+            path, want = self.path / f, entry["files"][f]
+            if not path.is_file() or path.stat().st_size != want.get("bytes") or file_sha256(path) != want.get("sha256"):
+                return False
+        return True
+
+    def follow(self, settings: Mapping[str, Any]) -> None:
+        """For processes other than the writer, after the writer's `begin`: check that the folder
+        holds `settings` and use their fingerprint for `record_shard`/`shard_is_recorded`."""
+        settings = dict(settings)
+        saved = self.saved_settings()
+        if saved != settings:
+            found = "none" if saved is None else "; ".join(describe_differences(saved, settings, self.labels))
+            raise InputError(f"the writing process recorded other settings ({found}); every process must run the same "
+                             "command", self.path / self.settings_file)
+        self._fingerprint = settings_fingerprint(settings)

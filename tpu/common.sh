@@ -8,7 +8,7 @@
 #
 # Environment:
 #   TPU_PROJECT      Google Cloud project for every gcloud call (default: gcloud's own)
-#   TPU_NUM_WORKERS  skip asking gcloud how many workers (hosts) the TPU has
+#   TPU_NUM_WORKERS  skip asking gcloud how many workers (hosts) the TPU has (a positive integer)
 #   TPU_SSH_FLAGS    extra flags for 'gcloud compute tpus tpu-vm ssh/scp', e.g. --tunnel-through-iap
 
 # $HOME stays literal here: these go into command lines that the workers' shells expand.
@@ -27,6 +27,28 @@ die() {
 usage_error() {
   echo "$1" >&2
   exit 2
+}
+
+# check_resource_name WHAT VALUE: exit 2 unless VALUE is a Google Cloud resource name: a lowercase
+# letter, then lowercase letters, digits or hyphens, not ending in a hyphen, 63 at most. Names and
+# zones go to gcloud as arguments, so this is also what keeps one from being read as a flag.
+check_resource_name() {
+  [[ $2 =~ ^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$ ]] ||
+    usage_error "$(basename "$0"): error: $1 must be a lowercase letter, then up to 62 lowercase letters, digits or hyphens (not ending in '-'), got '$2'"
+}
+
+# check_name_and_zone NAME ZONE: both checked as above, before any gcloud call.
+check_name_and_zone() {
+  check_resource_name NAME "$1"
+  check_resource_name ZONE "$2"
+}
+
+# check_worker_count WHAT VALUE: exit 2 unless VALUE is a positive decimal integer (9999 at most).
+# Bash arithmetic evaluates a variable's value as an expression and runs the command substitutions
+# in an array subscript there, so nothing else may reach a (( )) loop.
+check_worker_count() {
+  [[ $2 =~ ^[1-9][0-9]{0,3}$ ]] ||
+    usage_error "$(basename "$0"): error: $1 must be a positive integer (at most 9999), got '$2'"
 }
 
 require_gcloud() {
@@ -56,6 +78,7 @@ tpu_ssh() {
 # worker_count NAME ZONE: how many hosts the TPU VM (slice) has.
 worker_count() {
   if [ -n "${TPU_NUM_WORKERS:-}" ]; then
+    check_worker_count TPU_NUM_WORKERS "$TPU_NUM_WORKERS"
     echo "$TPU_NUM_WORKERS"
     return
   fi

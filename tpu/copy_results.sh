@@ -21,10 +21,17 @@ zone=$2
 run_path=$3
 destination=${4%/}
 which=${5:-0}
+check_name_and_zone "$name" "$zone"
 case "$destination" in
   gs://?*) ;;
   *) usage_error "destination must be gs://BUCKET/PATH, got '$destination'" ;;
 esac
+# It reaches 'gcloud storage rsync' on the worker as an argument: a leading '-' would be a flag.
+case "$run_path" in
+  -*) usage_error "$(basename "$0"): error: RUN_PATH must not start with '-' (write ./$run_path), got '$run_path'" ;;
+esac
+[[ $which == all || $which =~ ^(0|[1-9][0-9]{0,3})$ ]] ||
+  usage_error "$(basename "$0"): error: WORKER must be a worker number or 'all', got '$which'"
 require_gcloud
 
 sync_from() { # sync_from WORKER DESTINATION
@@ -40,8 +47,5 @@ if [ "$which" = all ]; then
     sync_from "$worker" "$destination/worker-$worker"
   done
 else
-  case "$which" in
-    '' | *[!0-9]*) usage_error "WORKER must be a worker number or 'all', got '$which'" ;;
-  esac
   sync_from "$which" "$destination"
 fi

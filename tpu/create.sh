@@ -18,6 +18,7 @@ name=$1
 zone=$2
 accelerator=$3
 version=${4:-}
+check_name_and_zone "$name" "$zone"
 
 if [ -z "$version" ]; then
   case "$accelerator" in

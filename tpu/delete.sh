@@ -7,5 +7,6 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 [ "$#" -eq 2 ] || usage_error "usage: tpu/delete.sh NAME ZONE"
+check_name_and_zone "$1" "$2"
 require_gcloud
 tpu_vm delete "$1" --zone="$2" --quiet

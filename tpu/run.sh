@@ -19,6 +19,7 @@ USAGE="usage: tpu/run.sh NAME ZONE [--log-dir DIR] -- COMMAND [ARG...]"
 name=$1
 zone=$2
 shift 2
+check_name_and_zone "$name" "$zone"
 log_dir="logs/tpu/$name-$(date +%Y%m%d-%H%M%S)"
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
   case "$1" in

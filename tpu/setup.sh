@@ -19,6 +19,7 @@ if [ "$#" -lt 2 ] || [ "$#" -gt 3 ]; then usage_error "$USAGE"; fi
 name=$1
 zone=$2
 source_spec=${3:-$(cd "$(dirname "$0")/.." && pwd)}
+check_name_and_zone "$name" "$zone"
 require_gcloud
 ssh_flags
 

@@ -25,12 +25,6 @@ from umr_jax.data.validation import INVALID_UTF8, MALFORMED, RecordError
 
 PathLike = str | os.PathLike
 
-# Files are created by mkstemp with mode 0600; finished outputs get the usual mode under the
-# process umask (read once here: os.umask can only be read by setting it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
-
 _SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})(?P<suffix>(\.[A-Za-z0-9]+)*)$")
 
 
@@ -84,6 +78,40 @@ def expand_shards(path: PathLike) -> list[Path]:
     raise InputError("no such file (nor shards name-NNNNN-of-NNNNN of it)", path)
 
 
+def umask() -> int:
+    """The process umask now: from /proc/self/status where Linux shows it, else by setting it and
+    setting it back, the only way os.umask reads it (a swap other threads could see)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0o600 and mkdtemp folders 0o700, private to their owner. Outputs renamed
+# into place from them get what open() and mkdir() would have given instead: 0o666 and 0o777
+# less the umask, so other users of a shared machine read them as they read any other output.
+def output_file_mode() -> int:
+    """The mode open() gives a new file under the current umask (0o644 under 0o022)."""
+    return 0o666 & ~umask()
+
+
+def output_dir_mode() -> int:
+    """The mode mkdir() gives a new folder under the current umask (0o755 under 0o022)."""
+    return 0o777 & ~umask()
+
+
+def make_output_temp_dir(directory: PathLike, prefix: str, suffix: str = "") -> Path:
+    """A new empty folder in `directory` (tempfile.mkdtemp) with mode `output_dir_mode()`, for an
+    output that is built there and then renamed into place."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=directory))
+    os.chmod(path, output_dir_mode())
+    return path
+
+
 def fsync_directory(directory: Path) -> None:
     """Make a rename in `directory` durable (a no-op where directories cannot be opened)."""
     with contextlib.suppress(OSError):
@@ -106,7 +134,7 @@ class AtomicFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         self.tmp_path = Path(tmp)
-        os.fchmod(fd, _FILE_MODE)
+        os.fchmod(fd, output_file_mode())
         self.file: IO[bytes] = os.fdopen(fd, "wb")
 
     def _finish(self) -> None:

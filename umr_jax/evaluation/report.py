@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
+from umr_jax.data.files import AtomicFile
 from umr_jax.errors import InputError
 
 AVERAGE = "average"
@@ -21,20 +21,11 @@ MISSING = "–"
 
 
 def write_report(path: str | os.PathLike, report: Mapping[str, Any]) -> None:
-    """Writes the report as JSON atomically: a temporary file in the same folder, then rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    """Writes the report as JSON atomically (`AtomicFile`: a temporary file in the same folder,
+    fsynced, then renamed), with the mode any new file gets under the umask."""
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    with AtomicFile(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def read_report(path: str | os.PathLike) -> dict[str, Any]:

@@ -19,12 +19,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from umr_jax.data.files import make_output_temp_dir, output_file_mode
 from umr_jax.errors import ModelLoadError
 from umr_jax.models.bert import BertConfig, BertEncoderTower
 from umr_jax.models.t5 import T5Config, T5EncoderDecoder, T5EncoderTower
@@ -668,7 +668,8 @@ def export_model(
 ) -> Path:
     """Write a HF model folder (model.safetensors, config.json, tokenizer, sentence-transformers
     pooling files for towers) that transformers' PyTorch classes load. Atomic: written to a temp
-    folder beside `folder`, then renamed into place.
+    folder beside `folder`, then renamed into place, with the modes that mkdir() and open() give
+    under the umask (not mkdtemp's private 0o700).
 
     family: "t5" (encoder-decoder), "t5-encoder" or "bert".
     normalize: towers trained with cosine similarity: modules.json ends with a Normalize module,
@@ -689,9 +690,10 @@ def export_model(
     else:
         raise ValueError(f"family must be 't5', 't5-encoder' or 'bert', got {family!r}")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    tmp = make_output_temp_dir(folder.parent, prefix=f".{folder.name}.tmp-")
     try:
         save_file(hf_state_dict(entries, params), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        os.chmod(tmp / "model.safetensors", output_file_mode())  # safetensors writes it 0o600
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True))
         if family != "t5":
             _sentence_transformers_files(tmp, pooling if family == "bert" else "mean", dim, max_seq_length, normalize)

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from umr_jax.data.files import make_output_temp_dir
 from umr_jax.errors import InputError
 from umr_jax.retrieval.embeddings import EmbeddingStore, atomic_write_bytes, read_ids
 from umr_jax.stages.folder import StageFolder
@@ -272,7 +272,7 @@ def _build_index(store: EmbeddingStore, embeddings: str | os.PathLike, output: P
     if backend == "scann":
         settings = scann_defaults(store.total_rows, k, scann_options)
         searcher = build_scann(np.concatenate(blocks), settings, k)
-        tmp = Path(tempfile.mkdtemp(prefix=".scann.", suffix=".tmp", dir=output))
+        tmp = make_output_temp_dir(output, prefix=".scann.", suffix=".tmp")  # swept if a kill leaves it
         searcher.serialize(str(tmp), relative_path=True)  # the folder may move or be copied to a bucket
         shutil.rmtree(output / "scann", ignore_errors=True)
         os.replace(tmp, output / "scann")

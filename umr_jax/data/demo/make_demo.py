@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import random
 import re
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from umr_jax.data.demo import WEBFAQ_LANGUAGES, english
+from umr_jax.data.files import AtomicFile
 from umr_jax.data.demo.names import NATIVE_SCRIPT, SCRIPTS, Name, NameMint, Word, finnish_genitive, CONSONANTS, VOWELS
 from umr_jax.labeling import prompts
 from umr_jax.data.demo.templates import (
@@ -579,17 +579,10 @@ def write_tokenizers(root: Path, spm_model: bytes) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Atomic write: a temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Atomic write (`AtomicFile`: a temp file in the same folder, then rename), with the mode any
+    new file gets under the umask."""
+    with AtomicFile(path) as f:
+        f.write(data)
 
 
 def _jsonl_bytes(records: list[dict]) -> bytes:

@@ -1,4 +1,4 @@
-"""The `umr-jax` command line: every planned sub-command is listed and honest about its state."""
+"""The `umr-jax` command line: every sub-command of the design is there."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from umr_jax import __version__, cli
 from tests.models.hf_reference import make_bert
@@ -14,19 +13,11 @@ from tests.models.hf_reference import make_bert
 DESIGN_COMMANDS = ["demo", "data", "encode", "index", "retrieve", "score", "train", "loop", "evaluate", "scaling", "model"]
 
 
-def test_help_lists_every_planned_sub_command():
+def test_help_lists_every_sub_command():
     out = subprocess.run([sys.executable, "-m", "umr_jax.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for name in DESIGN_COMMANDS:
         assert f"    {name}" in out, name
-    assert set(cli.BUILT) | set(cli.PLANNED) == set(DESIGN_COMMANDS)
-
-
-def test_unbuilt_sub_command_says_so_and_fails(monkeypatch, capsys):
-    # Every design command is built now; the mechanism for planned ones stays honest.
-    monkeypatch.setattr(cli, "PLANNED", {"future": ("a planned stage", "some capability")})
-    assert cli.main(["future"]) == 2
-    err = capsys.readouterr().err
-    assert "not built yet" in err and "some capability" in err
+    assert set(cli.BUILT) == set(DESIGN_COMMANDS)
 
 
 def test_no_command_prints_help_and_fails(capsys):

@@ -2,8 +2,7 @@
 
 Each built sub-command lives in a module that exposes `add_arguments(parser)` and
 `run(args) -> int`. Those modules import nothing heavy (jax, torch) at import time, so
-`umr-jax --help` stays fast. Sub-commands that are planned but not built yet are listed
-with the capability that will bring them; running one says so and exits with status 2.
+`umr-jax --help` stays fast.
 """
 
 from __future__ import annotations
@@ -29,9 +28,6 @@ BUILT: dict[str, tuple[str, str]] = {
     "scaling": ("umr_jax.scaling.cli", "scaling sweeps over nested data subsets: train, evaluate, fit curves, plot"),
 }
 
-# name -> (one-line help, capability that brings it)
-PLANNED: dict[str, tuple[str, str]] = {}
-
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -53,23 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
-    for name, (help_text, capability) in PLANNED.items():
-        label = f"[not built yet: arrives with '{capability}'] {help_text}"
-        p = sub.add_parser(name, help=label, description=label)
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(_run=_not_built(name, capability))
     return parser
-
-
-def _not_built(name: str, capability: str):
-    def run(args: argparse.Namespace) -> int:
-        print(
-            f"umr-jax {name}: not built yet; it arrives with the '{capability}' capability.",
-            file=sys.stderr,
-        )
-        return 2
-
-    return run
 
 
 def main(argv: list[str] | None = None) -> int:

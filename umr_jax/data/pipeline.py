@@ -4,7 +4,7 @@
         --> length buckets (a few fixed padded lengths) --> global batch --> this process's rows
 
 Records are any random-access sequence (`len`, `records[i]`) of dicts or of record objects
-with attributes (a grain `MapDataSource`, a list, a `Subset`, a `formats` reader's records in
+with attributes (a grain `MapDataSource`, a list, a `formats` reader's records in
 a list, a `passage_store.PassageStore`), so pipelines do not depend on how files are read. Output batches are dicts of numpy arrays:
 
     input_ids       [batch, length] int32   padded with the tokenizer's pad id
@@ -13,10 +13,10 @@ a list, a `passage_store.PassageStore`), so pipelines do not depend on how files
     index           [batch]         int64   the record's index in `records` (-1 on padding rows)
     <metadata>      [batch]         str     e.g. `id`, `lang` (empty on padding rows)
 
-where `batch = global_batch_size // process_count`; pair pipelines prefix the token arrays
-(`query_input_ids`, `passage_attention_mask`, ...). `length` is one of the bucket lengths
+where `batch = global_batch_size // process_count`; a featurizer with several fields prefixes
+the token arrays (`query_input_ids`, `passage_attention_mask`, ...). `length` is one of the bucket lengths
 (e.g. 16, 32, 64, 128, 256), so a jitted step compiles at most one program per bucket (per
-bucket combination for pairs), and every batch, the last one included, has the full batch size.
+bucket combination with several fields), and every batch, the last one included, has the full batch size.
 
 Determinism and resumption: the record order is a function of the seed alone (grain's index
 shuffle, reshuffled each epoch), and the iterator state (`get_state`/`set_state`) is a small
@@ -188,42 +188,6 @@ class PassageFeaturizer:
         return {"": ids}
 
 
-class PairFeaturizer:
-    """A training pair: the query and its positive passage, tokenized separately
-    (`query_*` and `passage_*` arrays). With `positive_title_key`, the positive is encoded as a
-    (title, text) pair like `PassageFeaturizer`."""
-
-    def __init__(
-        self,
-        tokenizer,
-        query_max_length: int = 64,
-        passage_max_length: int = 256,
-        query_key: str = "query",
-        positive_key: str = "positive",
-        positive_title_key: str | None = None,
-        metadata: tuple[str, ...] = ("lang",),
-    ):
-        self.tokenizer = tokenizer
-        self.query_key = query_key
-        self.positive_key = positive_key
-        self.positive_title_key = positive_title_key
-        self.fields = ("query_", "passage_")
-        self.max_lengths = {"query_": query_max_length, "passage_": passage_max_length}
-        self.metadata = tuple(metadata)
-        self.pad_id = _pad_id(tokenizer)
-
-    def tokenize(self, records, indices, source):
-        queries = _texts(records, indices, self.query_key, source)
-        positives = _texts(records, indices, self.positive_key, source)
-        query_ids = self.tokenizer(queries, truncation=True, max_length=self.max_lengths["query_"])["input_ids"]
-        if self.positive_title_key is None:
-            passage_ids = self.tokenizer(positives, truncation=True, max_length=self.max_lengths["passage_"])["input_ids"]
-        else:
-            titles = _texts(records, indices, self.positive_title_key, source, optional=True)
-            passage_ids = self.tokenizer(titles, positives, truncation="longest_first", max_length=self.max_lengths["passage_"])["input_ids"]
-        return {"query_": query_ids, "passage_": passage_ids}
-
-
 # ---------------------------------------------------------------------------------------------
 # The bucketed, globally batched, per-process sliced dataset
 
@@ -231,7 +195,7 @@ class PairFeaturizer:
 class BucketedBatches(grain.IterDataset):
     """Global batches of tokenized records, padded to length buckets, sliced for one process.
 
-    Build it with `bucketed_batches` (or `query_batches`, `passage_batches`, `pair_batches`).
+    Build it with `bucketed_batches` (or `query_batches`, `passage_batches`).
     Iterating yields this process's `[global_batch_size // process_count, ...]` slice of each
     global batch (see the module docstring for the arrays). With `group_by_length`, a global
     batch holds records of one bucket (least padding; for encoding a collection); without it,
@@ -488,7 +452,7 @@ def bucketed_batches(
 
     Args:
       records: random-access records (`len` and `records[i]` -> dict).
-      featurizer: `QueryFeaturizer`, `PassageFeaturizer`, `PairFeaturizer` or any `Featurizer`.
+      featurizer: `QueryFeaturizer`, `PassageFeaturizer` or any `Featurizer`.
       global_batch_size: rows of a global batch (all processes together).
       buckets: lengths per field; one `LengthBuckets` for single-field featurizers; default
         powers of two from 16 up to each field's truncation length.
@@ -541,36 +505,8 @@ def passage_batches(passages: Records, tokenizer, *, global_batch_size: int, max
     return bucketed_batches(passages, featurizer, global_batch_size=global_batch_size, shuffle=shuffle, group_by_length=group_by_length, **options)
 
 
-def pair_batches(pairs: Records, tokenizer, *, global_batch_size: int, query_max_length: int = 64, passage_max_length: int = 256, query_key: str = "query", positive_key: str = "positive", positive_title_key: str | None = None, metadata: tuple[str, ...] = ("lang",), **options) -> BucketedBatches:
-    """Training pairs (`{query, positive, lang}`) -> `query_*` `[batch, <=query_max_length]` and
-    `passage_*` `[batch, <=passage_max_length]` arrays plus `lang`; shuffled by default."""
-    featurizer = PairFeaturizer(tokenizer, query_max_length, passage_max_length, query_key, positive_key, positive_title_key, metadata)
-    return bucketed_batches(pairs, featurizer, global_batch_size=global_batch_size, **options)
-
-
 # ---------------------------------------------------------------------------------------------
 # Nested subsets for scaling studies
-
-
-class Subset(Sequence):
-    """The records at `indices`, as a random-access sequence (a source for the pipelines)."""
-
-    def __init__(self, records: Records, indices: Sequence[int] | np.ndarray):
-        self.records = records
-        self.indices = np.asarray(indices, dtype=np.int64)
-        if self.indices.ndim != 1:
-            raise ValueError(f"indices must be one-dimensional, got shape {self.indices.shape}")
-        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(records)):
-            raise ValueError(f"indices must lie in [0, {len(records)})")
-        self.source_name = getattr(records, "path", None) or getattr(records, "source_name", None)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return Subset(self.records, self.indices[i])
-        return self.records[int(self.indices[i])]
 
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)

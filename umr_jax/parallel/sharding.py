@@ -8,7 +8,7 @@ replicated). Rule sets are chosen in config by name or given explicitly as a lis
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import jax
@@ -89,18 +89,6 @@ def logical_shardings(abstract_boxed: Any, mesh: Mesh, rules: str | Rules) -> An
     return jax.tree_util.tree_map(one, mesh_specs, values, is_leaf=lambda x: isinstance(x, P) or x is None)
 
 
-def init_sharded(init_fn: Callable[[], Any], mesh: Mesh, rules: str | Rules) -> tuple[Any, Any]:
-    """Create params already sharded: `jit(init_fn, out_shardings=...)` over its abstract shape.
-
-    `init_fn()` returns boxed variables (a Linen `init`, e.g. `lambda: module.init(rng, *args)["params"]`).
-    Nothing is ever materialised whole on one device. Returns (params, shardings), both unboxed.
-    """
-    abstract = jax.eval_shape(init_fn)
-    shardings = logical_shardings(abstract, mesh, rules)
-    params = jax.jit(lambda: nn.meta.unbox(init_fn()), out_shardings=shardings)()
-    return params, shardings
-
-
 def abstract_shardings(module: nn.Module, example_args: Sequence[Any], mesh: Mesh, rules: str | Rules) -> Any:
     """Shardings for `module`'s params, from `eval_shape` of its init (no memory touched)."""
     abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *example_args)["params"])
@@ -145,8 +133,3 @@ def host_batch_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[st
 def shard_shapes(tree: Any) -> Any:
     """Per-device shard shape of every array leaf (to check that params really are sharded)."""
     return jax.tree_util.tree_map(lambda x: x.sharding.shard_shape(x.shape), tree)
-
-
-def with_rules(rules: str | Rules):
-    """Context manager activating logical-axis rules for activation constraints inside model code."""
-    return nn.logical_axis_rules(list(get_rules(rules)))

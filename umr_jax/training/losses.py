@@ -45,8 +45,7 @@ def umr_distillation_loss(
     if candidate_mask is None:
         candidate_mask = jnp.ones((q, c), bool)
     candidate_mask = candidate_mask.astype(bool)
-    teacher_own = jnp.where(candidate_mask, temperature * lm_scores.astype(jnp.float32), -jnp.inf)
-    teacher_own = jax.nn.log_softmax(teacher_own, axis=-1)  # [Q, C]
+    teacher_own = teacher_log_probs(jnp.where(candidate_mask, lm_scores.astype(jnp.float32), -jnp.inf), temperature)  # [Q, C]
     # Place each question's teacher row on its own columns of the [Q, Q*C] in-batch matrix.
     teacher = jnp.where(own, jnp.tile(teacher_own, (1, q)), MASKED_TEACHER_LOGPROB)
     passage_valid = candidate_mask.reshape(-1)[None, :]

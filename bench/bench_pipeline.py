@@ -48,7 +48,7 @@ TABLE_HEADER = (
 
 
 def _demo_passages() -> list[dict]:
-    from umr_jax.data.demo import demo_paths
+    from umr_jax.demo import demo_paths
 
     with open(demo_paths()["passages"], encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t")
@@ -63,7 +63,7 @@ def _repeat(passages: list[dict], n: int) -> list[dict]:
 def _tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    from umr_jax.data.demo import demo_paths
+    from umr_jax.demo import demo_paths
 
     return AutoTokenizer.from_pretrained(demo_paths()[f"{name}_tokenizer"])
 

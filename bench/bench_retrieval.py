@@ -106,7 +106,7 @@ def _random_params(module, seed: int) -> dict:
 
 
 def make_tower(folder: Path, size: str) -> Path:
-    from umr_jax.data.demo import demo_paths
+    from umr_jax.demo import demo_paths
     from umr_jax.models import BertConfig, BertEncoderTower, hf_io
 
     tokenizer = hf_io.load_tokenizer(demo_paths()["xlmr_tokenizer"])
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     from umr_jax.data import formats
-    from umr_jax.data.demo import demo_paths
+    from umr_jax.demo import demo_paths
 
     device, versions = _device(), _versions()
     command = "python bench/bench_retrieval.py" + ("" if not (argv if argv is not None else sys.argv[1:]) else " " + " ".join(argv if argv is not None else sys.argv[1:]))

@@ -108,7 +108,7 @@ def _write_t5_tokenizer_config(folder: Path) -> None:
     # tokenizer does: the demo's (its ids are never used here).
     import shutil
 
-    from umr_jax.data.demo import demo_paths
+    from umr_jax.demo import demo_paths
 
     for f in Path(demo_paths()["t5_tokenizer"]).iterdir():
         if f.is_file():

@@ -3,7 +3,7 @@ trained on nested subsets of the demo's WebFAQ-format pairs (350), its translate
 and the UMR pseudo labels of the demo's first iteration (840 questions), each point evaluated
 with XOR-Retrieve R@5kt on the 350 demo dev questions.
 
-Every point starts from the demo's shipped tiny retriever (umr_jax/data/demo/pretrained/retriever);
+Every point starts from the demo's shipped tiny retriever (umr_jax/demo/pretrained/retriever);
 the UMR source is iteration 0's pseudo labels in `umr-jax demo`'s output folder (default
 runs/demo). Run the demo first:
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import ml_collections
 
-from umr_jax.data.demo import demo_paths
-from umr_jax.data.demo.models import PRETRAINED
+from umr_jax.demo import demo_paths
+from umr_jax.demo.models import PRETRAINED
 from umr_jax.scaling.study import scaling_config
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from umr_jax.data import files
-from umr_jax.data.demo import make_demo
+from umr_jax.demo import make_demo
 from umr_jax.evaluation import report
 from umr_jax.retrieval.index import Index, build_index
 

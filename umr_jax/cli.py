@@ -15,7 +15,7 @@ from umr_jax import __version__
 
 # name -> (module, one-line help). Order is the order of the UMR data flow.
 BUILT: dict[str, tuple[str, str]] = {
-    "demo": ("umr_jax.demo", "two UMR iterations plus evaluation on the embedded demo corpus, tiny models"),
+    "demo": ("umr_jax.demo.cli", "two UMR iterations plus evaluation on the embedded demo corpus, tiny models"),
     "data": ("umr_jax.data.cli", "validate and convert XOR-TyDi, DPR, WebFAQ, MKQA, BEIR, pairs and retrieval files"),
     "model": ("umr_jax.models.cli", "inspect and check Hugging Face model folders (T5/mT5, BERT, XLM-R)"),
     "encode": ("umr_jax.retrieval.encode_cli", "encode passages or queries with a retriever tower across the mesh"),

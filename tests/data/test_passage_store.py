@@ -100,7 +100,7 @@ def test_index_build_rejects_duplicates_and_bad_rows(tmp_path):
 
 
 def test_index_never_written_into_the_package(tmp_path, monkeypatch):
-    from umr_jax.data.demo import demo_paths
+    from umr_jax.demo import demo_paths
     from umr_jax.data.passage_store import PassageStore, index_path_for
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

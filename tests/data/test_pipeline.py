@@ -11,7 +11,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from umr_jax.data import pipeline
-from umr_jax.data.demo import demo_paths
+from umr_jax.demo import demo_paths
 from umr_jax.data.pipeline import LengthBuckets
 from umr_jax.errors import InputError
 

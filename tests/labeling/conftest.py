@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from umr_jax.data.demo import demo_paths
+from umr_jax.demo import demo_paths
 
 
 @pytest.fixture(scope="module")

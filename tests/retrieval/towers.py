@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from umr_jax.data import formats
-from umr_jax.data.demo import demo_paths
+from umr_jax.demo import demo_paths
 from umr_jax.models import BertConfig, BertEncoderTower, T5Config, T5EncoderTower, hf_io
 
 

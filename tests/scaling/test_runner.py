@@ -13,7 +13,7 @@ from tests.training.conftest import tiny_retriever  # noqa: F401  (a fixture)
 from umr_jax import cli
 from umr_jax.config import load_config
 from umr_jax.data import formats
-from umr_jax.data.demo import demo_paths
+from umr_jax.demo import demo_paths
 from umr_jax.errors import InputError
 from umr_jax.scaling import runner
 from umr_jax.training.distill import ScoredQuestion, subset_questions

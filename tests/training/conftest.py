@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from umr_jax.data.demo import demo_paths
+from umr_jax.demo import demo_paths
 from umr_jax.models import BertConfig, BertEncoderTower, hf_io
 
 

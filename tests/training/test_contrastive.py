@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 
 from umr_jax.data import formats
-from umr_jax.data.demo import demo_paths
+from umr_jax.demo import demo_paths
 from umr_jax.models import hf_io
 from umr_jax.training import contrastive
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from umr_jax.data import formats
-from umr_jax.data.demo import demo_paths
+from umr_jax.demo import demo_paths
 from umr_jax.models import hf_io
 from umr_jax.training import distill
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from umr_jax.data import formats
-from umr_jax.data.demo import demo_paths
-from umr_jax.demo import demo_config
+from umr_jax.demo import demo_paths
+from umr_jax.demo.cli import demo_config
 from umr_jax.models import T5EncoderDecoder, hf_io
-from umr_jax.data.demo.models import scorer_config
+from umr_jax.demo.models import scorer_config
 from umr_jax.training.loop import UmrLoop
 
 

@@ -2,7 +2,7 @@
 
 What it does, plainly:
   1. takes two tiny models made from fixed seeds on the demo passages, with no labelled pair
-     anywhere (`umr_jax.data.demo.models`): a 2+2-layer mT5-style scorer pre-trained to write
+     anywhere (`umr_jax.demo.models`): a 2+2-layer mT5-style scorer pre-trained to write
      question-like strings that name a passage's subject, and a 2-layer XLM-R-style retriever
      warmed up Contriever-style (independent crops of a passage are positives). They ship with
      the package; `--make-models` makes them afresh here (about 5 more minutes);
@@ -26,7 +26,7 @@ import ml_collections
 
 def demo_config(output: str = "runs/demo") -> ml_collections.ConfigDict:
     """The demo's loop config (configs/demo.py returns this too)."""
-    from umr_jax.data.demo import demo_paths
+    from umr_jax.demo import demo_paths
 
     p = demo_paths()
     c = ml_collections.ConfigDict()
@@ -71,7 +71,7 @@ RETRIEVER_WHAT = "tiny XLM-R retriever (d_model 64, 2 layers), Contriever-style 
 
 
 def _models(output: Path, console, make: bool) -> tuple[str, str]:
-    from umr_jax.data.demo import models
+    from umr_jax.demo import models
 
     what = {"scorer": SCORER_WHAT.format(steps=models.SCORER_SPEC.steps),
             "retriever": RETRIEVER_WHAT.format(steps=models.RETRIEVER_SPEC.steps)}
@@ -82,7 +82,7 @@ def _models(output: Path, console, make: bool) -> tuple[str, str]:
                 from umr_jax.errors import InputError
 
                 raise InputError(f"the shipped demo {name} is missing; run the demo with --make-models", folder)
-            console.print(f"{what[name]}: shipped, made by `python -m umr_jax.data.demo.models` -> {folder}")
+            console.print(f"{what[name]}: shipped, made by `python -m umr_jax.demo.models` -> {folder}")
         return str(models.PRETRAINED / "scorer"), str(models.PRETRAINED / "retriever")
     folder = output / "models"
     if all((folder / name / "config.json").is_file() for name in ("scorer", "retriever")):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from umr_jax.data.demo import LANGUAGES, WEBFAQ_LANGUAGES, demo_paths
-from umr_jax.data.demo import make_demo
+from umr_jax.demo import LANGUAGES, WEBFAQ_LANGUAGES, demo_paths
+from umr_jax.demo import make_demo
 
 PATHS = demo_paths()
 SPLITS = ("train", "dev", "test")
@@ -57,7 +57,7 @@ def test_corpus_is_under_5_mb():
 
 def test_demo_paths_point_inside_the_package():
     root = PATHS["root"]
-    assert root.parts[-3:] == ("data", "demo", "corpus")
+    assert root.parts[-3:] == ("umr_jax", "demo", "corpus")
     for key, path in PATHS.items():
         assert path == root or root in path.parents, key
         assert path.exists(), key

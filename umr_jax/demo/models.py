@@ -17,9 +17,9 @@ and trains them briefly, without any labelled (question, passage) pair:
 Both are written as Hugging Face folders (weights, config, tokenizer), exactly like real
 checkpoints, and every later stage loads them through `hf_io`. The demo ships both, made by
 
-    python -m umr_jax.data.demo.models        # about 5 minutes on a 2-core CPU
+    python -m umr_jax.demo.models        # about 5 minutes on a 2-core CPU
 
-into `umr_jax/data/demo/pretrained/`, so that the demo itself is the UMR loop;
+into `umr_jax/demo/pretrained/`, so that the demo itself is the UMR loop;
 `umr-jax demo --make-models` makes them afresh instead.
 """
 
@@ -178,7 +178,7 @@ def make_demo_models(output: str | Path = PRETRAINED, progress: Callable[[str, i
     import time
 
     from umr_jax.data import formats
-    from umr_jax.data.demo import demo_paths
+    from umr_jax.demo import demo_paths
 
     p = demo_paths()
     output = Path(output)
@@ -208,7 +208,7 @@ def make_demo_models(output: str | Path = PRETRAINED, progress: Callable[[str, i
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m umr_jax.data.demo.models",
+    parser = argparse.ArgumentParser(prog="python -m umr_jax.demo.models",
                                      description="Make the demo's tiny scorer and retriever (deterministic, fixed seeds).")
     parser.add_argument("--output", default=str(PRETRAINED), help=f"where to write them (default: {PRETRAINED})")
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ What it is not
   and the query/answer relation of those datasets, and only use entities of the train split,
   so no dev/test answer leaks into training data.
 
-Rebuild it with `python -m umr_jax.data.demo.make_demo --output DIR` (deterministic: the
+Rebuild it with `python -m umr_jax.demo.make_demo --output DIR` (deterministic: the
 same library versions rewrite the committed files byte for byte).
 """
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-from umr_jax.data.demo.templates import LANGUAGES
+from umr_jax.demo.templates import LANGUAGES
 from umr_jax.errors import InputError
 
 __all__ = ["LANGUAGES", "WEBFAQ_LANGUAGES", "corpus_root", "demo_paths"]
@@ -68,7 +68,7 @@ def corpus_root() -> Path:
     if not path.is_dir():
         raise InputError(
             "the embedded demo corpus is missing; reinstall umr-jax or rebuild it with "
-            "`python -m umr_jax.data.demo.make_demo --output DIR`",
+            "`python -m umr_jax.demo.make_demo --output DIR`",
             path=path,
         )
     return path

@@ -1,8 +1,8 @@
-"""Builds the embedded demo corpus, deterministically: `python -m umr_jax.data.demo.make_demo --output DIR`.
+"""Builds the embedded demo corpus, deterministically: `python -m umr_jax.demo.make_demo --output DIR`.
 
-The committed copy lives in `umr_jax/data/demo/corpus/`; running this script with the same
+The committed copy lives in `umr_jax/demo/corpus/`; running this script with the same
 library versions (sentencepiece, tokenizers, transformers, pyarrow) rewrites it byte for byte.
-What the data is and is not: see the `umr_jax.data.demo` docstring and docs/demo_data.md.
+What the data is and is not: see the `umr_jax.demo` docstring and docs/demo_data.md.
 
 Layout of DIR:
   questions/{train,dev,test}.jsonl       XOR-TyDi style {"id","question","answers","lang"}
@@ -32,11 +32,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from umr_jax.data.demo import WEBFAQ_LANGUAGES, english
+from umr_jax.demo import WEBFAQ_LANGUAGES, english
 from umr_jax.data.files import AtomicFile
-from umr_jax.data.demo.names import NATIVE_SCRIPT, SCRIPTS, Name, NameMint, Word, finnish_genitive, CONSONANTS, VOWELS
+from umr_jax.demo.names import NATIVE_SCRIPT, SCRIPTS, Name, NameMint, Word, finnish_genitive, CONSONANTS, VOWELS
 from umr_jax.labeling import prompts
-from umr_jax.data.demo.templates import (
+from umr_jax.demo.templates import (
     ATTRIBUTES,
     FAQ_ANSWERS,
     FAQ_ATTRIBUTES,
@@ -719,7 +719,7 @@ def build(output: Path, seed: int = SEED, tokenizers: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m umr_jax.data.demo.make_demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m umr_jax.demo.make_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, type=Path, help="folder to write the corpus into")
     parser.add_argument("--seed", type=int, default=SEED, help="world seed (the committed corpus uses the default)")
     args = parser.parse_args(argv)

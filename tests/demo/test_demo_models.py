@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from umr_jax.data import formats
-from umr_jax.data.demo import demo_paths, models
+from umr_jax.demo import demo_paths, models
 from umr_jax.models import hf_io
 
 

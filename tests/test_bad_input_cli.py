@@ -190,8 +190,8 @@ def _truncated(fx: Path, tmp: Path, which: str = "retriever") -> Path:
     return folder
 
 
-def _with_config(fx: Path, tmp: Path, **changes) -> Path:
-    folder = _model_copy(fx, tmp, "odd-config")
+def _with_config(fx: Path, tmp: Path, which: str = "retriever", **changes) -> Path:
+    folder = _model_copy(fx, tmp, "odd-config", which)
     config = json.loads((folder / "config.json").read_text())
     config.update(changes)
     (folder / "config.json").write_text(json.dumps(config))
@@ -296,6 +296,8 @@ CASES: dict[str, Callable[[Path, Path], Case]] = {
         ["model", "inspect", _with_config(fx, tmp, num_attention_heads=5)], ["config.json: hidden_size=64 is not divisible by num_attention_heads=5"]),
     "config vocab_size=0": lambda fx, tmp: Case(
         _encode(_with_config(fx, tmp, vocab_size=0), tmp, "--queries", fx / "questions.jsonl"), ["config.json: vocab_size=0; expected an integer >= 1"]),
+    "config T5 num_heads=0": lambda fx, tmp: Case(
+        _score(_with_config(fx, tmp, "scorer", num_heads=0), fx / "retrieved.jsonl", tmp), ["config.json: num_heads=0; expected an integer >= 1"]),
     "config hidden_size missing": lambda fx, tmp: Case(
         ["model", "inspect", _with_config(fx, tmp, hidden_size=None)], ["config.json: no 'hidden_size'; expected it"]),
     # 6. damaged index folders
@@ -385,6 +387,19 @@ def test_bad_input_is_one_line_and_leaves_nothing(name, fx, tmp_path, capsys):
         assert text not in line, (text, line)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no output, no temporary file
     assert sorted(p.relative_to(fx) for p in fx.rglob("*")) == inputs_before
+
+
+def test_duplicate_ids_across_shards_name_both_files(tmp_path, capsys):
+    from umr_jax.retrieval.embeddings import write_manifest, write_shard
+
+    matrix = np.ones((3, 4), np.float32)
+    write_manifest(tmp_path / "emb", [write_shard(tmp_path / "emb", 0, matrix, ["a", "b", "c"]),
+                                      write_shard(tmp_path / "emb", 1, matrix, ["d", "b", "e"])], 4, "float32")
+    assert _run(["index", "build", "--embeddings", tmp_path / "emb", "--backend", "exact", "--output", tmp_path / "index"]) == 1
+    assert _one_error_line(capsys.readouterr().err, "index") == (
+        f"umr-jax index: error: {tmp_path}/emb/shard-00001.ids.txt:2: duplicate id 'b' (also on {tmp_path}/emb/shard-00000.ids.txt:2); "
+        "expected one id per row, each unique")
+    assert not (tmp_path / "index").exists()
 
 
 def test_the_console_command_prints_one_line_and_no_traceback(fx, tmp_path):

@@ -58,9 +58,9 @@ def demo_config(output: str = "runs/demo") -> ml_collections.ConfigDict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default="runs/demo", help="where everything is written (default runs/demo)")
     from umr_jax.parallel.cli_flags import positive_int
 
+    parser.add_argument("--output", default="runs/demo", help="where everything is written (default runs/demo)")
     parser.add_argument("--iterations", type=positive_int, default=2, help="UMR iterations (default 2)")
     parser.add_argument("--make-models", action="store_true",
                         help="make the tiny scorer and retriever here (OUTPUT/models, about 5 minutes on 2 cores) "

@@ -130,9 +130,8 @@ def check_not_empty(source) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from umr_jax.parallel.cli_flags import start_distributed
-
     from umr_jax.outputs import check_output, removed_on_failure
+    from umr_jax.parallel.cli_flags import start_distributed
 
     check_sizes(args, "batch_size", "shard_size", "max_length")
     check_output(args.output, "folder")

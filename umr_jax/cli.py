@@ -59,14 +59,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from umr_jax.config import default_compilation_cache, enable_compilation_cache
-    from umr_jax.errors import InputError, ModelLoadError
+    from umr_jax.errors import InputError, MissingDependencyError, ModelLoadError, UsageError, describe_os_error
 
+    # The one place where anticipated failures become `umr-jax CMD: error: path[:line]: what is
+    # wrong; what is expected` and exit status 1. Anything else is a bug: it keeps its traceback.
     try:
         enable_compilation_cache(args.compilation_cache if args.compilation_cache is not None else default_compilation_cache())
         return int(args._run(args) or 0)
-    except (InputError, ModelLoadError) as err:
+    except UsageError as err:
         print(f"umr-jax {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return 2
+    except (InputError, ModelLoadError, MissingDependencyError) as err:
+        message = str(err)
+    except OSError as err:
+        message = describe_os_error(err)
+        if message is None:
+            raise
+    print(f"umr-jax {args.command}: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

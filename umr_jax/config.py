@@ -68,8 +68,25 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str],
         if parts[-1] not in node:
             raise InputError(f"override {item!r}: config has no key {key!r}", source)
         value = _parse_value(text)
+        _check_type(key, node[parts[-1]], value, text, source)
         with config.ignore_type():  # e.g. a rule-set name replaced by an explicit list of rules
             node[parts[-1]] = value
+
+
+def _check_type(key: str, current: Any, value: Any, text: str, source: Any) -> None:
+    """A number or a flag in the config must stay one (`train.epochs=abc` would fail much later,
+    deep in the trainer). Ints and floats replace each other; None is allowed everywhere, and
+    keys of other types take any value (a rule-set name may become a list of rules)."""
+    if value is None:
+        return
+    if isinstance(current, bool):
+        expected, ok = "a boolean (True or False)", isinstance(value, bool)
+    elif isinstance(current, (int, float)):
+        expected, ok = "a number", isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        raise InputError(f"override {key}={text}: {key} expects {expected} (it is {current!r}), got {value!r}", source)
 
 
 def mesh_and_rules(config: ml_collections.ConfigDict, devices=None):

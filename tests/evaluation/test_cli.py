@@ -55,6 +55,7 @@ def test_xor_retrieve_json_is_exactly_one_object_of_the_documented_shape(xor_fil
         "r@5kt": {"ja": 50.0, "ko": 100.0, "average": 75.0},
         "counted": {"ja": 2, "ko": 1},
         "missing_predictions": 1,
+        "duplicate_predictions": 0,
     }
     assert "approximation" in captured.err and "1 gold question(s) have no prediction" in captured.err
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import sys
 from typing import Any
 
 from umr_jax.data import formats
@@ -26,6 +25,8 @@ from umr_jax.data.validation import SkippedRecords
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.parallel.cli_flags import positive_int
+
     names = list(formats.FORMATS)
     targets: dict[str, list[str]] = {}
     for source, target in formats.CONVERSIONS:
@@ -50,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     convert.add_argument("input", metavar="IN", help="input file (webfaq: a parquet file or a folder of them)")
     convert.add_argument("output", metavar="OUT", help="output file (shards are named OUT-00000-of-0000N...)")
     shards = convert.add_mutually_exclusive_group()
-    shards.add_argument("--num-shards", type=int, metavar="N", help="write N shards, records dealt round-robin")
-    shards.add_argument("--records-per-shard", type=int, metavar="K", help="write shards of K consecutive records")
+    shards.add_argument("--num-shards", type=positive_int, metavar="N", help="write N shards, records dealt round-robin")
+    shards.add_argument("--records-per-shard", type=positive_int, metavar="K", help="write shards of K consecutive records")
     convert.add_argument("--tag", default="umr-jax", help="run tag for trec-run output (default: umr-jax)")
     _add_reader_options(convert)
 
@@ -120,27 +121,22 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from umr_jax.errors import UsageError
+    from umr_jax.outputs import check_output, removed_on_failure
+
     key = (args.source_format, args.target_format)
     if key not in formats.CONVERSIONS:
-        print(f"umr-jax data: error: no conversion from {key[0]} to {key[1]}; see 'umr-jax data --help' for the possible ones", file=sys.stderr)
-        return 2
+        raise UsageError(f"no conversion from {key[0]} to {key[1]}; see 'umr-jax data --help' for the possible ones")
+    check_output(args.output, "file")
     try:
-        report = formats.convert(
-            args.source_format,
-            args.target_format,
-            args.input,
-            args.output,
-            skip_invalid=args.skip_invalid,
-            num_shards=args.num_shards,
-            records_per_shard=args.records_per_shard,
-            tag=args.tag,
-            **_reader_options(args),
-        )
+        with removed_on_failure(args.output):
+            report = formats.convert(args.source_format, args.target_format, args.input, args.output,
+                                     skip_invalid=args.skip_invalid, num_shards=args.num_shards,
+                                     records_per_shard=args.records_per_shard, tag=args.tag, **_reader_options(args))
     except ValueError as err:
         if isinstance(err, InputError):
             raise
-        print(f"umr-jax data: error: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(str(err)) from None
     print(f"read {report.read} {args.source_format} records, wrote {report.written} {args.target_format} records to:")
     for path in report.paths:
         print(f"  {path}")

@@ -154,8 +154,12 @@ class AtomicFile:
         return target
 
     def commit(self) -> Path:
-        self.finish()
-        target = self.rename_into_place()
+        try:
+            self.finish()
+            target = self.rename_into_place()
+        except BaseException:  # e.g. the target is a folder: no temporary file stays behind
+            self.discard()
+            raise
         fsync_directory(self.path.parent)
         return target
 
@@ -293,8 +297,12 @@ class ShardedWriter:
         for old in stale:
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()
-        for atomic, target in zip(self._files, targets):
-            atomic.rename_into_place(target)
+        try:
+            for atomic, target in zip(self._files, targets):
+                atomic.rename_into_place(target)
+        except BaseException:  # e.g. a target is a folder: no temporary file stays behind
+            self.abort()
+            raise
         fsync_directory(self.path.parent)
         self._files, self._sinks = [], []
         self.paths = targets

@@ -58,8 +58,10 @@ def demo_config(output: str = "runs/demo") -> ml_collections.ConfigDict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.parallel.cli_flags import positive_int
+
     parser.add_argument("--output", default="runs/demo", help="where everything is written (default runs/demo)")
-    parser.add_argument("--iterations", type=int, default=2, help="UMR iterations (default 2)")
+    parser.add_argument("--iterations", type=positive_int, default=2, help="UMR iterations (default 2)")
     parser.add_argument("--make-models", action="store_true",
                         help="make the tiny scorer and retriever here (OUTPUT/models, about 5 minutes on 2 cores) "
                              "instead of using the ones shipped with the package, which the same code made")
@@ -112,12 +114,14 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from umr_jax.outputs import check_output
     from umr_jax.training.loop import UmrLoop
 
     logging.basicConfig(level=logging.WARNING)
     console = Console()
     started = time.time()
     output = Path(args.output)
+    check_output(output, "folder")
     console.print("[bold]umr-jax demo[/bold]: UMR on the embedded synthetic corpus (7 languages, 3,568 English "
                   "passages) with tiny models made from fixed seeds; no labelled question-passage pair is used.")
     scorer, retriever = _models(output, console, args.make_models)

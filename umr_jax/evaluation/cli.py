@@ -73,13 +73,12 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from umr_jax.evaluation.readers import MissingDependencyError
+    # A missing tool (MissingDependencyError) and bad input end in one line from umr_jax.cli.main.
+    if getattr(args, "output", None):
+        from umr_jax.outputs import check_output
 
-    try:
-        return _COMMANDS[args.evaluate_command](args)
-    except MissingDependencyError as err:
-        print(f"umr-jax evaluate: error: {err}", file=sys.stderr)
-        return 1
+        check_output(args.output, "file")  # before the metrics are computed
+    return _COMMANDS[args.evaluate_command](args)
 
 
 def _run_xor_retrieve(args: argparse.Namespace) -> int:
@@ -96,6 +95,9 @@ def _run_xor_retrieve(args: argparse.Namespace) -> int:
         _note(f"{result.yes_no_only} predicted question(s) have only yes/no answers and were skipped, as in the official script")
     if result.missing_predictions:
         _note(f"{result.missing_predictions} gold question(s) have no prediction and are not counted, as in the official script")
+    if result.duplicate_predictions:
+        _note(f"warning: {result.duplicate_predictions} question id(s) are predicted more than once in {args.predictions}; "
+              "every prediction is counted, as in the official script")
     return _emit(args, result.to_json())
 
 
@@ -139,9 +141,11 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def _emit(args: argparse.Namespace, result: dict) -> int:
     from umr_jax.evaluation import report
+    from umr_jax.outputs import removed_on_failure
 
     if args.output:
-        report.write_report(args.output, result)
+        with removed_on_failure(args.output):
+            report.write_report(args.output, result)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:

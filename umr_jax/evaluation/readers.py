@@ -22,14 +22,9 @@ import json
 import os
 from typing import Any, Iterator, Sequence
 
-from umr_jax.errors import InputError
+from umr_jax.errors import InputError, MissingDependencyError  # noqa: F401 (MissingDependencyError: re-exported)
 
 QuestionId = str | int
-
-
-class MissingDependencyError(RuntimeError):
-    """An optional tool or data file that a metric needs is not installed; the message says
-    how to install it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,6 +109,8 @@ class XorRetrieveReport:
     missing_predictions: gold questions with no prediction.
     predictions_not_in_gold: predicted questions whose id is not in the gold file (ignored).
     yes_no_only: predicted gold questions skipped because all their answers are yes/no.
+    duplicate_predictions: question ids predicted more than once (each prediction is counted,
+      as in the official script).
     """
 
     r_at_kt: dict[int, dict[str, float | None]]
@@ -116,12 +118,15 @@ class XorRetrieveReport:
     missing_predictions: int
     predictions_not_in_gold: int
     yes_no_only: int
+    duplicate_predictions: int = 0
 
     def to_json(self) -> dict:
-        """The report as the `--json` object: r@Nkt tables, counted, missing_predictions."""
+        """The report as the `--json` object: r@Nkt tables, counted, missing_predictions,
+        duplicate_predictions."""
         report: dict = {f"r@{k}kt": dict(table) for k, table in self.r_at_kt.items()}
         report["counted"] = dict(self.counted)
         report["missing_predictions"] = self.missing_predictions
+        report["duplicate_predictions"] = self.duplicate_predictions
         return report
 
 
@@ -135,19 +140,22 @@ def xor_retrieve_r_at_kt(
 
     The tokens are collected once up to the largest budget: the first k x 1000 of them are
     exactly what the official script collects for a smaller k. A question predicted twice is
-    counted twice, as in the official script. Each prediction's language is its own `lang`.
-    A passage retrieved for many questions is tokenized once (a bounded cache keyed by its text:
-    the tokenizers are pure functions of the text)."""
+    counted twice, as in the official script, and reported in `duplicate_predictions`. Each
+    prediction's language is its own `lang`. A passage retrieved for many questions is tokenized
+    once (a bounded cache keyed by its text: the tokenizers are pure functions of the text)."""
     largest_budget = max(ks) * 1000
     tokenize = functools.lru_cache(maxsize=TOKEN_CACHE_PASSAGES)(lambda text, _tokenize=tokenize: tuple(_tokenize(text)))
     lang_order: dict[str, None] = {}
     counted: Counter[str] = Counter()
     hits: dict[int, Counter[str]] = {k: Counter() for k in ks}
     predicted_ids = set()
+    duplicated_ids = set()
     not_in_gold = yes_no_only = 0
     for prediction in predictions:
         # The official script registers the language before it looks the id up in the gold.
         lang_order.setdefault(prediction.lang)
+        if prediction.id in predicted_ids:
+            duplicated_ids.add(prediction.id)
         predicted_ids.add(prediction.id)
         if prediction.id not in gold_answers:
             not_in_gold += 1
@@ -175,6 +183,7 @@ def xor_retrieve_r_at_kt(
         missing_predictions=sum(1 for question_id in gold_answers if question_id not in predicted_ids),
         predictions_not_in_gold=not_in_gold,
         yes_no_only=yes_no_only,
+        duplicate_predictions=len(duplicated_ids),
     )
 
 

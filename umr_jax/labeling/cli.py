@@ -20,32 +20,22 @@ import argparse
 import sys
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from umr_jax.parallel.cli_flags import add_mesh_flags
+    from umr_jax.parallel.cli_flags import add_mesh_flags, positive_int
 
     parser.add_argument("--scorer", required=True, metavar="DIR", help="T5/mT5 Hugging Face model folder (e.g. mT5-XL LM-adapted)")
     parser.add_argument("--retrieved", required=True, metavar="FILE", help="retrieval results: JSON lines or a DPR JSON list (or its shard set)")
     parser.add_argument("--output", required=True, metavar="DIR", help="pseudo-label folder (created; an existing one is resumed)")
-    parser.add_argument("--top-k", type=_positive_int, default=100, help="score the first K ctxs of each question (default: 100, UMR's)")
+    parser.add_argument("--top-k", type=positive_int, default=100, help="score the first K ctxs of each question (default: 100, UMR's)")
     parser.add_argument("--reduction", choices=["mean", "sum"], default="mean",
                         help="mean token log-probability (UMR, default) or their sum (UPR)")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
                         help="compute dtype (default: bfloat16; float16 overflows in T5)")
-    parser.add_argument("--questions-per-chunk", type=_positive_int, default=256,
+    parser.add_argument("--questions-per-chunk", type=positive_int, default=256,
                         help="questions scored together and written as one shard (default: 256)")
-    parser.add_argument("--tokens-per-batch", type=_positive_int, default=16384,
+    parser.add_argument("--tokens-per-batch", type=positive_int, default=16384,
                         help="padded source tokens per global batch; rows = this / source bucket (default: 16384)")
-    parser.add_argument("--vocab-chunk-size", type=_positive_int, default=16384,
+    parser.add_argument("--vocab-chunk-size", type=positive_int, default=16384,
                         help="vocabulary rows per step of the log-sum-exp (default: 16384)")
     parser.add_argument("--resume-from", metavar="FILE",
                         help="reuse the scores of a previous output (retrieval JSON lines or DPR JSON list) keyed by (question id, passage id)")
@@ -108,12 +98,19 @@ def _duration(seconds: float) -> str:
 def run(args: argparse.Namespace) -> int:
     import jax
 
+    from umr_jax.errors import InputError
     from umr_jax.labeling import run as stage1
     from umr_jax.labeling.scorer import QuestionLikelihoodScorer
+    from umr_jax.outputs import check_output
     from umr_jax.parallel.cli_flags import mesh_from_args
 
     # Everything that can be refused is checked before the model is loaded.
+    check_output(args.output, "folder")
     retrieved = stage1.inspect_retrieved(args.retrieved, top_k=args.top_k, skip_invalid=args.skip_invalid)
+    if retrieved.questions == 0:
+        skipped = f" ({sum(retrieved.skipped.values())} skipped as invalid)" if retrieved.skipped else ""
+        raise InputError(f"no questions to score{skipped}; expected retrieval results with at least one question",
+                         args.retrieved)
     settings = stage1.Stage1Settings(
         scorer=str(args.scorer), scorer_fingerprint=stage1.scorer_fingerprint(args.scorer), reduction=args.reduction,
         dtype=args.dtype, top_k=args.top_k, max_source_length=512, max_target_length=128)

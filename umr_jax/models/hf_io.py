@@ -63,9 +63,7 @@ class CheckpointTensors:
             )
 
     def _add_safetensors(self, path: Path) -> None:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as f:
+        with _open_safetensors(path) as f:
             for name in f.keys():
                 self._files[name] = path
 
@@ -83,7 +81,7 @@ class CheckpointTensors:
                     "(`pip install torch==2.13.0` or the `umr-jax[torch]` extra), or convert the folder "
                     "to model.safetensors."
                 ) from None
-            self._torch_cache[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            self._torch_cache[path] = _torch_load(torch, path)
         return self._torch_cache[path]
 
     @property
@@ -93,21 +91,74 @@ class CheckpointTensors:
     def get(self, name: str) -> np.ndarray:
         path = self._files[name]
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
+            from safetensors import SafetensorError
 
-            with safe_open(str(path), framework="numpy") as f:
-                return np.asarray(f.get_tensor(name))
+            with _open_safetensors(path) as f:
+                try:
+                    return np.asarray(f.get_tensor(name))
+                except SafetensorError as err:
+                    raise ModelLoadError(f"{path}: tensor {name!r} cannot be read ({err}); {_REFETCH}") from None
         tensor = self._torch_state(path)[name]
         if tensor.dtype.is_floating_point:
             tensor = tensor.float()
         return tensor.numpy()
 
 
+_REFETCH = "expected a complete file: it may be cut short by an interrupted download or copy; fetch or export it again"
+
+
+def _open_safetensors(path: Path):
+    """`safe_open(path)`, or a ModelLoadError naming the file when it is missing or not whole."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file; the checkpoint index names it, so the folder is incomplete")
+    try:
+        return safe_open(str(path), framework="numpy")
+    except SafetensorError as err:
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({err}); {_REFETCH}") from None
+
+
+def _torch_load(torch, path: Path) -> dict[str, Any]:
+    """A PyTorch pickle checkpoint's state dict, read with `weights_only=True` (never anything
+    else: unpickling arbitrary objects can run code). Zip-format files (torch >= 1.6) are memory
+    mapped; the legacy format cannot be, so it is read whole."""
+    import pickle
+    import zipfile
+
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file; the checkpoint index names it, so the folder is incomplete")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():
+            raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)}); {_REFETCH}") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f"a pickled {found[1]}" if found else "pickled objects"
+        raise ModelLoadError(
+            f"{path}: refused for safety: torch.load(weights_only=True) found {what} besides tensors, and unpickling it "
+            "could run code; expected plain tensors. Convert the checkpoint to safetensors where you trust its source: "
+            "load the model with the code that saved it and call save_pretrained(DIR, safe_serialization=True), or "
+            "safetensors.torch.save_file(state_dict, 'DIR/model.safetensors')"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)}); {_REFETCH}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"{path}: expected a state dict (tensor name -> tensor), got {type(state).__name__} "
+                             "holding other values")
+    return state
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else 'no detail'}"
+
+
 def _weight_map(index_path: Path) -> dict[str, str]:
     try:
         return json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise ModelLoadError(f"{index_path}: not a valid sharded-checkpoint index ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"{index_path}: not a valid sharded-checkpoint index ({type(err).__name__}: {err})") from None
 
 
 def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -115,9 +166,41 @@ def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ModelLoadError(f"{folder}: no config.json; a Hugging Face model folder is expected")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelLoadError(f"{path}: invalid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object of settings, got {type(config).__name__}")
+    return config
+
+
+# Sizes a config.json must give as integers: key -> (least value, default when absent or None;
+# no default: required). Nonsense sizes (hidden_size=-64) fail here, naming the key, instead of
+# deep inside the model.
+_BERT_SIZES = {"vocab_size": (1, None), "hidden_size": (1, None), "num_hidden_layers": (1, None),
+               "num_attention_heads": (1, None), "intermediate_size": (1, None),
+               "max_position_embeddings": (1, 512), "type_vocab_size": (1, 2)}
+_T5_SIZES = {"vocab_size": (1, None), "d_model": (1, None), "d_kv": (1, None), "d_ff": (1, None), "num_heads": (1, None),
+             "num_layers": (1, 6), "num_decoder_layers": (0, 0), "relative_attention_num_buckets": (1, 32),
+             "relative_attention_max_distance": (1, 128)}
+
+
+def check_config_sizes(hf_config: dict[str, Any], folder: Any) -> None:
+    """Raise `ModelLoadError` naming config.json and the key when a size is missing, not an
+    integer, too small, or (BERT family) the heads do not divide the hidden size."""
+    path = Path(folder) / "config.json"
+    is_t5 = hf_config.get("model_type") in T5_TYPES
+    for key, (least, default) in (_T5_SIZES if is_t5 else _BERT_SIZES).items():
+        value = hf_config.get(key)
+        if value is None:
+            if default is None:
+                raise ModelLoadError(f"{path}: no {key!r}; expected it, an integer >= {least}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ModelLoadError(f"{path}: {key}={value!r}; expected an integer >= {least}")
+    if not is_t5 and hf_config["hidden_size"] % hf_config["num_attention_heads"]:
+        raise ModelLoadError(f"{path}: hidden_size={hf_config['hidden_size']} is not divisible by "
+                             f"num_attention_heads={hf_config['num_attention_heads']}; expected heads that divide the hidden size")
 
 
 def model_type_of(hf_config: dict[str, Any], folder: Any = "") -> str:
@@ -545,6 +628,7 @@ def load_t5(folder: str | os.PathLike, *, encoder_only: bool = False, pooling: s
     if model_type_of(hf, folder) not in T5_TYPES:
         raise ModelLoadError(f"{folder}: model_type={hf['model_type']!r} is not a T5/mT5 model")
     source = CheckpointTensors(folder)
+    check_config_sizes(hf, folder)
     untied = "lm_head.weight" in source.names and not encoder_only
     if untied and "shared.weight" in source.names:
         untied = not np.array_equal(source.get("lm_head.weight"), source.get("shared.weight"))
@@ -571,7 +655,12 @@ def pooling_from_folder(folder: str | os.PathLike) -> str | None:
     path = Path(folder) / "1_Pooling" / "config.json"
     if not path.is_file():
         return None
-    cfg = json.loads(path.read_text())
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{path}: not a sentence-transformers pooling config ({err})") from None
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object (a sentence-transformers pooling config)")
     if cfg.get("pooling_mode_cls_token"):
         return "cls"
     if cfg.get("pooling_mode_mean_tokens"):
@@ -602,6 +691,7 @@ def load_bert(folder: str | os.PathLike, *, pooling: str | None = None, **overri
     if model_type_of(hf, folder) not in BERT_TYPES:
         raise ModelLoadError(f"{folder}: model_type={hf['model_type']!r} is not a BERT-family model")
     source = _Renamed(CheckpointTensors(folder))
+    check_config_sizes(hf, folder)
     prefix = _bert_prefix(source.names, folder)
     has_pooler = f"{prefix}pooler.dense.weight" in source.names
     pooling = pooling or pooling_from_folder(folder) or "mean"

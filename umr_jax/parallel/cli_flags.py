@@ -3,6 +3,8 @@
   --mesh data=-1,fsdp=1,model=1   mesh axis sizes (one may be -1: the remaining devices)
   --rules fsdp                    data_parallel | fsdp | fsdp_tp
   --coordinator HOST:PORT --num-processes N --process-id I   (GPU/CPU clusters; TPU VMs need none)
+
+and the argparse types for counts (`positive_int`: --top-k, --iterations, ...).
 """
 
 from __future__ import annotations
@@ -10,6 +12,29 @@ from __future__ import annotations
 import argparse
 
 from umr_jax.errors import InputError
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count, a k, a size). 0 and negative values are usage
+    errors, reported by argparse before anything runs."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; expected an integer >= 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; expected an integer >= 0")
+    return value
 
 
 def add_distributed_flags(parser: argparse.ArgumentParser) -> None:

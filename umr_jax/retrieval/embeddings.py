@@ -68,6 +68,8 @@ def write_manifest(folder: str | os.PathLike, shards: list[dict], dim: int, dtyp
 def read_ids(path: Path, expected_rows: int | None = None) -> list[str]:
     try:
         ids = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError("no such file; expected the ids file (one id per line) beside the embeddings", path) from None
     except UnicodeDecodeError as err:
         raise InputError(f"ids file is not valid UTF-8 ({err.reason} at byte {err.start})", path) from None
     if expected_rows is not None and len(ids) != expected_rows:

@@ -109,10 +109,32 @@ def check_sizes(args: argparse.Namespace, *names: str) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
 
 
+def check_not_empty(source) -> None:
+    """Refuse an input with no records (an empty question file, a TSV with only its header),
+    reading only up to its first record."""
+    from umr_jax.data import formats
+    from umr_jax.errors import InputError
+
+    if source.format == "dpr-tsv":
+        records = formats.read_dpr_passages(source.path)
+    elif source.format == "passages-jsonl":
+        records = formats.read_passages_jsonl(source.path)
+    else:
+        records = formats.read_questions(source.path)
+    records = iter(records)
+    first = next(records, None)
+    getattr(records, "close", lambda: None)()
+    if first is None:
+        what = {"dpr-tsv": "no passages after the header row", "passages-jsonl": "no passages"}.get(source.format, "no questions")
+        raise InputError(f"{what}; expected at least one to encode", source.path)
+
+
 def run(args: argparse.Namespace) -> int:
+    from umr_jax.outputs import check_output
     from umr_jax.parallel.cli_flags import start_distributed
 
     check_sizes(args, "batch_size", "shard_size", "max_length")
+    check_output(args.output, "folder")
     start_distributed(args)  # before anything touches a device
     import jax
 
@@ -120,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     source = EncodeInput.passages(args.passages, args.passages_format) if args.passages else EncodeInput.queries(args.queries)
     source.fingerprint()  # a missing input fails before the model loads
+    check_not_empty(source)  # and so does an empty one
     mesh, rules = local_mesh(args)
     encoder = TowerEncoder(args.model, mesh=mesh, rules=rules, pooling=args.pooling, as_tower=args.as_tower, dtype=args.dtype)
     label = "passages" if source.kind == "passages" else "queries"

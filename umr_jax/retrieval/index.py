@@ -233,6 +233,36 @@ def build_scann(database: np.ndarray, settings: dict[str, Any], k: int = 100):
 # Index folders
 
 
+def check_unique_ids(store: EmbeddingStore) -> None:
+    """Raise `InputError` naming the first repeated id and the lines it is on (a search result
+    could not say which passage it means). Sorts the ids as fixed-width bytes, so 20M ids take
+    a few hundred MB, not a Python set."""
+    files, blocks = [], []
+    for _, ids_path, rows in store.shards:
+        if ids_path is not None:  # None: row numbers
+            files.append(ids_path)
+            blocks.append(np.array([i.encode("utf-8") for i in read_ids(ids_path, rows)], dtype=bytes))
+    if not blocks:
+        return
+    ids = np.concatenate(blocks)
+    order = np.argsort(ids, kind="stable")  # equal ids stay in row order
+    sorted_ids = ids[order]
+    repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if not len(repeated):
+        return
+    k = int(np.argmin(order[repeated + 1]))  # the repeat that comes first in the files
+    starts = np.cumsum([0] + [len(b) for b in blocks])
+
+    def place(row: int) -> tuple[Path, int]:
+        block = int(np.searchsorted(starts, row, side="right")) - 1
+        return files[block], row - int(starts[block]) + 1
+
+    (first_file, first_line), (file, line) = place(int(order[repeated[k]])), place(int(order[repeated[k] + 1]))
+    where = f"line {first_line}" if first_file == file else f"{first_file}:{first_line}"
+    raise InputError(f"duplicate id {sorted_ids[repeated[k]].decode('utf-8')!r} (also on {where}); expected one id per row, "
+                     "each unique", file, line)
+
+
 def build_index(
     embeddings: str | os.PathLike,
     output: str | os.PathLike,
@@ -243,9 +273,11 @@ def build_index(
     scann_options: ScannOptions = ScannOptions(),
 ) -> Path:
     """Build an index folder from an embedding store (shard folder or .npy). Atomic: a killed
-    build leaves no index.json, so nothing half-built looks usable. The folder is locked while
-    the index is built (`StageFolder`); a failed build removes a folder it created."""
+    build leaves no index.json, so nothing half-built looks usable. Ids must be unique. The
+    folder is locked while the index is built (`StageFolder`); a failed build removes a folder
+    it created."""
     store = EmbeddingStore.open(embeddings, ids_path)
+    check_unique_ids(store)
     output = Path(output)
     if backend not in ("scann", "exact"):
         raise InputError(f"unknown index backend {backend!r}; choose scann or exact")
@@ -284,6 +316,24 @@ def _build_index(store: EmbeddingStore, embeddings: str | os.PathLike, output: P
     atomic_write_bytes(output / INDEX_FILE, lambda f: f.write(data))
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    """index.json, checked for the keys a search needs."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"not valid JSON ({err}); expected the index.json `umr-jax index build` writes: rebuild the index",
+                         path) from None
+    needed = {"backend": str, "dim": int, "rows": int}
+    if isinstance(meta, dict) and meta.get("backend") == "exact":
+        needed["embeddings"] = str
+    for key, kind in needed.items():
+        if not isinstance(meta, dict) or not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            got = "not an object" if not isinstance(meta, dict) else f"{key}={meta.get(key)!r}"
+            raise InputError(f"{got}; expected the index.json `umr-jax index build` writes, with {key!r}: "
+                             "rebuild the index", path)
+    return meta
+
+
 @dataclass
 class Index:
     """An opened index folder: `search(queries, k) -> (ids [nq, k], scores [nq, k])`."""
@@ -300,11 +350,18 @@ class Index:
         meta_path = folder / INDEX_FILE
         if not meta_path.is_file():
             raise InputError(f"no {INDEX_FILE}: not a finished index (build still running or killed?)", folder)
-        meta = json.loads(meta_path.read_text())
+        meta = _read_meta(meta_path)
+        if meta.get("has_ids") and not (folder / "ids.txt").is_file():
+            raise InputError(f"no such file, but {INDEX_FILE} says the index has ids; expected the ids.txt "
+                             "`umr-jax index build` writes: rebuild the index", folder / "ids.txt")
         ids = read_ids(folder / "ids.txt", meta["rows"]) if meta.get("has_ids") else None
         index = cls(folder, meta, ids)
         if meta["backend"] == "exact":
             store = EmbeddingStore.open(meta["embeddings"], meta.get("embedding_ids"))
+            if (store.total_rows, store.dim) != (meta["rows"], meta["dim"]):
+                raise InputError(f"the index was built over {meta['rows']:,} x {meta['dim']} embeddings but "
+                                 f"{meta['embeddings']} now holds {store.total_rows:,} x {store.dim}; expected the "
+                                 "embeddings it was built from: rebuild the index", meta_path)
             index._exact = ExactSearcher.from_store(store, devices=devices, use_ids=False)
         elif meta["backend"] == "scann":
             index._scann = _import_scann().load_searcher(str(folder / "scann"))

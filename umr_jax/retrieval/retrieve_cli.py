@@ -13,10 +13,10 @@ questions are encoded on this host's devices (`--mesh`), the index searched here
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.parallel.cli_flags import positive_int
     from umr_jax.retrieval.encode_cli import add_tower_arguments
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", required=True, metavar="FILE", help="questions: XOR-TyDi JSON lines {id, question, lang, answers?}")
     parser.add_argument("--passages", required=True, metavar="FILE", help="the collection the index was built from: DPR TSV or JSON lines")
     parser.add_argument("--passages-format", choices=["auto", "dpr-tsv", "passages-jsonl"], default="auto")
-    parser.add_argument("--top-k", type=int, default=100, help="passages per question (default 100)")
+    parser.add_argument("--top-k", type=positive_int, default=100, help="passages per question (default 100)")
     parser.add_argument("--max-length", type=int, default=64, help="question truncation length in tokens (default 64)")
     parser.add_argument("--output", required=True, metavar="FILE", help="results file to write")
     parser.add_argument("--format", choices=["jsonl", "dpr-json", "xor-predictions", "trec"], default="jsonl", help="default jsonl")
@@ -41,17 +41,19 @@ def run(args: argparse.Namespace) -> int:
 
     from umr_jax.data import formats
     from umr_jax.errors import InputError
+    from umr_jax.outputs import check_output, removed_on_failure
     from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
     from umr_jax.retrieval.encode_cli import RichProgress, check_sizes, local_mesh
     from umr_jax.retrieval.index import Index
     from umr_jax.retrieval.retrieve import retrieve, write_results
 
-    check_sizes(args, "top_k", "batch_size", "max_length")
+    check_sizes(args, "batch_size", "max_length")
+    check_output(args.output, "file")
     passages = EncodeInput.passages(args.passages, args.passages_format)
     passages.files()  # a missing collection fails before the model loads
     questions = list(formats.read_questions(args.queries))
     if not questions:
-        raise InputError("no questions", args.queries)
+        raise InputError("no questions; expected at least one to retrieve passages for", args.queries)
     mesh, rules = local_mesh(args)
     encoder = TowerEncoder(args.model, mesh=mesh, rules=rules, pooling=args.pooling, as_tower=args.as_tower, dtype=args.dtype)
     index = Index.open(args.index, devices=jax.local_devices())
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                            max_length=args.max_length, batch_size=args.batch_size, progress=bar.advance)
     finally:
         bar.close()
-    paths = write_results(args.output, results, args.format, tag=args.tag)
+    with removed_on_failure(args.output):
+        paths = write_results(args.output, results, args.format, tag=args.tag)
     k = len(results[0].ctxs)
     print(f"{', '.join(map(str, paths))}: top-{k} passages for {len(results):,} questions ({args.format})")
     return 0

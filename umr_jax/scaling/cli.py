@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from umr_jax.config import load_config
+    from umr_jax.outputs import check_output
     from umr_jax.parallel.cli_flags import start_distributed
     from umr_jax.scaling.fit import format_size
     from umr_jax.scaling.runner import run_scaling
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     for noisy in ("absl", "orbax", "jax"):  # checkpoint and backend chatter; the study logs its own progress
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = load_config(args.config, args.overrides)
+    check_output(args.output, "folder")
     if not args.report_only:
         start_distributed(args)
     try:

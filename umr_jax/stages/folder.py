@@ -115,6 +115,13 @@ class FolderLock:
             self._fd = None
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _read_holder(fd: int) -> str:
     try:
         holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
@@ -142,29 +149,40 @@ class StageFolder:
 
     @contextlib.contextmanager
     def session(self, *, writer: bool = True, remove_on_failure: bool = True) -> Iterator["StageFolder"]:
-        """Hold the folder's lock (writer only). On an exception, a folder this session created
-        is removed again unless a shard was recorded in it (that work is kept for a resume) or
-        `remove_on_failure` is False (a driver whose sub-stages keep their own work)."""
+        """Hold the folder's lock (writer only). When the block raises an `Exception` (bad input,
+        a model that does not load, a full disk) and the session recorded no shard (`keep`), what
+        the session created is removed: the whole folder (and the folders it made above it) when
+        the session made it, else the entries that were not there before. `remove_on_failure=False` for a driver whose
+        sub-stages keep their own work. An interruption (Ctrl-C, SIGTERM, kill) removes nothing."""
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"exists and is not a folder; expected the {self.stage} output folder", self.path)
         if not writer:
             yield self
             return
-        created = not self.path.exists()
+        created = None  # the outermost folder this session makes: the output or a missing folder above it
+        for folder in (self.path, *self.path.absolute().parents):
+            if folder.exists():
+                break
+            created = folder
         self.path.mkdir(parents=True, exist_ok=True)
+        before = set(os.listdir(self.path))
         lock = FolderLock(self.path, self.stage)
         try:
             lock.acquire()
         except BaseException:
-            if created:
-                shutil.rmtree(self.path, ignore_errors=True)
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
             raise
         try:
             yield self
-        except BaseException:
-            if created and remove_on_failure and not self._recorded_this_session:
+        except Exception:
+            if remove_on_failure and not self._recorded_this_session:
                 lock.release()
-                shutil.rmtree(self.path, ignore_errors=True)
+                if created is not None:
+                    shutil.rmtree(created, ignore_errors=True)
+                else:
+                    for name in set(os.listdir(self.path)) - before:
+                        _remove(self.path / name)
             raise
         finally:
             lock.release()
@@ -217,10 +235,7 @@ class StageFolder:
                 continue
             for entry in folder.iterdir():
                 if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry, ignore_errors=True)
-                    else:
-                        entry.unlink(missing_ok=True)
+                    _remove(entry)
                     swept.append(entry.name)
         return swept
 

@@ -27,10 +27,15 @@ def run(args: argparse.Namespace) -> int:
 
     from umr_jax.config import load_config
     from umr_jax.errors import InputError
+    from umr_jax.outputs import check_output
     from umr_jax.parallel.cli_flags import start_distributed
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = load_config(args.config, args.overrides)
+    output = args.output or config.get("output_dir")
+    if not output:
+        raise InputError("no output folder: give --output DIR or output_dir=DIR", args.config)
+    check_output(output, "folder")
     start_distributed(args)
     objective = config.get("objective", "distill")
     if objective == "distill":

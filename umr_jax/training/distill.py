@@ -56,11 +56,17 @@ def pseudo_label_files(path: str | Path) -> list[Path]:
 
 
 def load_pseudo_labels(path: str | Path, top_k: int = 100, min_candidates: int = 1) -> list[ScoredQuestion]:
-    """Read pseudo labels (retrieval-result JSONL with ctxs[*].score = LM score), keeping each
-    question's first `top_k` candidates."""
+    """Read pseudo labels (retrieval-result JSONL with ctxs[*].score = LM score and `scorer` =
+    the LM, as `umr-jax score` writes them), keeping each question's first `top_k` candidates.
+    A record without `scorer` is a plain retrieval result, whose scores are the retriever's own:
+    distilling from them would teach the retriever nothing, so it is refused."""
     out = []
     for file in pseudo_label_files(path):
-        for r in formats.read_retrieval(file):
+        for number, r in enumerate(formats.read_retrieval(file), start=1):
+            if r.scorer is None:
+                raise InputError(f"record {number} (question {r.id!r}) has no 'scorer': this is a retrieval file whose scores "
+                                 "are the retriever's, not pseudo labels; expected LM-scored pseudo labels, which come from "
+                                 "`umr-jax score --retrieved FILE --output DIR` (then data.pseudo_labels=DIR)", file)
             ctxs = r.ctxs[:top_k]
             if len(ctxs) < min_candidates:
                 raise InputError(f"question {r.id!r} has {len(ctxs)} scored candidates, need at least {min_candidates}", file)
@@ -69,7 +75,7 @@ def load_pseudo_labels(path: str | Path, top_k: int = 100, min_candidates: int =
                 np.asarray([c.score for c in ctxs], np.float32),
             ))
     if not out:
-        raise InputError("no questions in the pseudo labels", path)
+        raise InputError("no questions in the pseudo labels; expected at least one scored question to train on", path)
     return out
 
 

@@ -11,11 +11,11 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from umr_jax.parallel.cli_flags import add_distributed_flags
+    from umr_jax.parallel.cli_flags import add_distributed_flags, positive_int
 
     parser.add_argument("--config", required=True, help="config file (configs/*.py)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loop.scorer=/models/mt5-xl")
-    parser.add_argument("--iterations", type=int, default=1, help="UMR iterations (default 1)")
+    parser.add_argument("--iterations", type=positive_int, default=1, help="UMR iterations (default 1)")
     parser.add_argument("--output", help="output folder (default: the config's output_dir)")
     add_distributed_flags(parser)
 
@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from umr_jax.config import load_config
     from umr_jax.errors import InputError
+    from umr_jax.outputs import check_output
     from umr_jax.parallel.cli_flags import start_distributed
     from umr_jax.training.loop import UmrLoop
 
@@ -34,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     for key in ("retriever", "scorer", "passages", "train_questions"):
         if not config.loop.get(key):
             raise InputError(f"loop.{key} is not set (give it as loop.{key}=...)", args.config)
+    output = args.output or config.get("output_dir")
+    if not output:
+        raise InputError("no output folder: give --output DIR or output_dir=DIR", args.config)
+    check_output(output, "folder")
     start_distributed(args)
     history = UmrLoop(config, output_dir=args.output, on_stage=lambda i, s: print(f"iteration {i}: {s}", flush=True)).run(args.iterations)
     for record in history:

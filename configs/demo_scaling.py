@@ -19,6 +19,8 @@ from pathlib import Path
 
 import ml_collections
 
+from umr_jax.runtime import runtime_config
+
 from umr_jax.demo import demo_paths
 from umr_jax.demo.models import PRETRAINED
 from umr_jax.scaling.study import scaling_config
@@ -38,8 +40,7 @@ def get_config(demo_output: str = "runs/demo"):
         grad_clip_norm=2.0, dropout=0.1, seed=12345, scale=1.0, grad_cache=False, query_chunk=32, passage_chunk=32,
         eval_every=1000, checkpoint_every=1000, keep_checkpoints=1, log_every=10,
     )
-    c.mesh = dict(data=-1, fsdp=1, model=1)
-    c.sharding_rules = "data_parallel"
+    c.runtime = runtime_config()  # data parallel everywhere on the CPU
 
     c.scaling = scaling_config()
     c.scaling.sources = ("webfaq", "translated", "umr")

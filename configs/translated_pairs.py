@@ -7,6 +7,8 @@ file: {query, positive, lang, negatives?}), the "small, high-quality translated 
 
 import ml_collections
 
+from umr_jax.runtime import runtime_config
+
 
 def get_config():
     c = ml_collections.ConfigDict()
@@ -22,6 +24,5 @@ def get_config():
         grad_cache=True, query_chunk=64, passage_chunk=64, eval_every=1000, checkpoint_every=1000,
         keep_checkpoints=2, log_every=10,
     )
-    c.mesh = dict(data=-1, fsdp=1, model=1)
-    c.sharding_rules = "data_parallel"
+    c.runtime = runtime_config()  # on a pod e.g. runtime.train.mesh=data=-1,fsdp=4 runtime.train.rules=fsdp
     return c

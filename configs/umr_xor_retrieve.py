@@ -7,10 +7,12 @@ Run (after `umr-jax score` has written pseudo labels):
       data.pseudo_labels=runs/xor/iter0/pseudo_labels data.dev_pseudo_labels=runs/xor/iter0/dev_pseudo_labels \
       output_dir=runs/xor/iter0/train
 
-On a TPU pod add the mesh, e.g. `mesh.data=-1 mesh.fsdp=1 sharding_rules="'data_parallel'"`.
+On a TPU pod set the mesh, e.g. `runtime.train.mesh=data=-1,fsdp=4,model=1 runtime.train.rules=fsdp`.
 """
 
 import ml_collections
+
+from umr_jax.runtime import runtime_config
 
 
 def get_config():
@@ -42,6 +44,5 @@ def get_config():
         keep_checkpoints=3,
         log_every=10,
     )
-    c.mesh = dict(data=-1, fsdp=1, model=1)
-    c.sharding_rules = "data_parallel"
+    c.runtime = runtime_config()
     return c

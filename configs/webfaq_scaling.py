@@ -19,6 +19,8 @@ lr 1e-5, one epoch, in-batch InfoNCE, as the WebFAQ paper reports), on `data.sub
 
 import ml_collections
 
+from umr_jax.runtime import runtime_config
+
 from umr_jax.scaling.study import scaling_config
 
 
@@ -37,8 +39,7 @@ def get_config():
         grad_cache=True, query_chunk=64, passage_chunk=64, eval_every=1000, checkpoint_every=1000,
         keep_checkpoints=2, log_every=10,
     )
-    c.mesh = dict(data=-1, fsdp=1, model=1)
-    c.sharding_rules = "data_parallel"
+    c.runtime = runtime_config()
 
     # ---- the study (umr-jax scaling) ----
     c.scaling = scaling_config()

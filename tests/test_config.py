@@ -1,10 +1,10 @@
-"""Config files, overrides, and the mesh/rules they select."""
+"""Config files and their overrides."""
 
 from __future__ import annotations
 
 import pytest
 
-from umr_jax.config import load_config, mesh_and_rules
+from umr_jax.config import load_config
 from umr_jax.errors import InputError
 
 CONFIG = '''
@@ -14,7 +14,6 @@ def get_config(arg="base"):
     c = ml_collections.ConfigDict()
     c.name = arg
     c.mesh = dict(data=-1, fsdp=2, model=1)
-    c.sharding_rules = "fsdp"
     c.train = dict(batch_size=16, learning_rate=2e-5)
     return c
 '''
@@ -47,15 +46,3 @@ def test_missing_and_broken_config_files(tmp_path):
     broken.write_text("def get_config():\n    return 1 / 0\n")
     with pytest.raises(InputError, match="ZeroDivisionError"):
         load_config(broken)
-
-
-def test_mesh_and_rules_from_config(config_file):
-    mesh, rules = mesh_and_rules(load_config(config_file))
-    assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "model": 1}
-    assert ("embed", "fsdp") in rules
-    c = load_config(config_file, ["mesh.model=2", "mesh.fsdp=2", "sharding_rules='fsdp_tp'"])
-    mesh, rules = mesh_and_rules(c)
-    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "model": 2} and ("heads", "model") in rules
-    c = load_config(config_file, ["sharding_rules=[('batch', ('data', 'fsdp')), ('mlp', 'model')]"])
-    _, rules = mesh_and_rules(c)
-    assert rules == (("batch", ("data", "fsdp")), ("mlp", "model"))

@@ -177,8 +177,8 @@ def test_delete(fake_cloud):
 def test_run_starts_the_same_command_on_every_worker_and_logs_each(fake_cloud):
     fake_cloud.install_venv()
     log_dir = fake_cloud.tmp / "logs"
-    args = ["umr-jax", "train", "--config", "configs/umr_xor_retrieve.py", "mesh.data=2", "mesh.fsdp=-1",
-            "sharding_rules=fsdp", "output_dir=runs/with space", "note=$HOME;rm -rf x"]
+    args = ["umr-jax", "train", "--config", "configs/umr_xor_retrieve.py", "runtime.train.mesh=data=2,fsdp=-1",
+            "runtime.train.rules=fsdp", "output_dir=runs/with space", "note=$HOME;rm -rf x"]
     result = fake_cloud.run("run.sh", "umr-v4-64", "us-central2-b", "--log-dir", str(log_dir), "--", *args,
                             FAKE_WORKERS="8")
     ssh_calls = [c for c in fake_cloud.calls() if c[3] == "ssh"]
@@ -255,6 +255,7 @@ def test_readme_mesh_overrides_fit_each_slice():
     from umr_jax.config import apply_overrides
     from umr_jax.parallel.mesh import resolve_axis_sizes
     from umr_jax.parallel.sharding import get_rules
+    from umr_jax.runtime import Runtime, parse_mesh, runtime_config
 
     text = (TPU / "README.md").read_text()
     rows = re.findall(r"^\| `(v[\w-]+)` \| (\d+) [^|]*\| (\d+) \| [^|]+ \| `([^`]+)` \| `([^`]+)` \|$", text, re.M)
@@ -263,12 +264,14 @@ def test_readme_mesh_overrides_fit_each_slice():
     for slice_name, chips, hosts, train, score in rows:
         assert (int(chips), int(hosts)) == facts[slice_name]
         assert train in text.split(f"tpu/create.sh umr-{slice_name.replace('v5litepod', 'v5e')}")[1], slice_name
-        for overrides in (train, score):
-            config = ml_collections.ConfigDict(dict(mesh=dict(data=-1, fsdp=1, model=1), sharding_rules="data_parallel"))
+        for role, overrides in (("train", train), ("score", score)):
+            config = ml_collections.ConfigDict({"runtime": runtime_config()})
             apply_overrides(config, overrides.split())
-            sizes = resolve_axis_sizes(dict(config.mesh), int(chips))
+            assert all(o.startswith(f"runtime.{role}.") for o in overrides.split())  # the cell sets its own role
+            layout = Runtime.from_config(config).layouts[role]
+            sizes = resolve_axis_sizes(parse_mesh(layout.mesh), int(chips))
             assert sizes["data"] * sizes["fsdp"] * sizes["model"] == int(chips)
-            get_rules(config.sharding_rules)
+            get_rules(layout.rules)
 
 
 def test_readme_training_commands_give_every_device_a_share_of_every_chunk():
@@ -276,6 +279,7 @@ def test_readme_training_commands_give_every_device_a_share_of_every_chunk():
     batch and both gradient-caching chunks split evenly over data x fsdp."""
     from umr_jax.config import load_config
     from umr_jax.parallel.mesh import resolve_axis_sizes
+    from umr_jax.runtime import parse_mesh
 
     text = (TPU / "README.md").read_text()
     chips = {"v4-8": 4, "v5e-16": 16, "v4-64": 32}
@@ -284,7 +288,7 @@ def test_readme_training_commands_give_every_device_a_share_of_every_chunk():
         command = re.search(r"umr-jax train --config (\S+) \\\n(.*?)\n\S", section, re.S)
         overrides = [w for w in command.group(2).replace("\\\n", " ").split() if "=" in w]
         config = load_config(REPO / command.group(1), overrides)
-        sizes = resolve_axis_sizes(dict(config.mesh), devices)
+        sizes = resolve_axis_sizes(parse_mesh(config.runtime.train.mesh), devices)
         shards = sizes["data"] * sizes["fsdp"]
         t = config.train
         passages = t.questions_per_batch * config.data.candidates_per_question

@@ -3,7 +3,7 @@
 #
 #   tpu/run.sh NAME ZONE [--log-dir DIR] -- COMMAND [ARG...]
 #   tpu/run.sh umr-v4-64 us-central2-b -- umr-jax train --config configs/umr_xor_retrieve.py \
-#       mesh.data=2 mesh.fsdp=-1 mesh.model=1 sharding_rules=fsdp output_dir=gs://BUCKET/runs/it0
+#       runtime.train.mesh=data=2,fsdp=-1,model=1 runtime.train.rules=fsdp output_dir=gs://BUCKET/runs/it0
 #
 # Every worker runs the same command in ~/umr-jax-run with ~/umr-jax-venv active. On TPU VMs
 # jax.distributed.initialize() finds the other hosts by itself, so no --coordinator,

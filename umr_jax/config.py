@@ -1,7 +1,7 @@
 """Config files: small Python files under configs/ that define `get_config()` returning an
 `ml_collections.ConfigDict` (big_vision style: each file starts with the command that runs it).
 
-  load_config("configs/umr_xor_retrieve.py", ["train.batch_size=32", "mesh.fsdp=4"])
+  load_config("configs/umr_xor_retrieve.py", ["train.batch_size=32", "runtime.train.mesh=data=-1,fsdp=4"])
   load_config("configs/webfaq_scaling.py:small")   # the text after ':' is passed to get_config
 
 Overrides are `dotted.key=value`; values are parsed as Python literals when they can be
@@ -87,18 +87,6 @@ def _check_type(key: str, current: Any, value: Any, text: str, source: Any) -> N
         return
     if not ok:
         raise InputError(f"override {key}={text}: {key} expects {expected} (it is {current!r}), got {value!r}", source)
-
-
-def mesh_and_rules(config: ml_collections.ConfigDict, devices=None):
-    """The device mesh and sharding rules a config asks for (`config.mesh`, `config.sharding_rules`)."""
-    from umr_jax.parallel import mesh as mesh_lib
-    from umr_jax.parallel import sharding as shd
-
-    sizes = dict(config.get("mesh", {"data": -1}))
-    rules = config.get("sharding_rules", "data_parallel")
-    if not isinstance(rules, str):
-        rules = [tuple(pair) for pair in rules]
-    return mesh_lib.make_mesh(sizes, devices), shd.get_rules(rules)
 
 
 COMPILATION_CACHE_ENV = "UMR_JAX_COMPILATION_CACHE"

@@ -11,6 +11,7 @@ from umr_jax.data import formats
 from umr_jax.demo import demo_paths
 from umr_jax.models import hf_io
 from umr_jax.training import contrastive
+from umr_jax.runtime import runtime_config
 
 
 def test_nested_subsets_of_pairs():
@@ -59,7 +60,7 @@ def test_contrastive_training_improves_dev_ranking(tiny_retriever, tmp_path):
         "train": dict(batch_size=32, epochs=2, learning_rate=3e-3, adam_eps=1e-8, weight_decay=0.0, warmup_steps=2,
                       grad_clip_norm=2.0, dropout=0.0, seed=1, scale=1.0, grad_cache=False, query_chunk=32, passage_chunk=32,
                       eval_every=100, checkpoint_every=100, keep_checkpoints=1, log_every=5),
-        "mesh": dict(data=-1, fsdp=1, model=1), "sharding_rules": "data_parallel",
+        "runtime": runtime_config(),
     })
     summary = contrastive.train(config)
     assert summary["reason"] == "done" and summary["pairs"] == len(pairs)

@@ -13,6 +13,7 @@ from umr_jax.data import formats
 from umr_jax.demo import demo_paths
 from umr_jax.models import hf_io
 from umr_jax.training import distill
+from umr_jax.runtime import runtime_config
 
 Q_TRAIN, CANDIDATES = 24, 6
 
@@ -43,7 +44,7 @@ def _config(retriever, labels, output, steps_epochs=6):
         "train": dict(questions_per_batch=8, epochs=steps_epochs, learning_rate=3e-3, adam_eps=1e-8, weight_decay=0.0, warmup_steps=2,
                       grad_clip_norm=2.0, dropout=0.0, seed=1, temperature=10.0, student_scale=1.0, grad_cache=True,
                       query_chunk=4, passage_chunk=8, eval_every=9, checkpoint_every=9, keep_checkpoints=2, log_every=1),
-        "mesh": dict(data=-1, fsdp=1, model=1), "sharding_rules": "data_parallel",
+        "runtime": runtime_config(),
     })
     return c
 

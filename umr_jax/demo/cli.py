@@ -26,6 +26,7 @@ import ml_collections
 
 def demo_config(output: str = "runs/demo") -> ml_collections.ConfigDict:
     """The demo's loop config (configs/demo.py returns this too)."""
+    from umr_jax.runtime import runtime_config
     from umr_jax.demo import demo_paths
 
     p = demo_paths()
@@ -52,8 +53,8 @@ def demo_config(output: str = "runs/demo") -> ml_collections.ConfigDict:
         grad_clip_norm=2.0, dropout=0.1, seed=12345, temperature=10.0, student_scale=1.0, grad_cache=False,
         query_chunk=16, passage_chunk=128, eval_every=1000, checkpoint_every=50, keep_checkpoints=1, log_every=10,
     )
-    c.mesh = dict(data=-1, fsdp=1, model=1)
-    c.sharding_rules = "data_parallel"
+    # One CPU host, data parallel in every role (the scorer too: it is tiny).
+    c.runtime = runtime_config(score=dict(mesh="data=-1,fsdp=1,model=1", rules="data_parallel"))
     return c
 
 

@@ -21,7 +21,8 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from umr_jax.parallel.cli_flags import add_mesh_flags, positive_int
+    from umr_jax.parallel.cli_flags import positive_int
+    from umr_jax.runtime import add_runtime_flags
 
     parser.add_argument("--scorer", required=True, metavar="DIR", help="T5/mT5 Hugging Face model folder (e.g. mT5-XL LM-adapted)")
     parser.add_argument("--retrieved", required=True, metavar="FILE", help="retrieval results: JSON lines or a DPR JSON list (or its shard set)")
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid questions (malformed, duplicate id, no ctxs) and print how many, instead of stopping")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_mesh_flags(parser, default_mesh="data=1,fsdp=-1,model=1", default_rules="fsdp")
+    add_runtime_flags(parser, role="score")
 
 
 class _RichProgress:
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.labeling import run as stage1
     from umr_jax.labeling.scorer import QuestionLikelihoodScorer
     from umr_jax.outputs import check_output
-    from umr_jax.parallel.cli_flags import mesh_from_args
+    from umr_jax.runtime import Runtime
 
     # Everything that can be refused is checked before the model is loaded.
     check_output(args.output, "folder")
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         scorer=str(args.scorer), scorer_fingerprint=stage1.scorer_fingerprint(args.scorer), reduction=args.reduction,
         dtype=args.dtype, top_k=args.top_k, max_source_length=512, max_target_length=128)
     stage1.check_resumable(args.output, settings)
-    mesh, rules = mesh_from_args(args)
+    mesh, rules = Runtime.from_args(args, role="score").start().mesh_and_rules("score")
     scorer = QuestionLikelihoodScorer(args.scorer, mesh=mesh, rules=rules, dtype=args.dtype, reduction=args.reduction,
                                       max_source_length=settings.max_source_length, max_target_length=settings.max_target_length,
                                       tokens_per_batch=args.tokens_per_batch, vocab_chunk_size=args.vocab_chunk_size)

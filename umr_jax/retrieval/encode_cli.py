@@ -28,7 +28,7 @@ def add_tower_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from umr_jax.parallel.cli_flags import add_mesh_flags
+    from umr_jax.runtime import add_runtime_flags
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n")[1]
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="truncation length in tokens (default 256 for passages, 64 for queries)")
     parser.add_argument("--shard-size", type=int, default=100_000, help="input rows per output shard (default 100000)")
     parser.add_argument("--output-dtype", choices=["float16", "float32"], default="float16", help="stored dtype (default float16)")
-    add_mesh_flags(parser)
+    add_runtime_flags(parser, role="encode")
 
 
 class RichProgress:
@@ -82,22 +82,6 @@ class RichProgress:
             self._progress = None
 
 
-def local_mesh(args: argparse.Namespace):
-    """(mesh over this process's devices, rules) from --mesh/--rules; a mesh that does not fit is an InputError."""
-    import jax
-
-    from umr_jax.errors import InputError
-    from umr_jax.parallel.cli_flags import parse_mesh
-    from umr_jax.parallel.mesh import make_mesh
-    from umr_jax.parallel.sharding import get_rules
-
-    try:
-        mesh = make_mesh(parse_mesh(args.mesh), devices=jax.local_devices())
-    except ValueError as err:
-        raise InputError(f"--mesh {args.mesh!r}: {err}") from None
-    return mesh, get_rules(args.rules)
-
-
 def check_sizes(args: argparse.Namespace, *names: str) -> None:
     """Each `--name` given must be a positive integer (max lengths at least 2 tokens)."""
     from umr_jax.errors import InputError
@@ -131,11 +115,11 @@ def check_not_empty(source) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from umr_jax.outputs import check_output
-    from umr_jax.parallel.cli_flags import start_distributed
+    from umr_jax.runtime import Runtime
 
     check_sizes(args, "batch_size", "shard_size", "max_length")
     check_output(args.output, "folder")
-    start_distributed(args)  # before anything touches a device
+    runtime = Runtime.from_args(args, role="encode").start()  # before anything touches a device
     import jax
 
     from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, encode_to_store
@@ -143,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     source = EncodeInput.passages(args.passages, args.passages_format) if args.passages else EncodeInput.queries(args.queries)
     source.fingerprint()  # a missing input fails before the model loads
     check_not_empty(source)  # and so does an empty one
-    mesh, rules = local_mesh(args)
+    mesh, rules = runtime.mesh_and_rules("encode")
     encoder = TowerEncoder(args.model, mesh=mesh, rules=rules, pooling=args.pooling, as_tower=args.as_tower, dtype=args.dtype)
     label = "passages" if source.kind == "passages" else "queries"
     bar = RichProgress(label, enabled=not args.no_progress)

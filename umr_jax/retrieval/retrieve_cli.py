@@ -17,6 +17,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from umr_jax.parallel.cli_flags import positive_int
+    from umr_jax.runtime import add_runtime_flags
     from umr_jax.retrieval.encode_cli import add_tower_arguments
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -31,9 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="FILE", help="results file to write")
     parser.add_argument("--format", choices=["jsonl", "dpr-json", "xor-predictions", "trec"], default="jsonl", help="default jsonl")
     parser.add_argument("--tag", default="umr-jax", help="run tag of --format trec (default umr-jax)")
-    group = parser.add_argument_group("device mesh (this host's devices)")
-    group.add_argument("--mesh", default="data=-1,fsdp=1,model=1", help="mesh axis sizes (default data=-1,fsdp=1,model=1)")
-    group.add_argument("--rules", default="data_parallel", choices=["data_parallel", "fsdp", "fsdp_tp"], help="sharding rule set (default data_parallel)")
+    add_runtime_flags(parser, role="encode")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.errors import InputError
     from umr_jax.outputs import check_output, removed_on_failure
     from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
-    from umr_jax.retrieval.encode_cli import RichProgress, check_sizes, local_mesh
+    from umr_jax.retrieval.encode_cli import RichProgress, check_sizes
+    from umr_jax.runtime import Runtime
     from umr_jax.retrieval.index import Index
     from umr_jax.retrieval.retrieve import retrieve, write_results
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     questions = list(formats.read_questions(args.queries))
     if not questions:
         raise InputError("no questions; expected at least one to retrieve passages for", args.queries)
-    mesh, rules = local_mesh(args)
+    mesh, rules = Runtime.from_args(args, role="encode").start().mesh_and_rules("encode")
     encoder = TowerEncoder(args.model, mesh=mesh, rules=rules, pooling=args.pooling, as_tower=args.as_tower, dtype=args.dtype)
     index = Index.open(args.index, devices=jax.local_devices())
     bar = RichProgress("queries", enabled=not args.no_progress)

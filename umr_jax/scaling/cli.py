@@ -18,7 +18,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from umr_jax.parallel.cli_flags import add_distributed_flags
+    from umr_jax.runtime import add_runtime_flags
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n", 1)[1]
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="read the sources and print the planned points; train nothing")
     mode.add_argument("--report-only", action="store_true", help="refit and redraw the report from the finished points; train nothing")
-    add_distributed_flags(parser)
+    add_runtime_flags(parser)  # meshes per role: runtime.{encode,train}.mesh/rules overrides
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from umr_jax.config import load_config
     from umr_jax.outputs import check_output
-    from umr_jax.parallel.cli_flags import start_distributed
+    from umr_jax.runtime import Runtime
     from umr_jax.scaling.fit import format_size
     from umr_jax.scaling.runner import run_scaling
 
@@ -47,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = load_config(args.config, args.overrides)
     check_output(args.output, "folder")
+    runtime = Runtime.from_config(config, args)
     if not args.report_only:
-        start_distributed(args)
+        runtime.start()
     try:
-        out = run_scaling(config, args.output, report_only=args.report_only, dry_run=args.dry_run,
+        out = run_scaling(config, args.output, report_only=args.report_only, dry_run=args.dry_run, runtime=runtime,
                           on_stage=lambda s: print(f"  {s}", flush=True))
     except InterruptedError as err:
         print(f"umr-jax scaling: {err}", file=sys.stderr)

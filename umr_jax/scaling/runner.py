@@ -1,7 +1,7 @@
 """Scaling studies end to end: each (source, size) point is trained with the real trainers and
 evaluated on XOR-Retrieve; `umr_jax.scaling.study` keeps the points on disk and fits the curves.
 
-A study config is a training config (model, train, mesh sections; see configs/webfaq_scaling.py)
+A study config is a training config (model, train, runtime sections; see configs/webfaq_scaling.py)
 with three more sections:
 
   scaling      the plan and the fit (`study.scaling_config()`), plus `sources`: the names to run
@@ -41,7 +41,7 @@ from umr_jax.stages.folder import StageFolder
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("contrastive", "distill")
-_MERGED_SECTIONS = ("model", "data", "train", "mesh")
+_MERGED_SECTIONS = ("model", "data", "train", "runtime")
 
 
 def source_names(config) -> list[str]:
@@ -125,17 +125,15 @@ class PointRunner:
     """The study's `train_and_evaluate`: trains a point with the source's trainer, then evaluates
     the retriever it selected (the dev-best one when the source has dev data, else the last)."""
 
-    def __init__(self, config, *, mesh=None, rules=None, on_stage: Callable[[str], None] | None = None):
-        from umr_jax.config import mesh_and_rules
+    def __init__(self, config, *, runtime=None, on_stage: Callable[[str], None] | None = None):
+        from umr_jax.runtime import Runtime
         from umr_jax.training.loop import UmrLoop
 
         self.config = config
         self.names = source_names(config)
         self.sources = {name: source_config(config, name) for name in self.names}
-        if mesh is None:
-            mesh, rules = mesh_and_rules(config)
-        self.mesh, self.rules = mesh, rules
-        self.evaluator = UmrLoop(evaluation_config(config), output_dir=".", mesh=mesh, rules=rules)
+        self.runtime = runtime or Runtime.from_config(config)
+        self.evaluator = UmrLoop(evaluation_config(config), output_dir=".", runtime=self.runtime)
         self.on_stage = on_stage or (lambda s: None)
 
     def available(self) -> dict[str, int]:
@@ -185,7 +183,7 @@ class PointRunner:
         train_dir = point_dir / "train"
         if not (train_dir / "DONE.json").is_file():
             self.on_stage(f"train ({train_dir})")
-            summary = train(config, output_dir=train_dir, mesh=self.mesh, rules=self.rules)
+            summary = train(config, output_dir=train_dir, runtime=self.runtime)
             if summary["reason"] != "done":
                 raise InterruptedError(f"training stopped ({summary['reason']}) in {train_dir}; run the study again to resume")
             from umr_jax.training.loop import _write_json
@@ -204,7 +202,7 @@ class PointRunner:
 
 
 def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry_run: bool = False,
-                on_stage: Callable[[str], None] | None = None, mesh=None, rules=None) -> dict:
+                on_stage: Callable[[str], None] | None = None, runtime=None) -> dict:
     """Plan, run (or resume) and report a study. Returns {"points", "report"?, "plan"}.
 
     report_only: fit and plot the finished points without training anything.
@@ -219,7 +217,7 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     if report_only:
         report = study.write_report(study_dir, scaling)
         return {"plan": study.read_plan(study_dir), "report": report}
-    runner = PointRunner(config, mesh=mesh, rules=rules, on_stage=on_stage)
+    runner = PointRunner(config, runtime=runtime, on_stage=on_stage)
     try:
         points = study.plan_study(scaling, runner.available())
     except ValueError as err:

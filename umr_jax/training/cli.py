@@ -13,12 +13,12 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from umr_jax.parallel.cli_flags import add_distributed_flags
+    from umr_jax.runtime import add_runtime_flags
 
     parser.add_argument("--config", required=True, help="config file (configs/*.py, optionally path.py:arg)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3")
     parser.add_argument("--output", help="output folder (default: the config's output_dir)")
-    add_distributed_flags(parser)
+    add_runtime_flags(parser, role="train")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.config import load_config
     from umr_jax.errors import InputError
     from umr_jax.outputs import check_output
-    from umr_jax.parallel.cli_flags import start_distributed
+    from umr_jax.runtime import Runtime
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = load_config(args.config, args.overrides)
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if not output:
         raise InputError("no output folder: give --output DIR or output_dir=DIR", args.config)
     check_output(output, "folder")
-    start_distributed(args)
+    runtime = Runtime.from_config(config, args, role="train").start()
     objective = config.get("objective", "distill")
     if objective == "distill":
         from umr_jax.training.distill import train
@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
         from umr_jax.training.contrastive import train
     else:
         raise InputError(f"objective must be 'distill' or 'contrastive', got {objective!r}", args.config)
-    summary = train(config, output_dir=args.output)
+    summary = train(config, output_dir=args.output, runtime=runtime)
     print(json.dumps(summary, default=str))
     return 0 if summary["reason"] in ("done", "preempted") else 1

@@ -125,13 +125,13 @@ def dev_metrics(setup: common.DualEncoderSetup, params: Any, pairs: Sequence[for
     return {"positive_mean_rank": float(ranks.mean()), "accuracy_at_1": float(np.mean(ranks == 1))}
 
 
-def train(config, *, output_dir: str | Path | None = None, mesh=None, rules=None) -> dict[str, Any]:
-    """Contrastive training from a config (see configs/webfaq_scaling.py). Resumable."""
-    from umr_jax.config import mesh_and_rules
+def train(config, *, output_dir: str | Path | None = None, runtime=None) -> dict[str, Any]:
+    """Contrastive training from a config (see configs/webfaq_scaling.py) on `runtime`'s train
+    mesh (default: the config's). Resumable."""
+    from umr_jax.runtime import Runtime
 
     output = Path(output_dir or config.output_dir)
-    if mesh is None:
-        mesh, rules = mesh_and_rules(config)
+    mesh, rules = (runtime or Runtime.from_config(config)).mesh_and_rules("train")
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity=m.get("similarity", "dot"), scale=1.0)

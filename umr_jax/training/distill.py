@@ -240,14 +240,14 @@ def jitted_encoders(module):
     return encode_q, encode_p
 
 
-def train(config, *, output_dir: str | Path | None = None, mesh=None, rules=None) -> dict[str, Any]:
-    """Run stage 2 from a config (see configs/umr_xor_retrieve.py). Resumes from the latest
-    checkpoint in `output_dir/checkpoints`. Returns a summary with the exported folders."""
-    from umr_jax.config import mesh_and_rules
+def train(config, *, output_dir: str | Path | None = None, runtime=None) -> dict[str, Any]:
+    """Run stage 2 from a config (see configs/umr_xor_retrieve.py) on `runtime`'s train mesh
+    (default: the config's). Resumes from the latest checkpoint in `output_dir/checkpoints`.
+    Returns a summary with the exported folders."""
+    from umr_jax.runtime import Runtime
 
     output = Path(output_dir or config.output_dir)
-    if mesh is None:
-        mesh, rules = mesh_and_rules(config)
+    mesh, rules = (runtime or Runtime.from_config(config)).mesh_and_rules("train")
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0,

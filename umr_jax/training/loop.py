@@ -57,18 +57,16 @@ def _write_json(path: Path, obj: Any) -> None:
 
 class UmrLoop:
     """Runs the UMR iterations a config describes (sections `loop`, `encode`, `score`, `model`,
-    `data`, `train`, `mesh`). `on_stage(iteration, stage)` is called before each stage runs
+    `data`, `train`, `runtime`) on `runtime` (default: the config's). `on_stage(iteration, stage)` is called before each stage runs
     (progress display, tests)."""
 
-    def __init__(self, config, *, output_dir: str | Path | None = None, mesh=None, rules=None,
+    def __init__(self, config, *, output_dir: str | Path | None = None, runtime=None,
                  on_stage: Callable[[int, str], None] | None = None):
-        from umr_jax.config import mesh_and_rules
+        from umr_jax.runtime import Runtime
 
         self.config = config
         self.output = Path(output_dir or config.output_dir)
-        if mesh is None:
-            mesh, rules = mesh_and_rules(config)
-        self.mesh, self.rules = mesh, rules
+        self.runtime = runtime or Runtime.from_config(config)
         self.on_stage = on_stage or (lambda i, s: None)
         self.timings: dict[str, float] = {}
 
@@ -78,7 +76,7 @@ class UmrLoop:
         from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, encode_to_store
 
         e = self.config.encode
-        encoder = TowerEncoder(retriever.passage, mesh=self.mesh, rules="data_parallel", dtype=e.dtype)
+        encoder = TowerEncoder(retriever.passage, mesh=self.runtime.mesh("encode"), rules=self.runtime.rules("encode"), dtype=e.dtype)
         encode_to_store(encoder, EncodeInput.passages(self.config.loop.passages), folder,
                         shard_size=e.shard_size, batch_size=e.batch_size, max_length=self.config.model.passage_max_length,
                         output_dtype="float32")
@@ -94,7 +92,8 @@ class UmrLoop:
         from umr_jax.retrieval.index import Index
         from umr_jax.retrieval.retrieve import retrieve, write_results
 
-        encoder = TowerEncoder(retriever.query, mesh=self.mesh, rules="data_parallel", dtype=self.config.encode.dtype)
+        encoder = TowerEncoder(retriever.query, mesh=self.runtime.mesh("encode"), rules=self.runtime.rules("encode"),
+                               dtype=self.config.encode.dtype)
         questions = list(formats.read_questions(questions_path))
         results = retrieve(encoder, Index.open(index_dir), questions, self.config.loop.passages,
                            top_k=self.config.loop.top_k, max_length=self.config.model.query_max_length,
@@ -119,7 +118,7 @@ class UmrLoop:
 
         s = self.config.score
         scorer = self._scorer or QuestionLikelihoodScorer(
-            self.config.loop.scorer, mesh=self.mesh, rules="data_parallel", dtype=s.dtype, reduction=s.reduction,
+            self.config.loop.scorer, mesh=self.runtime.mesh("score"), rules=self.runtime.rules("score"), dtype=s.dtype, reduction=s.reduction,
             max_source_length=s.max_source_length, max_target_length=s.max_target_length, tokens_per_batch=s.tokens_per_batch,
         )
         self._scorer = scorer  # one scorer (and its compiled programs) for every split and iteration
@@ -136,7 +135,7 @@ class UmrLoop:
             config.model.init_passage = retriever.passage
             config.data.pseudo_labels = str(labels / "pseudo_labels.jsonl")
             config.data.dev_pseudo_labels = str(dev_labels / "pseudo_labels.jsonl") if dev_labels else ""
-        summary = train(config, output_dir=folder, mesh=self.mesh, rules=self.rules)
+        summary = train(config, output_dir=folder, runtime=self.runtime)
         if summary["reason"] != "done":
             raise InterruptedError(f"training stopped ({summary['reason']}) in {folder}; run the loop again to resume")
         chosen = Path(summary["best_dir"]) if summary.get("best_dir") and (folder / "best").is_dir() else Path(summary["final_dir"])

@@ -11,13 +11,14 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from umr_jax.parallel.cli_flags import add_distributed_flags, positive_int
+    from umr_jax.parallel.cli_flags import positive_int
+    from umr_jax.runtime import add_runtime_flags
 
     parser.add_argument("--config", required=True, help="config file (configs/*.py)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loop.scorer=/models/mt5-xl")
     parser.add_argument("--iterations", type=positive_int, default=1, help="UMR iterations (default 1)")
     parser.add_argument("--output", help="output folder (default: the config's output_dir)")
-    add_distributed_flags(parser)
+    add_runtime_flags(parser)  # meshes per role: runtime.{encode,score,train}.mesh/rules overrides
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.config import load_config
     from umr_jax.errors import InputError
     from umr_jax.outputs import check_output
-    from umr_jax.parallel.cli_flags import start_distributed
+    from umr_jax.runtime import Runtime
     from umr_jax.training.loop import UmrLoop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if not output:
         raise InputError("no output folder: give --output DIR or output_dir=DIR", args.config)
     check_output(output, "folder")
-    start_distributed(args)
-    history = UmrLoop(config, output_dir=args.output, on_stage=lambda i, s: print(f"iteration {i}: {s}", flush=True)).run(args.iterations)
+    runtime = Runtime.from_config(config, args).start()
+    history = UmrLoop(config, output_dir=args.output, runtime=runtime, on_stage=lambda i, s: print(f"iteration {i}: {s}", flush=True)).run(args.iterations)
     for record in history:
         line = {"iteration": record["iteration"], "retriever": record["retriever"]}
         if "eval" in record:

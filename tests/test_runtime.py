@@ -60,12 +60,14 @@ def test_flags_set_their_roles_keys_only(config_file):
     runtime = Runtime.from_config(load_config(config_file), args, role="score")
     assert dict(runtime.mesh("score").shape) == {"data": 2, "fsdp": 4, "model": 1} and runtime.rules("score") == (("batch", ("data", "fsdp")),)
     assert dict(runtime.mesh("train").shape) == {"data": 4, "fsdp": 2, "model": 1}  # untouched
+    with pytest.raises(InputError, match=r"^--mesh 'data=3': .*needs 3 devices"):
+        Runtime.from_args(parser.parse_args(["--mesh", "data=3"]), role="score").mesh("score")
     defaults = Runtime.from_args(parser.parse_args([]), role="score")
     assert dict(defaults.mesh("score").shape) == {"data": 1, "fsdp": 8, "model": 1}
 
 
 def test_bad_layouts_are_one_line_errors(config_file):
-    with pytest.raises(InputError, match=r"runtime.train.mesh 'data=3,fsdp=2' \(--mesh\): .*needs 6 devices"):
+    with pytest.raises(InputError, match=r"runtime.train.mesh 'data=3,fsdp=2': .*needs 6 devices"):
         Runtime.from_config(load_config(config_file, ["runtime.train.mesh=data=3,fsdp=2"])).mesh("train")
     with pytest.raises(InputError, match=r"runtime.score.mesh 'batch=2': unknown axes \['batch'\]"):
         Runtime.from_config(load_config(config_file, ["runtime.score.mesh=batch=2"]))

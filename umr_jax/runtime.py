@@ -99,6 +99,7 @@ class RoleLayout:
 
     mesh: str | Mapping[str, int]
     rules: str | tuple
+    where: str = ""  # where the mesh was given, for messages: "--mesh" or "runtime.<role>.mesh"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,11 +121,13 @@ class Runtime:
         layouts = {}
         for name in ROLES:
             part = (section.get(name, None) if section is not None else None) or {}
-            layouts[name] = RoleLayout(part.get("mesh", DEFAULT_MESH[name]), _rules_value(part.get("rules", DEFAULT_RULES[name])))
+            layouts[name] = RoleLayout(part.get("mesh", DEFAULT_MESH[name]), _rules_value(part.get("rules", DEFAULT_RULES[name])),
+                                       f"runtime.{name}.mesh")
         if args is not None and role is not None:
             mesh, rules = getattr(args, "mesh", None), getattr(args, "rules", None)
             layouts[role] = RoleLayout(mesh if mesh is not None else layouts[role].mesh,
-                                       _rules_value(rules) if rules is not None else layouts[role].rules)
+                                       _rules_value(rules) if rules is not None else layouts[role].rules,
+                                       "--mesh" if mesh is not None else layouts[role].where)
         runtime = cls(layouts, getattr(args, "coordinator", None), getattr(args, "num_processes", None),
                       getattr(args, "process_id", None))
         runtime.check()
@@ -144,10 +147,10 @@ class Runtime:
         if unknown:
             raise InputError(f"runtime: unknown role(s) {sorted(unknown)}; the roles are {', '.join(ROLES)}")
         for name, layout in self.layouts.items():
-            sizes = parse_mesh(layout.mesh, f"runtime.{name}.mesh")
+            sizes = parse_mesh(layout.mesh, layout.where)
             bad = set(sizes) - set(MESH_AXES)
             if bad:
-                raise InputError(f"runtime.{name}.mesh {layout.mesh!r}: unknown axes {sorted(bad)}; the axes are {', '.join(MESH_AXES)}")
+                raise InputError(f"{layout.where} {layout.mesh!r}: unknown axes {sorted(bad)}; the axes are {', '.join(MESH_AXES)}")
             if isinstance(layout.rules, str) and layout.rules not in RULE_SETS:
                 raise InputError(f"runtime.{name}.rules {layout.rules!r}: unknown rule set; choose from {', '.join(sorted(RULE_SETS))}")
 
@@ -173,9 +176,9 @@ class Runtime:
         layout = self._layout(role)
         devices = jax.local_devices() if PER_HOST[role] else jax.devices()
         try:
-            return make_mesh(parse_mesh(layout.mesh, f"runtime.{role}.mesh"), devices)
+            return make_mesh(parse_mesh(layout.mesh, layout.where), devices)
         except ValueError as err:
-            raise InputError(f"runtime.{role}.mesh {layout.mesh!r} (--mesh): {err}") from None
+            raise InputError(f"{layout.where} {layout.mesh!r}: {err}") from None
 
     def rules(self, role: str):
         """`role`'s sharding rules (a rule set resolved to its (logical, mesh axes) pairs)."""

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from umr_jax.outputs import check_output
-    from umr_jax.training.loop import UmrLoop
+    from umr_jax.stages.loop import UmrLoop
 
     logging.basicConfig(level=logging.WARNING)
     console = Console()

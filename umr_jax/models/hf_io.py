@@ -780,7 +780,7 @@ def export_model(
     else:
         raise ValueError(f"family must be 't5', 't5-encoder' or 'bert', got {family!r}")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_output_temp_dir(folder.parent, prefix=f".{folder.name}.tmp-")
+    tmp = make_output_temp_dir(folder.parent, prefix=f".{folder.name}.", suffix=".tmp")  # swept by the stage folder if a kill leaves it
     try:
         save_file(hf_state_dict(entries, params), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         os.chmod(tmp / "model.safetensors", output_file_mode())  # safetensors writes it 0o600

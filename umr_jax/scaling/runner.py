@@ -36,7 +36,10 @@ from typing import Any, Callable, Mapping
 import ml_collections
 
 from umr_jax.errors import InputError
+from umr_jax.stages import evaluate, index, retrieve, train
+from umr_jax.stages.encode import encode
 from umr_jax.stages.folder import StageFolder
+from umr_jax.stages.steps import Retriever, run_once
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +107,16 @@ def source_size(config: ml_collections.ConfigDict) -> int:
     return len(load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k))
 
 
-def evaluation_config(config) -> ml_collections.ConfigDict:
-    """The UmrLoop-shaped config the evaluation stages run with (sections loop, encode, model)."""
+def evaluation_settings(config) -> ml_collections.ConfigDict:
+    """The config's `evaluation` section (passages, questions, gold, tokenizer, top_k,
+    index_backend, and optionally dtype, batch_size, shard_size), checked."""
     e = config.get("evaluation")
     if e is None:
         raise InputError("the config has no `evaluation` section (passages, questions, gold, ...)")
     for key in ("passages", "questions", "gold"):
         if not e.get(key):
             raise InputError(f"evaluation.{key} is not set (give it as evaluation.{key}=...)")
-    return ml_collections.ConfigDict(dict(
-        loop=dict(passages=e.passages, dev_questions=e.questions, eval_gold=e.gold, eval_tokenizer=e.tokenizer,
-                  top_k=int(e.top_k), index_backend=e.index_backend),
-        encode=dict(dtype=e.get("dtype", "float32"), batch_size=int(e.get("batch_size", 256)),
-                    shard_size=int(e.get("shard_size", 1_000_000))),
-        model=dict(query_max_length=int(config.model.query_max_length), passage_max_length=int(config.model.passage_max_length)),
-    ))
+    return e
 
 
 class PointRunner:
@@ -127,13 +125,12 @@ class PointRunner:
 
     def __init__(self, config, *, runtime=None, on_stage: Callable[[str], None] | None = None):
         from umr_jax.runtime import Runtime
-        from umr_jax.training.loop import UmrLoop
 
         self.config = config
         self.names = source_names(config)
         self.sources = {name: source_config(config, name) for name in self.names}
         self.runtime = runtime or Runtime.from_config(config)
-        self.evaluator = UmrLoop(evaluation_config(config), output_dir=".", runtime=self.runtime)
+        self.evaluation = evaluation_settings(config)
         self.on_stage = on_stage or (lambda s: None)
 
     def available(self) -> dict[str, int]:
@@ -145,57 +142,50 @@ class PointRunner:
             log.info("source %s: %d training examples", name, count)
         return out
 
-    def evaluate(self, retriever, folder: Path) -> dict:
-        """XOR-Retrieve on the evaluation questions, resumable stage by stage inside `folder`."""
-        ev = self.evaluator
+    def evaluate(self, retriever: Retriever, folder: Path) -> dict:
+        """XOR-Retrieve on the evaluation questions, resumable stage by stage inside `folder`:
+        the passages encoded with the passage tower, indexed, retrieved for and scored."""
+        from umr_jax.retrieval.encode import EncodeInput
+
+        e, m, rt = self.evaluation, self.config.model, self.runtime
+        dtype, batch_size = e.get("dtype", "float32"), int(e.get("batch_size", 256))
         folder.mkdir(parents=True, exist_ok=True)
-        stages = [
-            ("encode", folder / "embeddings" / "manifest.json", lambda: ev.encode(retriever, folder / "embeddings")),
-            ("index", folder / "index" / "index.json", lambda: ev.index(folder / "embeddings", folder / "index")),
+        steps = [
+            ("encode", folder / "embeddings" / "manifest.json",
+             lambda: encode(retriever.passage, EncodeInput.passages(e.passages), folder / "embeddings", rt, dtype=dtype,
+                            batch_size=batch_size, shard_size=int(e.get("shard_size", 1_000_000)),
+                            max_length=int(m.passage_max_length), output_dtype="float32")),
+            ("index", folder / "index" / "index.json",
+             lambda: index.build(folder / "embeddings", folder / "index", rt, backend=e.index_backend, k=int(e.top_k))),
             ("retrieve", folder / "retrieved.jsonl",
-             lambda: ev.retrieve(retriever, folder / "index", ev.config.loop.dev_questions, folder / "retrieved.jsonl")),
-            ("evaluate", folder / "eval.json", lambda: ev.evaluate(folder / "retrieved.jsonl", folder / "eval.json")),
+             lambda: retrieve.retrieve(retriever.query, folder / "index", e.questions, e.passages, folder / "retrieved.jsonl", rt,
+                                       top_k=int(e.top_k), max_length=int(m.query_max_length), batch_size=batch_size,
+                                       dtype=dtype)),
+            ("evaluate", folder / "eval.json",
+             lambda: evaluate.xor_retrieve(folder / "retrieved.jsonl", e.gold, folder / "eval.json", rt, tokenizer=e.tokenizer)),
         ]
-        for name, marker, action in stages:
-            if not marker.exists():
-                self.on_stage(f"{name} ({folder})")
-                action()
+        for name, marker, action in steps:
+            run_once(name, marker, action, rt, on_stage=lambda n: self.on_stage(f"{n} ({folder})"))
         return json.loads((folder / "eval.json").read_text(encoding="utf-8"))
 
     def baseline(self, study_dir: Path) -> dict:
         """The starting model's evaluation (STUDY_DIR/baseline/eval.json), the n = 0 reference."""
-        from umr_jax.training.loop import Retriever
-
         m = self.config.model
         return self.evaluate(Retriever(m.init, m.get("init_passage") or m.init), Path(study_dir) / "baseline")
 
     def __call__(self, source: str, size: int, point_dir: Path) -> dict:
-        from umr_jax.training.loop import _retriever_in
-
         config = self.sources[source].copy_and_resolve_references()
         with config.unlocked():
             config.data.subset_size = int(size)
             config.output_dir = str(point_dir / "train")
-        if config.objective == "contrastive":
-            from umr_jax.training.contrastive import train
-        else:
-            from umr_jax.training.distill import train
         train_dir = point_dir / "train"
-        if not (train_dir / "DONE.json").is_file():
+        if not (train_dir / train.DONE).is_file():
             self.on_stage(f"train ({train_dir})")
-            summary = train(config, output_dir=train_dir, runtime=self.runtime)
-            if summary["reason"] != "done":
-                raise InterruptedError(f"training stopped ({summary['reason']}) in {train_dir}; run the study again to resume")
-            from umr_jax.training.loop import _write_json
-
-            _write_json(train_dir / "DONE.json", {"summary": summary})
-        summary = json.loads((train_dir / "DONE.json").read_text(encoding="utf-8"))["summary"]
-        best = summary.get("best_dir")
-        chosen = Path(best) if best and Path(best).is_dir() else Path(summary["final_dir"])
-        metrics = dict(self.evaluate(_retriever_in(chosen), point_dir / "eval"))
-        best_record = summary.get("best") or {}
-        metrics["train"] = {"objective": config.objective, "steps": summary["steps"], "examples": int(size),
-                            "retriever": str(chosen)}
+        trained = train.train(config, train_dir, self.runtime)
+        metrics = dict(self.evaluate(trained.retriever, point_dir / "eval"))
+        best_record = trained.summary.get("best") or {}
+        metrics["train"] = {"objective": config.objective, "steps": trained.summary["steps"], "examples": int(size),
+                            "retriever": str(trained.folder)}
         if "step" in best_record:  # a dev-selected retriever (no dev data: the last one, nothing to record)
             metrics["train"]["dev_best"] = best_record
         return metrics

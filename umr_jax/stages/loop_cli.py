@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.errors import InputError
     from umr_jax.outputs import check_output
     from umr_jax.runtime import Runtime
-    from umr_jax.training.loop import UmrLoop
+    from umr_jax.stages.loop import UmrLoop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = load_config(args.config, args.overrides)

@@ -14,7 +14,7 @@ from umr_jax.demo import demo_paths
 from umr_jax.demo.cli import demo_config
 from umr_jax.models import T5EncoderDecoder, hf_io
 from umr_jax.demo.models import scorer_config
-from umr_jax.training.loop import UmrLoop
+from umr_jax.stages.loop import UmrLoop
 
 
 class Killed(Exception):

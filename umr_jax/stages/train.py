@@ -1,0 +1,64 @@
+"""The train stage (stage 2, or contrastive training on pairs): the config's trainer on the
+runtime's `train` role, resumable from its checkpoints. When training finishes, the writing
+process records `DONE.json` (the summary and the retriever chosen: the dev-best export when
+there was dev data, else the last), which is what says the stage is done."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from umr_jax.errors import InputError
+from umr_jax.stages.folder import write_json
+from umr_jax.stages.steps import Retriever, retriever_in
+
+DONE = "DONE.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """What the train stage hands on: the chosen retriever, the export folder it came from, and
+    the training summary (steps, best step and metric, export folders)."""
+
+    retriever: Retriever
+    folder: Path
+    summary: dict
+
+
+def _chosen_folder(summary: dict, output: Path) -> Path:
+    best = summary.get("best_dir")
+    return Path(best) if best and (output / "best").is_dir() else Path(summary["final_dir"])
+
+
+def train(config, output: str | Path, runtime) -> Trained:
+    """Train (or resume) into `output` and return what it chose. A finished folder is returned
+    as it is. Raises `InterruptedError` when training stopped before its last step (a SIGTERM):
+    run again to resume."""
+    output = Path(output)
+    done = output / DONE
+    if not done.is_file():
+        objective = config.get("objective", "distill")
+        if objective == "distill":
+            from umr_jax.training.distill import train as run
+        elif objective == "contrastive":
+            from umr_jax.training.contrastive import train as run
+        else:
+            raise InputError(f"objective must be 'distill' or 'contrastive', got {objective!r}")
+        summary = run(config, output_dir=output, runtime=runtime)
+        if summary["reason"] != "done":
+            raise InterruptedError(f"training stopped ({summary['reason']}) in {output}; run again to resume")
+        if runtime.is_writer:
+            write_json(done, {"retriever": retriever_in(_chosen_folder(summary, output)).to_json(), "summary": summary})
+        runtime.barrier(f"umr-jax-train-{output}")
+    return finished(output)
+
+
+def finished(output: str | Path) -> Trained:
+    """What a finished train folder recorded in its `DONE.json`."""
+    output = Path(output)
+    record = json.loads((output / DONE).read_text(encoding="utf-8"))
+    folder = _chosen_folder(record["summary"], output)
+    # Folders of earlier versions of the scaling study hold only the summary.
+    retriever = Retriever(**record["retriever"]) if "retriever" in record else retriever_in(folder)
+    return Trained(retriever, folder, record["summary"])

@@ -346,6 +346,22 @@ def iter_text_lines(path: PathLike) -> Iterator[tuple[int, str | RecordError]]:
             raise InputError(f"cannot read ({err})", path) from None
 
 
+def first_char(path: PathLike) -> str:
+    """The first character of `path` after any byte-order mark and whitespace, or "" when there
+    is none: `[` starts a JSON list, `{` a JSON-lines file."""
+    with open_binary(path) as f:
+        try:
+            head = f.read(4096).removeprefix(codecs.BOM_UTF8)
+            while head:
+                stripped = head.lstrip(b" \t\r\n")
+                if stripped:
+                    return stripped[:4].decode("utf-8", errors="replace")[0]
+                head = f.read(4096)
+        except (OSError, EOFError) as err:
+            raise InputError(f"cannot read ({err})", path) from None
+    return ""
+
+
 def iter_jsonl(path: PathLike) -> Iterator[tuple[str, int, Any]]:
     """(path, line, JSON object or RecordError) for every non-blank line of a JSON-lines file."""
     name = os.fspath(path)

@@ -103,11 +103,11 @@ class UmrLoop:
 
     def evaluate(self, retrieved: Path, output: Path) -> dict:
         from umr_jax.data import formats
-        from umr_jax.evaluation.readers import XorPrediction, read_xor_gold_answers
+        from umr_jax.evaluation.readers import read_xor_gold_answers
         from umr_jax.evaluation.xor import word_tokenizer, xor_retrieve_r_at_kt
 
         gold = read_xor_gold_answers(self.config.loop.eval_gold)
-        predictions = (XorPrediction(r.id, r.lang, [c.text for c in r.ctxs]) for r in formats.read_retrieval(retrieved))
+        predictions = (formats.retrieval_to_xor_prediction(r) for r in formats.read_retrieval(retrieved))
         report = xor_retrieve_r_at_kt(gold, predictions, word_tokenizer(self.config.loop.eval_tokenizer)).to_json()
         report["tokenizer"] = self.config.loop.eval_tokenizer
         _write_json(output, report)

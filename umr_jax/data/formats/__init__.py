@@ -27,6 +27,9 @@ set. Names ending in `.gz` are gzip-compressed (JSON lines and TSV formats).
 | `xor-predictions` | JSON list `[{id, lang, ctxs: [passage text, ...]}]`     | `XorPrediction` |
 | `trec-run`        | `qid Q0 docid rank score tag` lines                     | `TrecRunEntry`  |
 
+TREC qrels (`qid iteration docid relevance` lines, `read_trec_qrels` -> `Qrel`) are read for
+evaluation only; they are not in the format table.
+
 One module per family; this package re-exports their public names, so callers write
 `from umr_jax.data import formats; formats.read_questions(path)`:
 
@@ -37,7 +40,7 @@ One module per family; this package re-exports their public names, so callers wr
   beir.py       BEIR queries and qrels
   pairs.py      pairs (JSON lines or parquet), WebFAQ
   retrieval.py  retrieval results (JSON lines, DPR JSON list), XOR predictions
-  trec.py       TREC runs
+  trec.py       TREC runs, TREC qrels (read only: what evaluation reads)
   table.py      the format table: `FORMATS`, `open_format`, `CONVERSIONS`, `convert`
 """
 
@@ -129,8 +132,8 @@ from umr_jax.data.formats.retrieval import (
     write_xor_predictions,
     xor_prediction_json,
 )
-from umr_jax.data.formats.streams import json_items, json_list_items, jsonl_items, parquet_items, text_line_items, write_records
+from umr_jax.data.formats.streams import first_char, json_items, json_list_items, jsonl_items, parquet_items, text_line_items, write_records
 from umr_jax.data.formats.table import CONVERSIONS, FORMATS, ConversionReport, Format, convert, open_format, sink_for
-from umr_jax.data.formats.trec import parse_trec_line, read_trec_run, retrieval_to_trec_run, write_trec_run
+from umr_jax.data.formats.trec import parse_trec_line, parse_trec_qrel, read_trec_qrels, read_trec_run, retrieval_to_trec_run, write_trec_run
 from umr_jax.data.validation import RecordError, SkippedRecords
 from umr_jax.errors import InputError

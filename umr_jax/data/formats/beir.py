@@ -70,10 +70,11 @@ def parse_beir_qrel(text: str, path: str, line: int) -> Qrel:
     return Qrel(query_id=qid, corpus_id=cid, score=value)
 
 
-def read_beir_qrels(path: PathLike, *, skip_invalid: SkippedRecords | None = None) -> Iterator[Qrel]:
+def read_beir_qrels(path: PathLike, *, skip_invalid: SkippedRecords | None = None, unique: bool = True) -> Iterator[Qrel]:
     """Judgements of a BEIR qrels TSV (header `query-id corpus-id score`); a (query, document)
-    pair may appear once."""
-    return validated(_qrels_items(path), parse_beir_qrel, skip_invalid=skip_invalid, record_id=lambda q: f"{q.query_id}\t{q.corpus_id}")
+    pair may appear once, or with `unique=False` any number of times (all are yielded, in order)."""
+    record_id = (lambda q: f"{q.query_id}\t{q.corpus_id}") if unique else None
+    return validated(_qrels_items(path), parse_beir_qrel, skip_invalid=skip_invalid, record_id=record_id)
 
 
 class _QrelsSink(TextSink):

@@ -125,7 +125,8 @@ class RetrievalResult:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class XorPrediction:
-    """One entry of the official XOR-Retrieve prediction file: passage texts in rank order."""
+    """One question's predicted passages, as texts in rank order: an entry of the official
+    XOR-Retrieve prediction file, and what XOR-Retrieve R@kt scores."""
 
     id: str
     lang: str

@@ -42,6 +42,12 @@ def json_items(path: PathLike) -> Items:
         yield from (iter_json_array(shard) if files.first_char(shard) == "[" else iter_jsonl(shard))
 
 
+def first_char(path: PathLike) -> str:
+    """The first non-blank character of the file, or of its first shard ("" when blank): `[`
+    starts a JSON list, `{` JSON lines."""
+    return files.first_char(expand_shards(path)[0])
+
+
 def text_line_items(path: PathLike) -> Items:
     """The non-blank lines of a text file (or of its shards); a line that is not UTF-8 comes as a
     `RecordError`."""

@@ -1,4 +1,5 @@
-"""TREC run files: `qid Q0 docid rank score tag` lines."""
+"""TREC run files (`qid Q0 docid rank score tag` lines) and TREC qrels (`qid iteration docid
+relevance` lines)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from umr_jax.data.files import PathLike, TextSink
-from umr_jax.data.formats.records import RetrievalResult, TrecRunEntry
+from umr_jax.data.formats.records import Qrel, RetrievalResult, TrecRunEntry
 from umr_jax.data.formats.streams import text_line_items, write_records
 from umr_jax.data.validation import MALFORMED, WRONG_TYPE, RecordError, SkippedRecords, validated
 
@@ -51,6 +52,27 @@ def retrieval_to_trec_run(result: RetrievalResult, tag: str = "umr-jax") -> list
     if not tag or any(ch.isspace() for ch in tag):
         raise ValueError(f"a TREC run tag must be one word, got {tag!r}")
     return [TrecRunEntry(query_id=result.id, doc_id=c.id, rank=rank, score=c.score, tag=tag) for rank, c in enumerate(result.ctxs, start=1)]
+
+
+def parse_trec_qrel(text: str, path: str, line: int) -> Qrel:
+    """A `Qrel` from `qid iteration docid relevance` (whitespace-separated, integer relevance; the
+    iteration column, `0` or `Q0`, is not used)."""
+    fields = text.split()
+    if len(fields) != 4:
+        raise RecordError(MALFORMED, f"expected 4 fields 'qid iteration docid relevance', got {len(fields)}", path, line)
+    qid, _, docid, relevance = fields
+    try:
+        value = int(relevance)
+    except ValueError:
+        raise RecordError(WRONG_TYPE, f"relevance must be an integer, got {relevance!r}", path, line) from None
+    return Qrel(query_id=qid, corpus_id=docid, score=value)
+
+
+def read_trec_qrels(path: PathLike, *, skip_invalid: SkippedRecords | None = None, unique: bool = True) -> Iterator[Qrel]:
+    """Judgements of TREC qrels; a (query, document) pair may appear once, or with `unique=False`
+    any number of times (all are yielded, in order)."""
+    record_id = (lambda q: f"{q.query_id}\t{q.corpus_id}") if unique else None
+    return validated(text_line_items(path), parse_trec_qrel, skip_invalid=skip_invalid, record_id=record_id)
 
 
 SINKS = {"trec-run": _TrecSink}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -83,3 +84,35 @@ def test_xor_full_gold_language_must_be_in_the_official_table(tmp_path):
 def test_missing_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="absent.jsonl: no such file"):
         readers.read_xor_gold_answers(tmp_path / "absent.jsonl")
+
+
+def test_qrels_keep_the_last_of_a_repeated_judgement(tmp_path):
+    trec = write(tmp_path, "qrels.txt", "q1 0 d1 1\nq1 0 d1 0\n")
+    assert readers.read_qrels(trec) == {"q1": {"d1": 0}}
+    beir = write(tmp_path, "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td1\t1\n")
+    assert readers.read_qrels(beir) == {"q1": {"d1": 1}}
+    with pytest.raises(InputError, match=r"empty.txt: no relevance judgements found"):
+        readers.read_qrels(write(tmp_path, "empty.txt", "\n"))
+    with pytest.raises(InputError, match=r"five.txt:1: expected TREC qrels"):
+        readers.read_qrels(write(tmp_path, "five.txt", "q1 0 d1 1 x\n"))
+
+
+def test_ids_are_strings_whether_the_file_writes_them_as_numbers_or_not(tmp_path):
+    gold = write(tmp_path, "gold.jsonl", '{"id": 7, "answers": ["a"]}\n{"id": "8", "answers": ["b"]}\n')
+    assert readers.read_xor_gold_answers(gold) == {"7": ["a"], "8": ["b"]}
+    predictions = write(tmp_path, "pred.json", json.dumps([{"id": 7, "lang": "xx", "ctxs": []}]))
+    assert list(readers.iter_xor_predictions(predictions)) == [XorPrediction("7", "xx", ())]
+
+
+def test_runs_and_predictions_from_dpr_json_lists_shards_and_gzip(tmp_path):
+    # DPR's own output: a JSON list, no lang, scores as strings; evaluation needs only ids and texts.
+    dpr = [{"id": "q1", "question": "?", "answers": ["a"], "ctxs": [{"id": "5", "title": "T", "text": "x", "score": "1.5", "has_answer": False}]}]
+    write(tmp_path, "dpr.json", json.dumps(dpr))
+    assert readers.read_run(tmp_path / "dpr.json") == readers.RankedRun({"q1": ["5"]}, {})
+    shards = [{"id": f"q{i}", "lang": "ja", "ctxs": [f"t{i}"]} for i in range(2)]
+    for i, record in enumerate(shards):
+        write(tmp_path, f"pred-0000{i}-of-00002.jsonl", json.dumps(record) + "\n")
+    assert [p.id for p in readers.iter_xor_predictions(tmp_path / "pred.jsonl")] == ["q0", "q1"]
+    with gzip.open(tmp_path / "run.trec.gz", "wt") as f:
+        f.write("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 0.7 t\n")
+    assert readers.read_run(tmp_path / "run.trec.gz").rankings == {"q1": ["d2", "d1"]}

@@ -137,3 +137,25 @@ from umr_jax.data.formats.table import CONVERSIONS, FORMATS, ConversionReport, F
 from umr_jax.data.formats.trec import parse_trec_line, parse_trec_qrel, read_trec_qrels, read_trec_run, retrieval_to_trec_run, write_trec_run
 from umr_jax.data.validation import RecordError, SkippedRecords
 from umr_jax.errors import InputError
+
+__all__ = [
+    "BEIR_CORPUS_SCHEMA", "BEIR_QRELS_HEADER", "check_language", "Context", "ConversionReport",
+    "CONVERSIONS", "convert", "DPR_HEADER", "Fields", "first_char", "Format", "FORMATS",
+    "InputError", "iter_tsv_records", "json_items", "json_list_items", "jsonl_items", "known_codes",
+    "MKQA_ANSWER_TYPES", "MKQA_SCHEMA", "mkqa_to_questions", "MkqaAnswer", "MkqaExample",
+    "open_format", "Pair", "PAIR_SCHEMA", "PAIRS_PARQUET_COLUMNS", "parquet_items",
+    "parse_beir_document", "parse_beir_qrel", "parse_beir_query", "parse_dpr_row", "parse_mkqa",
+    "parse_pair", "parse_passage", "parse_question", "parse_retrieval", "parse_trec_line",
+    "parse_trec_qrel", "parse_webfaq_row", "parse_xor_prediction", "Passage", "PASSAGE_SCHEMA",
+    "Qrel", "Query", "Question", "QUESTION_SCHEMA", "read_beir_corpus", "read_beir_qrels",
+    "read_beir_queries", "read_dpr_json", "read_dpr_passages", "read_mkqa", "read_pairs",
+    "read_passages_jsonl", "read_questions", "read_retrieval", "read_trec_qrels", "read_trec_run",
+    "read_webfaq", "read_xor_predictions", "RecordError", "retrieval_json", "RETRIEVAL_SCHEMA",
+    "retrieval_to_trec_run", "retrieval_to_xor_prediction", "RetrievalResult", "sink_for",
+    "SkippedRecords", "text_line_items", "TrecRunEntry", "TSV_DIALECT", "tsv_field", "type_name",
+    "webfaq_language", "WEBFAQ_OPTIONAL", "WEBFAQ_REQUIRED", "WEBFAQ_SCHEMA", "webfaq_to_pair",
+    "WebFaqRecord", "write_beir_corpus", "write_beir_qrels", "write_beir_queries", "write_dpr_json",
+    "write_dpr_passages", "write_mkqa", "write_pairs", "write_passages_jsonl", "write_questions",
+    "write_records", "write_retrieval", "write_trec_run", "write_webfaq", "write_xor_predictions",
+    "xor_prediction_json", "XOR_VARIANTS", "XorPrediction",
+]

@@ -93,7 +93,7 @@ def test_json_list_streams_items_larger_than_the_read_chunk(tmp_path, monkeypatc
         for i in range(7)
     ]
     path = tmp_path / "run.json"
-    path.write_text(json.dumps([F._retrieval_json(r) for r in results], indent=4, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps([F.retrieval_json(r) for r in results], indent=4, ensure_ascii=False), encoding="utf-8")
     assert list(F.read_dpr_json(path)) == results
     # A broken item is reported at the line where it starts, and where the error is.
     broken = path.read_text(encoding="utf-8").replace('"id": "q3"', '"id": q3', 1)
@@ -142,5 +142,5 @@ def test_json_list_items_survive_any_chunking_and_indentation(tmp_path, monkeypa
     monkeypatch.setattr(files, "_CHUNK", chunk)
     predictions = [F.XorPrediction(qid, "te", tuple(texts)) for qid, texts in entries]
     path = tmp_path / "pred.json"
-    path.write_text(json.dumps([F._xor_prediction_json(p) for p in predictions], indent=indent, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps([F.xor_prediction_json(p) for p in predictions], indent=indent, ensure_ascii=False), encoding="utf-8")
     assert list(F.read_xor_predictions(path)) == predictions

@@ -214,3 +214,29 @@ def test_a_leading_byte_order_mark_is_ignored(tmp_path):
     assert list(F.read_dpr_passages(tmp_path / "p.tsv")) == [F.Passage("1", "T", "x")]
     (tmp_path / "pred.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([{"id": "1", "lang": "ko", "ctxs": ["x"]}]).encode())
     assert list(F.read_xor_predictions(tmp_path / "pred.json")) == [F.XorPrediction("1", "ko", ("x",))]
+
+
+def test_trec_qrels_and_repeated_judgements(tmp_path):
+    path = tmp_path / "qrels.txt"
+    path.write_text("q1 0 d1 1\nq1 Q0 d2 0\n\nq2\t0\td1\t2\nq1 0 d1 3\n")
+    with pytest.raises(F.InputError, match=r"qrels.txt:5: duplicate id 'q1\\td1' \(first at .*qrels.txt:1\)"):
+        list(F.read_trec_qrels(path))
+    assert list(F.read_trec_qrels(path, unique=False)) == [F.Qrel("q1", "d1", 1), F.Qrel("q1", "d2", 0), F.Qrel("q2", "d1", 2), F.Qrel("q1", "d1", 3)]
+    (tmp_path / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t0\n")
+    with pytest.raises(F.InputError, match=r"test.tsv:3: duplicate id"):
+        list(F.read_beir_qrels(tmp_path / "test.tsv"))
+    assert list(F.read_beir_qrels(tmp_path / "test.tsv", unique=False)) == [F.Qrel("q1", "d1", 1), F.Qrel("q1", "d1", 0)]
+
+
+def test_json_items_reads_json_lines_and_json_lists_alike(tmp_path):
+    records = [{"id": "q1", "lang": "ja"}, {"id": 2, "lang": "ko"}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    (tmp_path / "b.json").write_bytes(b"\xef\xbb\xbf \n" + json.dumps(records, indent=1).encode())
+    with gzip.open(tmp_path / "c.json.gz", "wt") as f:
+        json.dump(records, f)
+    assert [F.first_char(tmp_path / name) for name in ("a.jsonl", "b.json", "c.json.gz")] == ["{", "[", "["]
+    for name in ("a.jsonl", "b.json", "c.json.gz"):
+        assert [item for _, _, item in F.json_items(tmp_path / name)] == records
+    assert [line for _, line, _ in F.json_items(tmp_path / "b.json")] == [3, 7]
+    (tmp_path / "blank.jsonl").write_text("\n \n")
+    assert F.first_char(tmp_path / "blank.jsonl") == "" and list(F.json_items(tmp_path / "blank.jsonl")) == []

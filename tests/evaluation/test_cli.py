@@ -90,7 +90,7 @@ def test_bad_input_exits_1_with_file_and_line(xor_files, tmp_path, capsys):
     broken.write_text('{"id": "q1", "lang": "ja", "ctxs": []}\n{"id": "q2", "lang": "ja"}\n')
     assert cli.main(["evaluate", "xor-retrieve", "--gold", str(gold), "--predictions", str(broken), "--tokenizer", "nltk-line"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"umr-jax evaluate: error: {broken}:2: missing field 'ctxs'; expected 'ctxs' (a list of passage texts or of {{id, title, text, score}} objects)"
+    assert err == f"umr-jax evaluate: error: {broken}:2: missing field 'ctxs'; expected {{id, lang, ctxs: [passage text or {{id, title, text, score}}, ...]}}"
 
 
 def test_missing_required_argument_exits_2(capsys):

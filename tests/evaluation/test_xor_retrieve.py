@@ -7,8 +7,9 @@ import re
 import nltk.tokenize
 import pytest
 
+from umr_jax.data.formats import XorPrediction
 from umr_jax.evaluation import xor
-from umr_jax.evaluation.readers import MissingDependencyError, XorPrediction
+from umr_jax.errors import MissingDependencyError
 
 
 def split_on_spaces(text: str) -> list[str]:
@@ -34,10 +35,10 @@ def test_tokens_are_cut_at_exactly_k_thousand():
     # R@5kt), number 5000 for q_5k_in and 5001 for q_5k_out (in neither).
     gold = {"q_in": ["ANS"], "q_out": ["ANS"], "q_5k_in": ["ANS"], "q_5k_out": ["ANS"]}
     predictions = [
-        XorPrediction("q_in", "ja", [filler(1000), filler(999) + " ANS"]),
-        XorPrediction("q_out", "ja", [filler(2000) + " ANS"]),
-        XorPrediction("q_5k_in", "ko", [filler(4999), "ANS"]),
-        XorPrediction("q_5k_out", "ko", [filler(3000), filler(2000), "ANS"]),
+        XorPrediction("q_in", "ja", (filler(1000), filler(999) + " ANS")),
+        XorPrediction("q_out", "ja", (filler(2000) + " ANS",)),
+        XorPrediction("q_5k_in", "ko", (filler(4999), "ANS")),
+        XorPrediction("q_5k_out", "ko", (filler(3000), filler(2000), "ANS")),
     ]
     report = xor.xor_retrieve_r_at_kt(gold, predictions, split_on_spaces)
     assert report.r_at_kt[2] == {"ja": 50.0, "ko": 0.0, "average": 25.0}
@@ -62,7 +63,7 @@ def test_answer_must_survive_tokenization_and_single_space_join():
     # keeps its single space and is found.
     tokenize = xor.word_tokenizer("nltk-line")
     gold = {"q1": ["can't"], "q2": ["New York"]}
-    predictions = [XorPrediction("q1", "fi", ["I can't   go"]), XorPrediction("q2", "fi", ["to  New\tYork now"])]
+    predictions = [XorPrediction("q1", "fi", ("I can't   go",)), XorPrediction("q2", "fi", ("to  New\tYork now",))]
     report = xor.xor_retrieve_r_at_kt(gold, predictions, tokenize)
     assert report.r_at_kt[2] == {"fi": 50.0, "average": 50.0}
 
@@ -74,9 +75,9 @@ def test_yes_no_answers_are_dropped_and_yes_no_only_questions_skipped():
         "capital_yes": ["Yes"],  # case-sensitive: "Yes" is a span answer
     }
     predictions = [
-        XorPrediction("only_yes_no", "ar", ["yes no"]),
-        XorPrediction("no_and_span", "ar", ["no no no"]),
-        XorPrediction("capital_yes", "ar", ["Yes indeed"]),
+        XorPrediction("only_yes_no", "ar", ("yes no",)),
+        XorPrediction("no_and_span", "ar", ("no no no",)),
+        XorPrediction("capital_yes", "ar", ("Yes indeed",)),
     ]
     report = xor.xor_retrieve_r_at_kt(gold, predictions, split_on_spaces)
     assert report.counted == {"ar": 2}
@@ -86,13 +87,13 @@ def test_yes_no_answers_are_dropped_and_yes_no_only_questions_skipped():
 
 def test_matching_is_case_sensitive():
     gold = {"q1": ["Paris"], "q2": ["Paris"]}
-    predictions = [XorPrediction("q1", "ru", ["in paris"]), XorPrediction("q2", "ru", ["in Paris"])]
+    predictions = [XorPrediction("q1", "ru", ("in paris",)), XorPrediction("q2", "ru", ("in Paris",))]
     assert xor.xor_retrieve_r_at_kt(gold, predictions, split_on_spaces).r_at_kt[5]["ru"] == 50.0
 
 
 def test_gold_questions_without_prediction_are_not_counted_but_reported():
     gold = {"q1": ["A"], "q2": ["B"], "q3": ["C"]}
-    report = xor.xor_retrieve_r_at_kt(gold, [XorPrediction("q1", "te", ["A"])], split_on_spaces)
+    report = xor.xor_retrieve_r_at_kt(gold, [XorPrediction("q1", "te", ("A",))], split_on_spaces)
     assert report.counted == {"te": 1}
     assert report.r_at_kt[2] == {"te": 100.0, "average": 100.0}
     assert report.missing_predictions == 2
@@ -100,7 +101,7 @@ def test_gold_questions_without_prediction_are_not_counted_but_reported():
 
 def test_predictions_for_ids_not_in_gold_are_ignored_with_their_language():
     gold = {"q1": ["A"]}
-    predictions = [XorPrediction("zz", "bn", ["A"]), XorPrediction("q1", "te", ["x"])]
+    predictions = [XorPrediction("zz", "bn", ("A",)), XorPrediction("q1", "te", ("x",))]
     report = xor.xor_retrieve_r_at_kt(gold, predictions, split_on_spaces)
     assert report.r_at_kt[2] == {"te": 0.0, "average": 0.0}
     assert report.predictions_not_in_gold == 1 and report.counted == {"te": 1}
@@ -111,11 +112,11 @@ def test_macro_average_is_statistics_mean_over_languages_in_prediction_order():
     # plain sum()/len() would give 44.444444444444436.
     gold = {f"q{i}": ["A"] for i in range(5)}
     predictions = [
-        XorPrediction("q0", "ar", ["x"]),
-        XorPrediction("q1", "bn", ["A"]),
-        XorPrediction("q2", "fi", ["A"]),
-        XorPrediction("q3", "fi", ["x"]),
-        XorPrediction("q4", "fi", ["x"]),
+        XorPrediction("q0", "ar", ("x",)),
+        XorPrediction("q1", "bn", ("A",)),
+        XorPrediction("q2", "fi", ("A",)),
+        XorPrediction("q3", "fi", ("x",)),
+        XorPrediction("q4", "fi", ("x",)),
     ]
     table = xor.xor_retrieve_r_at_kt(gold, predictions, split_on_spaces).r_at_kt[2]
     assert list(table) == ["ar", "bn", "fi", "average"]
@@ -125,13 +126,13 @@ def test_macro_average_is_statistics_mean_over_languages_in_prediction_order():
 
 def test_a_question_predicted_twice_counts_twice_like_the_official_script():
     gold = {"q1": ["A"], "q2": ["A"]}
-    predictions = [XorPrediction("q1", "ko", ["A"]), XorPrediction("q1", "ko", ["A"]), XorPrediction("q2", "ko", ["x"])]
+    predictions = [XorPrediction("q1", "ko", ("A",)), XorPrediction("q1", "ko", ("A",)), XorPrediction("q2", "ko", ("x",))]
     report = xor.xor_retrieve_r_at_kt(gold, predictions, split_on_spaces)
     assert report.counted == {"ko": 3} and report.r_at_kt[2]["ko"] == 66.66666666666666  # (2 / 3) * 100
 
 
 def test_nothing_counted_gives_no_average():
-    report = xor.xor_retrieve_r_at_kt({"q1": ["no"]}, [XorPrediction("q1", "ja", ["x"])], split_on_spaces)
+    report = xor.xor_retrieve_r_at_kt({"q1": ["no"]}, [XorPrediction("q1", "ja", ("x",))], split_on_spaces)
     assert report.r_at_kt[2] == {"average": None} and report.counted == {}
 
 
@@ -144,7 +145,7 @@ def test_official_tokenizer_splits_sentences_before_words(fake_punkt):
     assert line("To New York. Now here.") == ["To", "New", "York.", "Now", "here", "."]
     gold = {"q1": ["York ."], "q2": ["END"]}
     # q2: 1998 filler tokens, then "a." and "END": 2000 tokens with nltk-line, 2001 with nltk.
-    predictions = [XorPrediction("q1", "ja", ["To New York. Now here."]), XorPrediction("q2", "ja", [filler(1998) + " a. END"])]
+    predictions = [XorPrediction("q1", "ja", ("To New York. Now here.",)), XorPrediction("q2", "ja", (filler(1998) + " a. END",))]
     assert xor.xor_retrieve_r_at_kt(gold, predictions, official).r_at_kt[2]["ja"] == 50.0
     assert xor.xor_retrieve_r_at_kt(gold, predictions, line).r_at_kt[2]["ja"] == 50.0
     assert xor.xor_retrieve_r_at_kt({"q2": ["END"]}, predictions[1:], official).r_at_kt[2]["ja"] == 0.0

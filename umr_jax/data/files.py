@@ -346,6 +346,40 @@ def iter_text_lines(path: PathLike) -> Iterator[tuple[int, str | RecordError]]:
             raise InputError(f"cannot read ({err})", path) from None
 
 
+def read_json(path: PathLike, expected: str) -> Any:
+    """The one JSON value a whole (small) file holds; `expected` names it in error messages
+    (`not valid JSON (...); {expected} is expected`)."""
+    with open_binary(path) as f:
+        try:
+            data = f.read()
+        except (OSError, EOFError) as err:
+            raise InputError(f"cannot read ({err})", path) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"not valid JSON ({err.msg} at column {err.colno}); {expected} is expected", path, err.lineno) from None
+
+
+def first_char(path: PathLike) -> str:
+    """The first character of `path` after any byte-order mark and whitespace, or "" when there
+    is none: `[` starts a JSON list, `{` a JSON-lines file."""
+    with open_binary(path) as f:
+        try:
+            head = f.read(4096).removeprefix(codecs.BOM_UTF8)
+            while head:
+                stripped = head.lstrip(b" \t\r\n")
+                if stripped:
+                    return stripped[:4].decode("utf-8", errors="replace")[0]
+                head = f.read(4096)
+        except (OSError, EOFError) as err:
+            raise InputError(f"cannot read ({err})", path) from None
+    return ""
+
+
 def iter_jsonl(path: PathLike) -> Iterator[tuple[str, int, Any]]:
     """(path, line, JSON object or RecordError) for every non-blank line of a JSON-lines file."""
     name = os.fspath(path)

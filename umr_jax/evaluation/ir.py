@@ -19,7 +19,7 @@ import dataclasses
 import statistics
 from typing import Mapping
 
-from umr_jax.evaluation.readers import MissingDependencyError
+from umr_jax.errors import MissingDependencyError
 
 # report key -> ir_measures measure name
 IR_METRICS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "mrr@10": "RR@10"}

@@ -26,7 +26,9 @@ import warnings
 from collections import Counter
 from typing import Callable, Iterable, Mapping, Sequence
 
-from umr_jax.evaluation.readers import MissingDependencyError, QuestionId, XorFullGold, XorPrediction
+from umr_jax.data.formats import XorPrediction
+from umr_jax.errors import MissingDependencyError
+from umr_jax.evaluation.readers import XorFullGold
 
 R_AT_KT_KS = (2, 5)
 TOKENIZERS = ("nltk", "nltk-line")
@@ -131,7 +133,7 @@ class XorRetrieveReport:
 
 
 def xor_retrieve_r_at_kt(
-    gold_answers: Mapping[QuestionId, Sequence[str]],
+    gold_answers: Mapping[str, Sequence[str]],
     predictions: Iterable[XorPrediction],
     tokenize: WordTokenizer,
     ks: Sequence[int] = R_AT_KT_KS,
@@ -165,7 +167,7 @@ def xor_retrieve_r_at_kt(
             yes_no_only += 1
             continue
         counted[prediction.lang] += 1
-        tokens = first_tokens(prediction.passage_texts, largest_budget, tokenize)
+        tokens = first_tokens(prediction.ctxs, largest_budget, tokenize)
         for k in ks:
             evidence = " ".join(tokens[: k * 1000])
             if any(answer in evidence for answer in span_answers):

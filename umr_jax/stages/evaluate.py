@@ -15,11 +15,11 @@ def xor_retrieve(run: str | os.PathLike, gold: str | os.PathLike, output: str | 
                  tokenizer: str = "nltk") -> dict:
     """R@kt of the retrieval results in `run` (JSON lines); returns the report, also written to
     `output` (every process gets it)."""
-    from umr_jax.evaluation.readers import XorPrediction, read_xor_gold_answers
+    from umr_jax.evaluation.readers import read_xor_gold_answers
     from umr_jax.evaluation.xor import word_tokenizer, xor_retrieve_r_at_kt
 
     answers = read_xor_gold_answers(gold)
-    predictions = (XorPrediction(r.id, r.lang, [c.text for c in r.ctxs]) for r in formats.read_retrieval(run))
+    predictions = (formats.retrieval_to_xor_prediction(r) for r in formats.read_retrieval(run))
     report = xor_retrieve_r_at_kt(answers, predictions, word_tokenizer(tokenizer)).to_json()
     report["tokenizer"] = tokenizer
     if runtime.is_writer:

@@ -122,9 +122,12 @@ def evaluation_config(config) -> ml_collections.ConfigDict:
 
 class PointRunner:
     """The study's `train_and_evaluate`: trains a point with the source's trainer, then evaluates
-    the retriever it selected (the dev-best one when the source has dev data, else the last)."""
+    the retriever it selected (the dev-best one when the source has dev data, else the last).
+    `resume_anyway`: a point's interrupted training resumes its checkpoint even if the config
+    changed since (see `training.runner.RESUMABLE_WITH_CHANGES`)."""
 
-    def __init__(self, config, *, mesh=None, rules=None, on_stage: Callable[[str], None] | None = None):
+    def __init__(self, config, *, mesh=None, rules=None, on_stage: Callable[[str], None] | None = None,
+                 resume_anyway: bool = False):
         from umr_jax.config import mesh_and_rules
         from umr_jax.training.loop import UmrLoop
 
@@ -136,6 +139,7 @@ class PointRunner:
         self.mesh, self.rules = mesh, rules
         self.evaluator = UmrLoop(evaluation_config(config), output_dir=".", mesh=mesh, rules=rules)
         self.on_stage = on_stage or (lambda s: None)
+        self.resume_anyway = resume_anyway
 
     def available(self) -> dict[str, int]:
         """source -> training examples it holds (every source is read once, as its trainer reads it)."""
@@ -184,7 +188,7 @@ class PointRunner:
         train_dir = point_dir / "train"
         if not (train_dir / "DONE.json").is_file():
             self.on_stage(f"train ({train_dir})")
-            summary = train(config, output_dir=train_dir, mesh=self.mesh, rules=self.rules)
+            summary = train(config, output_dir=train_dir, mesh=self.mesh, rules=self.rules, resume_anyway=self.resume_anyway)
             if summary["reason"] != "done":
                 raise InterruptedError(f"training stopped ({summary['reason']}) in {train_dir}; run the study again to resume")
             from umr_jax.training.loop import _write_json
@@ -203,11 +207,12 @@ class PointRunner:
 
 
 def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry_run: bool = False,
-                on_stage: Callable[[str], None] | None = None, mesh=None, rules=None) -> dict:
+                on_stage: Callable[[str], None] | None = None, mesh=None, rules=None, resume_anyway: bool = False) -> dict:
     """Plan, run (or resume) and report a study. Returns {"points", "report"?, "plan"}.
 
     report_only: fit and plot the finished points without training anything.
     dry_run: read the sources and print the plan (which points are finished), train nothing.
+    resume_anyway: resume a point's checkpoint even if it was made with another config.
     """
     import jax
 
@@ -218,7 +223,7 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     if report_only:
         report = study.write_report(study_dir, scaling)
         return {"plan": study.read_plan(study_dir), "report": report}
-    runner = PointRunner(config, mesh=mesh, rules=rules, on_stage=on_stage)
+    runner = PointRunner(config, mesh=mesh, rules=rules, on_stage=on_stage, resume_anyway=resume_anyway)
     try:
         points = study.plan_study(scaling, runner.available())
     except ValueError as err:

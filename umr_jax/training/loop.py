@@ -58,10 +58,11 @@ def _write_json(path: Path, obj: Any) -> None:
 class UmrLoop:
     """Runs the UMR iterations a config describes (sections `loop`, `encode`, `score`, `model`,
     `data`, `train`, `mesh`). `on_stage(iteration, stage)` is called before each stage runs
-    (progress display, tests)."""
+    (progress display, tests). `resume_anyway`: an interrupted training stage resumes its
+    checkpoint even if the config changed since (see `training.runner.RESUMABLE_WITH_CHANGES`)."""
 
     def __init__(self, config, *, output_dir: str | Path | None = None, mesh=None, rules=None,
-                 on_stage: Callable[[int, str], None] | None = None):
+                 on_stage: Callable[[int, str], None] | None = None, resume_anyway: bool = False):
         from umr_jax.config import mesh_and_rules
 
         self.config = config
@@ -70,6 +71,7 @@ class UmrLoop:
             mesh, rules = mesh_and_rules(config)
         self.mesh, self.rules = mesh, rules
         self.on_stage = on_stage or (lambda i, s: None)
+        self.resume_anyway = resume_anyway
         self.timings: dict[str, float] = {}
 
     # ---- stages -------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ class UmrLoop:
             config.model.init_passage = retriever.passage
             config.data.pseudo_labels = str(labels / "pseudo_labels.jsonl")
             config.data.dev_pseudo_labels = str(dev_labels / "pseudo_labels.jsonl") if dev_labels else ""
-        summary = train(config, output_dir=folder, mesh=self.mesh, rules=self.rules)
+        summary = train(config, output_dir=folder, mesh=self.mesh, rules=self.rules, resume_anyway=self.resume_anyway)
         if summary["reason"] != "done":
             raise InterruptedError(f"training stopped ({summary['reason']}) in {folder}; run the loop again to resume")
         chosen = Path(summary["best_dir"]) if summary.get("best_dir") and (folder / "best").is_dir() else Path(summary["final_dir"])

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loop.scorer=/models/mt5-xl")
     parser.add_argument("--iterations", type=int, default=1, help="UMR iterations (default 1)")
     parser.add_argument("--output", help="output folder (default: the config's output_dir)")
+    parser.add_argument("--resume-anyway", action="store_true",
+                        help="let an interrupted training stage resume its checkpoint even if it was made with "
+                             "another config (logged as a warning); without it such a resume is refused")
     add_distributed_flags(parser)
 
 
@@ -35,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         if not config.loop.get(key):
             raise InputError(f"loop.{key} is not set (give it as loop.{key}=...)", args.config)
     start_distributed(args)
-    history = UmrLoop(config, output_dir=args.output, on_stage=lambda i, s: print(f"iteration {i}: {s}", flush=True)).run(args.iterations)
+    history = UmrLoop(config, output_dir=args.output, on_stage=lambda i, s: print(f"iteration {i}: {s}", flush=True),
+                      resume_anyway=args.resume_anyway).run(args.iterations)
     for record in history:
         line = {"iteration": record["iteration"], "retriever": record["retriever"]}
         if "eval" in record:

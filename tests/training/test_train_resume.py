@@ -19,7 +19,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -197,6 +196,8 @@ def test_cli_refuses_a_changed_config_in_one_line(tmp_path, tiny_retriever, pseu
     checkpointer = Checkpointer(checkpoints, async_save=False)
     checkpointer.save(3, {"w": jnp.zeros(2)}, config=saved.to_dict(), force=True)
     checkpointer.close()
+    listing = lambda: sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in checkpoints.rglob("*"))  # noqa: E731
+    before = listing()
 
     rc = cli.main(["train", "--config", str(config_file), "train.learning_rate=0.001", "data.subset_size=16"])
     err = capsys.readouterr().err
@@ -205,7 +206,7 @@ def test_cli_refuses_a_changed_config_in_one_line(tmp_path, tiny_retriever, pseu
         f"umr-jax train: error: {checkpoints}: the checkpoint of step 3 was made with another config "
         "(data.subset_size: 0 -> 16; train.learning_rate: 0.003 -> 0.001); rerun with the saved config, "
         "or pass --resume-anyway to continue with this one"]
-    assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written
+    assert not (tmp_path / "run" / "config.json").exists() and listing() == before  # refused; nothing written
 
     # Allow-listed keys pass the check; the run folder records the config it runs with.
     from umr_jax.config import apply_overrides

@@ -98,7 +98,9 @@ def latest_saved_config(directory: str | Path) -> tuple[int, dict] | None:
     directory = Path(directory).absolute()
     if not directory.is_dir():
         return None
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+    # Opened without `create` and never asked to save, it writes nothing there (Orbax's read_only
+    # mode would do the same, with a warning on every resume).
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
                                     item_names=("state", "config", "data"))
     try:
         step = manager.latest_step()

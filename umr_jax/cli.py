@@ -22,7 +22,7 @@ BUILT: dict[str, tuple[str, str]] = {
     "index": ("umr_jax.retrieval.index_cli", "build (ScaNN or exact) and search an embedding index"),
     "retrieve": ("umr_jax.retrieval.retrieve_cli", "top-k retrieval for a question file, written in the field's formats"),
     "score": ("umr_jax.labeling.cli", "stage 1: mT5 question-likelihood pseudo labels"),
-    "train": ("umr_jax.training.cli", "stage 2: distil the retriever from pseudo labels, or contrastive training on pairs"),
+    "train": ("umr_jax.stages.train_cli", "stage 2: distil the retriever from pseudo labels, or contrastive training on pairs"),
     "loop": ("umr_jax.stages.loop_cli", "iterate encode -> index -> retrieve -> score -> train, resumable per stage"),
     "evaluate": ("umr_jax.evaluation.cli", "XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison"),
     "scaling": ("umr_jax.scaling.cli", "scaling sweeps over nested data subsets: train, evaluate, fit curves, plot"),

@@ -74,6 +74,14 @@ class Checkpointer:
         )
         return restored["state"], dict(restored["config"] or {}), dict(restored["data"] or {})
 
+    def restore_config(self, step: int | None = None) -> dict:
+        """The config saved with `step` (default: the latest), without restoring the state."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{self.directory}: no checkpoint to restore")
+        restored = self.manager.restore(int(step), args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return dict(restored["config"] or {})
+
     def wait_until_finished(self) -> None:
         self.manager.wait_until_finished()
 
@@ -82,6 +90,26 @@ class Checkpointer:
             self._closed = True
             self.manager.wait_until_finished()
             self.manager.close()
+
+
+def latest_saved_config(directory: str | Path) -> tuple[int, dict] | None:
+    """(step, config) of the latest checkpoint in `directory`, read without creating or changing
+    anything there and without restoring the state; None when there is no checkpoint."""
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        return None
+    # Opened without `create` and never asked to save, it writes nothing there (Orbax's read_only
+    # mode would do the same, with a warning on every resume).
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
+                                    item_names=("state", "config", "data"))
+    try:
+        step = manager.latest_step()
+        if step is None:
+            return None
+        restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return int(step), dict(restored["config"] or {})
+    finally:
+        manager.close()
 
 
 def abstract_like(shapes: Any, shardings: Any) -> Any:

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="read the sources and print the planned points; train nothing")
     mode.add_argument("--report-only", action="store_true", help="refit and redraw the report from the finished points; train nothing")
+    parser.add_argument("--resume-anyway", action="store_true",
+                        help="let a point's interrupted training resume its checkpoint even if it was made with another "
+                             "config (logged as a warning); without it such a resume is refused")
     add_runtime_flags(parser)  # meshes per role: runtime.{encode,train}.mesh/rules overrides
 
 
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         runtime.start()
     try:
         out = run_scaling(config, args.output, report_only=args.report_only, dry_run=args.dry_run, runtime=runtime,
+                          resume_anyway=args.resume_anyway,
                           on_stage=lambda s: print(f"  {s}", flush=True))
     except InterruptedError as err:
         print(f"umr-jax scaling: {err}", file=sys.stderr)

@@ -121,9 +121,11 @@ def evaluation_settings(config) -> ml_collections.ConfigDict:
 
 class PointRunner:
     """The study's `train_and_evaluate`: trains a point with the source's trainer, then evaluates
-    the retriever it selected (the dev-best one when the source has dev data, else the last)."""
+    the retriever it selected (the dev-best one when the source has dev data, else the last).
+    `resume_anyway`: a point's interrupted training resumes its checkpoint even if the config
+    changed since (see `training.runner.RESUMABLE_WITH_CHANGES`)."""
 
-    def __init__(self, config, *, runtime=None, on_stage: Callable[[str], None] | None = None):
+    def __init__(self, config, *, runtime=None, on_stage: Callable[[str], None] | None = None, resume_anyway: bool = False):
         from umr_jax.runtime import Runtime
 
         self.config = config
@@ -132,6 +134,7 @@ class PointRunner:
         self.runtime = runtime or Runtime.from_config(config)
         self.evaluation = evaluation_settings(config)
         self.on_stage = on_stage or (lambda s: None)
+        self.resume_anyway = resume_anyway
 
     def available(self) -> dict[str, int]:
         """source -> training examples it holds (every source is read once, as its trainer reads it)."""
@@ -181,7 +184,7 @@ class PointRunner:
         train_dir = point_dir / "train"
         if not (train_dir / train.DONE).is_file():
             self.on_stage(f"train ({train_dir})")
-        trained = train.train(config, train_dir, self.runtime)
+        trained = train.train(config, train_dir, self.runtime, resume_anyway=self.resume_anyway)
         metrics = dict(self.evaluate(trained.retriever, point_dir / "eval"))
         best_record = trained.summary.get("best") or {}
         metrics["train"] = {"objective": config.objective, "steps": trained.summary["steps"], "examples": int(size),
@@ -192,11 +195,12 @@ class PointRunner:
 
 
 def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry_run: bool = False,
-                on_stage: Callable[[str], None] | None = None, runtime=None) -> dict:
+                on_stage: Callable[[str], None] | None = None, runtime=None, resume_anyway: bool = False) -> dict:
     """Plan, run (or resume) and report a study. Returns {"points", "report"?, "plan"}.
 
     report_only: fit and plot the finished points without training anything.
     dry_run: read the sources and print the plan (which points are finished), train nothing.
+    resume_anyway: resume a point's checkpoint even if it was made with another config.
     """
     import jax
 
@@ -207,7 +211,7 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     if report_only:
         report = study.write_report(study_dir, scaling)
         return {"plan": study.read_plan(study_dir), "report": report}
-    runner = PointRunner(config, runtime=runtime, on_stage=on_stage)
+    runner = PointRunner(config, runtime=runtime, on_stage=on_stage, resume_anyway=resume_anyway)
     try:
         points = study.plan_study(scaling, runner.available())
     except ValueError as err:

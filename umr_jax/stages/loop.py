@@ -39,16 +39,19 @@ STAGES = ("encode", "index", "retrieve", "evaluate", "score", "train")
 class UmrLoop:
     """Runs the UMR iterations a config describes (sections `loop`, `encode`, `score`, `model`,
     `data`, `train`, `runtime`) on `runtime` (default: the config's). `on_stage(iteration,
-    stage)` is called before each stage runs (progress display, tests)."""
+    stage)` is called before each stage runs (progress display, tests). `resume_anyway`: an
+    interrupted training stage resumes its checkpoint even if the config changed since (see
+    `training.runner.RESUMABLE_WITH_CHANGES`)."""
 
     def __init__(self, config, *, output_dir: str | Path | None = None, runtime=None,
-                 on_stage: Callable[[int, str], None] | None = None):
+                 on_stage: Callable[[int, str], None] | None = None, resume_anyway: bool = False):
         from umr_jax.runtime import Runtime
 
         self.config = config
         self.output = Path(output_dir or config.output_dir)
         self.runtime = runtime or Runtime.from_config(config)
         self.on_stage = on_stage or (lambda i, s: None)
+        self.resume_anyway = resume_anyway
         self.timings: dict[str, float] = {}  # seconds per stage this run (iter{i}/{stage})
         self._scorer = None  # one scorer (and its compiled programs) for every split and iteration
 
@@ -90,7 +93,7 @@ class UmrLoop:
             config.model.init_passage = retriever.passage
             config.data.pseudo_labels = str(labels / "pseudo_labels.jsonl")
             config.data.dev_pseudo_labels = str(dev_labels / "pseudo_labels.jsonl") if dev_labels else ""
-        return train.train(config, folder, self.runtime).retriever
+        return train.train(config, folder, self.runtime, resume_anyway=self.resume_anyway).retriever
 
     # ---- driver -------------------------------------------------------------------------------
 

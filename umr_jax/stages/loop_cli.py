@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loop.scorer=/models/mt5-xl")
     parser.add_argument("--iterations", type=positive_int, default=1, help="UMR iterations (default 1)")
     parser.add_argument("--output", help="output folder (default: the config's output_dir)")
+    parser.add_argument("--resume-anyway", action="store_true",
+                        help="let an interrupted training stage resume its checkpoint even if it was made with "
+                             "another config (logged as a warning); without it such a resume is refused")
     add_runtime_flags(parser)  # meshes per role: runtime.{encode,score,train}.mesh/rules overrides
 
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no output folder: give --output DIR or output_dir=DIR", args.config)
     check_output(output, "folder")
     runtime = Runtime.from_config(config, args).start()
-    history = UmrLoop(config, output_dir=args.output, runtime=runtime, on_stage=lambda i, s: print(f"iteration {i}: {s}", flush=True)).run(args.iterations)
+    history = UmrLoop(config, output_dir=args.output, runtime=runtime, resume_anyway=args.resume_anyway, on_stage=lambda i, s: print(f"iteration {i}: {s}", flush=True)).run(args.iterations)
     for record in history:
         line = {"iteration": record["iteration"], "retriever": record["retriever"]}
         if "eval" in record:

@@ -5,12 +5,14 @@ there was dev data, else the last), which is what says the stage is done."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
+from typing import Iterator
 
 from umr_jax.errors import InputError
-from umr_jax.stages.folder import write_json
+from umr_jax.stages.folder import StageFolder, write_json
 from umr_jax.stages.steps import Retriever, retriever_in
 
 DONE = "DONE.json"
@@ -31,10 +33,23 @@ def _chosen_folder(summary: dict, output: Path) -> Path:
     return Path(best) if best and (output / "best").is_dir() else Path(summary["final_dir"])
 
 
-def train(config, output: str | Path, runtime) -> Trained:
+@contextlib.contextmanager
+def locked(output: str | Path, runtime) -> Iterator[StageFolder]:
+    """Hold the train folder's lock (the writing process) and sweep what killed writes left
+    (best.json, export folders); checkpoints are kept whatever happens (Orbax removes its own
+    unfinished steps)."""
+    stage = StageFolder(output, "train")
+    with stage.session(writer=runtime.is_writer, remove_on_failure=False):
+        if runtime.is_writer:
+            stage.sweep_temporaries()
+        yield stage
+
+
+def train(config, output: str | Path, runtime, *, resume_anyway: bool = False) -> Trained:
     """Train (or resume) into `output` and return what it chose. A finished folder is returned
     as it is. Raises `InterruptedError` when training stopped before its last step (a SIGTERM):
-    run again to resume."""
+    run again to resume. `resume_anyway`: resume a checkpoint made with another config (see
+    `training.runner.RESUMABLE_WITH_CHANGES`)."""
     output = Path(output)
     done = output / DONE
     if not done.is_file():
@@ -45,7 +60,8 @@ def train(config, output: str | Path, runtime) -> Trained:
             from umr_jax.training.contrastive import train as run
         else:
             raise InputError(f"objective must be 'distill' or 'contrastive', got {objective!r}")
-        summary = run(config, output_dir=output, runtime=runtime)
+        with locked(output, runtime):
+            summary = run(config, output_dir=output, runtime=runtime, resume_anyway=resume_anyway)
         if summary["reason"] != "done":
             raise InterruptedError(f"training stopped ({summary['reason']}) in {output}; run again to resume")
         if runtime.is_writer:

@@ -132,21 +132,50 @@ def export_towers(output: str | Path, setup: DualEncoderSetup, params: Any) -> d
 
 
 class MetricsLog:
-    """Appends metrics to `metrics.jsonl` and TensorBoard event files (process 0 only)."""
+    """A run's metrics: `metrics.jsonl` lines and TensorBoard event files, written by process 0.
 
-    def __init__(self, folder: str | Path):
+    `resume_step` is the checkpoint step the run restarts from (None: nothing is restored and the
+    run starts at step 0). What an earlier, killed run logged after that step is about to be
+    logged again, so it is removed first: metrics.jsonl keeps the lines with step <= resume_step
+    only (none on a fresh start), rewritten atomically, and this run's TensorBoard event file
+    begins with a restart marker at the first step it logs (a SessionLog START event, what
+    tensorboardX's `purge_step` writes), which tells TensorBoard to discard the earlier files'
+    events from that step on. Each record is flushed to both files as it is written, so a kill
+    loses nothing logged before the checkpoint that the next run resumes from.
+    """
+
+    def __init__(self, folder: str | Path, resume_step: int | None = None):
         self.folder = Path(folder)
         self.active = jax.process_index() == 0
-        self._tb = None
+        self.first_step = 0 if resume_step is None else int(resume_step) + 1
+        self._events = None
+        self._started = time.time()
         if self.active:
             self.folder.mkdir(parents=True, exist_ok=True)
-            try:
-                from tensorboardX import SummaryWriter
+            truncate_metrics(self.folder / "metrics.jsonl", self.first_step)
 
-                self._tb = SummaryWriter(str(self.folder / "tensorboard"))
-            except ImportError:  # TensorBoard files are a convenience; the JSONL log is the record
-                self._tb = None
-        self._started = time.time()
+    def _event_file(self):
+        """The TensorBoard event file of this run, opened at the first write (None without tensorboardX)."""
+        if self._events is None:
+            # tensorboardX's SummaryWriter hands events to a thread that flushes every 2 minutes, so
+            # a kill loses them; its EventsWriter writes in this thread and `write` flushes it.
+            try:  # TensorBoard files are a convenience; the JSONL log is the record
+                from tensorboardX.event_file_writer import EventsWriter
+                from tensorboardX.proto.event_pb2 import Event, SessionLog
+            except ImportError:
+                self._events = False
+                return None
+            folder = self.folder / "tensorboard"
+            folder.mkdir(parents=True, exist_ok=True)
+            earlier = sorted(folder.glob("events.out.tfevents.*"))
+            # Files are named by the second they were opened and the host; the run count breaks a tie
+            # within one second (a same name would overwrite the earlier file), in the order TensorBoard
+            # reads them.
+            self._events = EventsWriter(str(folder / "events"), filename_suffix=f".run{len(earlier):04d}")
+            if earlier:
+                self._events.write_event(Event(wall_time=time.time(), step=self.first_step,
+                                               session_log=SessionLog(status=SessionLog.START)))
+        return self._events or None
 
     def write(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
         if not self.active:
@@ -154,14 +183,69 @@ class MetricsLog:
         record = {"step": step, "split": prefix, "time": round(time.time() - self._started, 3), **metrics}
         with open(self.folder / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        if self._tb is not None:
+        events = self._event_file()
+        if events is not None:
+            from tensorboardX.proto.event_pb2 import Event
+            from tensorboardX.summary import scalar
+
+            now = time.time()
             for key, value in metrics.items():
-                self._tb.add_scalar(f"{prefix}/{key}", value, step)
+                events.write_event(Event(wall_time=now, step=step, summary=scalar(f"{prefix}/{key}", value)))
+            events.flush()
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
+        if self._events:
+            self._events.close()
+        self._events = None
+
+
+def truncate_metrics(path: Path, first_step: int) -> int:
+    """Drop the lines of `path` (metrics JSONL) with step >= `first_step`, and any line a kill cut
+    short, rewriting the file atomically; returns how many were dropped."""
+    from umr_jax.data.files import AtomicFile
+
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for number, line in enumerate(path.read_bytes().splitlines(keepends=True), 1):
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            if line.strip():
+                log.warning("%s:%d: not a metrics record (cut short by a kill?); dropped", path, number)
+                dropped += 1
+            continue
+        if not line.endswith(b"\n"):  # a whole record whose newline was cut off
+            line += b"\n"
+        if step >= first_step:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        with AtomicFile(path) as f:
+            f.writelines(kept)
+        log.info("%s: dropped %d lines logged after step %d by an earlier run (it is resumed from there)",
+                 path, dropped, first_step - 1)
+    return dropped
+
+
+def start_run(output: Path, config, *, resume_anyway: bool = False) -> None:
+    """What a trainer does before it loads anything: refuse a checkpoint in `output/checkpoints`
+    made with another config (`runner.check_resumed_config`; with `resume_anyway` the loop warns
+    instead when it resumes), then write the config as `output/config.json` (atomically, process
+    0), so a run folder says how it was made without Orbax."""
+    from umr_jax.data.files import AtomicFile
+    from umr_jax.parallel.checkpoint import latest_saved_config
+    from umr_jax.training.runner import check_resumed_config
+
+    requested = config.to_dict()
+    found = latest_saved_config(output / "checkpoints")
+    if found is not None and not resume_anyway:
+        step, saved = found
+        check_resumed_config(saved, requested, step=step, where=(output / "checkpoints").absolute(), resume_anyway=False)
+    if jax.process_index() == 0:
+        with AtomicFile(output / "config.json") as f:
+            f.write((json.dumps(requested, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def run_dual_encoder_training(
@@ -178,12 +262,14 @@ def run_dual_encoder_training(
     rules,
     dev_metrics: Callable[[Any], dict[str, float]] | None = None,
     selection_metric: str = "",
+    resume_anyway: bool = False,
 ) -> dict[str, Any]:
     """The part every dual-encoder trainer shares, around its own batches and loss.
 
     Builds the optimizer (AdamW, warm-up then linear decay, clipping) and the sharded state
     from `setup`'s params, one jitted step (gradient caching when `train.grad_cache`), metrics
-    to JSONL/TensorBoard, checkpoints with exact resume; every `train.eval_every` steps (and at
+    to JSONL/TensorBoard, checkpoints with exact resume (refused for a checkpoint made with another
+    config unless `resume_anyway`, see `runner.train_loop`); every `train.eval_every` steps (and at
     step 0 and the end) `dev_metrics(params)` is logged, and the params with the lowest
     `selection_metric` are exported to `output/best`. The last params go to `output/final`.
     Returns a summary: reason ("done" or "preempted"), steps, total_steps, best, best_dir, final_dir.
@@ -217,8 +303,8 @@ def run_dual_encoder_training(
                         "part of the devices, and XLA moves rows between devices inside the loop", name, chunk, shards)
     value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings, query_chunk=query_chunk, passage_chunk=passage_chunk)
     step = make_train_step(None, optimizer, mesh, shardings, shd.batch_sharding(mesh), rules, value_and_grad_fn=value_and_grad)
-    metrics_log = MetricsLog(output)
     checkpointer = Checkpointer(output / "checkpoints", save_interval_steps=t.checkpoint_every, max_to_keep=t.keep_checkpoints)
+    metrics_log = MetricsLog(output, resume_step=checkpointer.latest_step())
     best_file = output / "best.json"
     best = json.loads(best_file.read_text()) if best_file.is_file() else {selection_metric: math.inf}
 
@@ -250,6 +336,7 @@ def run_dual_encoder_training(
         state=state, state_shardings=shardings, train_step=step, data=batches,
         to_global=lambda b: shd.host_batch_to_global(b, mesh), total_steps=total_steps, checkpointer=checkpointer,
         rng=jax.random.PRNGKey(t.seed), config=config.to_dict(), on_metrics=on_metrics, on_step=on_step,
+        resume_anyway=resume_anyway,
     )
     checkpointer.close()
     metrics_log.close()

@@ -240,13 +240,15 @@ def jitted_encoders(module):
     return encode_q, encode_p
 
 
-def train(config, *, output_dir: str | Path | None = None, runtime=None) -> dict[str, Any]:
+def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_anyway: bool = False) -> dict[str, Any]:
     """Run stage 2 from a config (see configs/umr_xor_retrieve.py) on `runtime`'s train mesh
-    (default: the config's). Resumes from the latest checkpoint in `output_dir/checkpoints`.
-    Returns a summary with the exported folders."""
+    (default: the config's). Resumes from the latest checkpoint in `output_dir/checkpoints`, if
+    it was made with the same config (or with `resume_anyway`; see
+    `runner.RESUMABLE_WITH_CHANGES`). Returns a summary with the exported folders."""
     from umr_jax.runtime import Runtime
 
     output = Path(output_dir or config.output_dir)
+    common.start_run(output, config, resume_anyway=resume_anyway)
     mesh, rules = (runtime or Runtime.from_config(config)).mesh_and_rules("train")
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
@@ -272,5 +274,5 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None) -> dict
         config=config, setup=setup, batches=batches, loss_on_embeddings=loss_on_embeddings,
         queries_per_batch=t.questions_per_batch, passages_per_batch=t.questions_per_batch * d.candidates_per_question,
         warmup_steps=t.warmup_steps, output=output, mesh=mesh, rules=rules,
-        dev_metrics=dev_metrics, selection_metric="teacher_best_mean_rank",
+        dev_metrics=dev_metrics, selection_metric="teacher_best_mean_rank", resume_anyway=resume_anyway,
     )

@@ -3,10 +3,14 @@
 It owns what is the same for all objectives: resume from the latest checkpoint (state, data
 iterator position, config), step, log, checkpoint every N steps, stop on a non-finite loss
 keeping the last good checkpoint, and turn SIGTERM into a final save and a clean exit.
+
+A checkpoint is resumed only with the config it was made with: `config_differences` compares
+the saved config with the requested one, key by key, leaving out `RESUMABLE_WITH_CHANGES`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any, Callable, Protocol
@@ -14,9 +18,71 @@ from typing import Any, Callable, Protocol
 import jax
 import numpy as np
 
+from umr_jax.errors import InputError
 from umr_jax.parallel.checkpoint import Checkpointer, PreemptionGuard, abstract_like
 
 log = logging.getLogger(__name__)
+
+# Config keys a resumed run may change without a word. None of them reaches what a step
+# computes (the batches, the rng, the optimizer, the model): they say where the run writes (its
+# metrics and TensorBoard files live in that folder, they have no keys of their own), how often
+# progress is logged and the dev set evaluated (which steps can be chosen as `best`, not what any
+# step computes), and how often checkpoints are saved and how many are kept. Any other difference
+# changes what the resumed steps compute, so a resume with it is refused unless asked for
+# (`--resume-anyway`).
+RESUMABLE_WITH_CHANGES = frozenset({
+    "output_dir",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+})
+
+_ABSENT = object()
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and other leaves stay whole."""
+    if isinstance(tree, dict) and tree:
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _show(value: Any) -> str:
+    return "(absent)" if value is _ABSENT else repr(value)
+
+
+def config_differences(saved: dict, requested: dict) -> list[str]:
+    """`key: saved -> requested` for every key whose value differs (or exists on one side only),
+    sorted, leaving out `RESUMABLE_WITH_CHANGES`. Both sides are compared as JSON holds them
+    (tuples are lists), since that is how a checkpoint keeps its config."""
+    saved, requested = (_flatten(json.loads(json.dumps(c))) for c in (saved, requested))
+    out = []
+    for key in sorted(set(saved) | set(requested)):
+        old, new = saved.get(key, _ABSENT), requested.get(key, _ABSENT)
+        if old != new and key not in RESUMABLE_WITH_CHANGES:
+            out.append(f"{key}: {_show(old)} -> {_show(new)}")
+    return out
+
+
+def check_resumed_config(saved: dict, requested: dict, *, step: int, where: Any, resume_anyway: bool) -> None:
+    """Raise a one-line InputError naming every differing key, unless `resume_anyway` (then log
+    them as a warning). A checkpoint that holds no config (an empty one) cannot be checked."""
+    if not saved or not requested:
+        if requested and not saved:
+            log.warning("%s: the checkpoint of step %d holds no config; resuming without checking it", where, step)
+        return
+    differences = config_differences(saved, requested)
+    if not differences:
+        return
+    listed = "; ".join(differences)
+    if not resume_anyway:
+        raise InputError(f"the checkpoint of step {step} was made with another config ({listed}); rerun with the "
+                         "saved config, or pass --resume-anyway to continue with this one", where)
+    log.warning("%s: resuming step %d with a config that differs from the checkpoint's: %s", where, step, listed)
 
 
 class CheckpointableIterator(Protocol):
@@ -59,6 +125,7 @@ def train_loop(
     on_metrics: Callable[[int, dict], None] | None = None,
     on_step: Callable[[int, Any], None] | None = None,
     guard: PreemptionGuard | None = None,
+    resume_anyway: bool = False,
 ) -> tuple[Any, str]:
     """Run `train_step` until `total_steps`, resuming from `checkpointer`'s latest step.
 
@@ -68,6 +135,10 @@ def train_loop(
     runs after it (periodic evaluation, exports). Returns (state, reason) with reason "done" or
     "preempted". Raises NonFiniteLossError.
 
+    A checkpoint saved with another `config` (other than `RESUMABLE_WITH_CHANGES`) is refused
+    with an InputError listing the differences, before any state is restored; with
+    `resume_anyway` the differences are logged as a warning and training continues.
+
     Input overlaps compute: once step i is dispatched (asynchronously), the loop draws and
     transfers batch i + 1 before it waits for step i's loss, so host-side batching and the
     host-to-device copy run while the device computes. Checkpoints record the data position
@@ -75,7 +146,9 @@ def train_loop(
     """
     start = checkpointer.latest_step()
     if start is not None:
-        state, saved_config, data_state = checkpointer.restore(abstract_like(state, state_shardings), start)
+        check_resumed_config(checkpointer.restore_config(start), config or {}, step=start,
+                             where=checkpointer.directory, resume_anyway=resume_anyway)
+        state, _, data_state = checkpointer.restore(abstract_like(state, state_shardings), start)
         if "iterator" in data_state:
             data.set_state(_from_jsonable(data_state["iterator"]))
         log.info("resumed from step %d (%s)", start, checkpointer.directory)

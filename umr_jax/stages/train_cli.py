@@ -4,7 +4,10 @@ contrastive training on pairs (objective "contrastive"), as the config says.
   umr-jax train --config configs/umr_xor_retrieve.py model.init=/models/mcontriever \
       data.pseudo_labels=runs/it0/pseudo_labels data.dev_pseudo_labels=runs/it0/dev_pseudo_labels
 
-Resumes from the latest checkpoint in the output folder; SIGTERM saves and exits cleanly.
+Resumes from the latest checkpoint in the output folder, if it was made with the same config
+(logging, evaluation and checkpoint cadence and output paths may differ); a checkpoint made with
+another config is refused, naming each differing key, unless --resume-anyway. SIGTERM saves and
+exits cleanly. The config is written to OUTPUT/config.json.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="config file (configs/*.py, optionally path.py:arg)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3")
     parser.add_argument("--output", help="output folder (default: the config's output_dir)")
+    parser.add_argument("--resume-anyway", action="store_true",
+                        help="resume the output folder's checkpoint even if it was made with another config "
+                             "(the differences are logged as a warning); without it such a resume is refused")
     add_runtime_flags(parser, role="train")
 
 
@@ -44,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         from umr_jax.training.contrastive import train
     else:
         raise InputError(f"objective must be 'distill' or 'contrastive', got {objective!r}", args.config)
-    summary = train(config, output_dir=args.output, runtime=runtime)
+    from umr_jax.stages.train import locked
+
+    with locked(output, runtime):  # one writer per run folder
+        summary = train(config, output_dir=output, runtime=runtime, resume_anyway=args.resume_anyway)
     print(json.dumps(summary, default=str))
     return 0 if summary["reason"] in ("done", "preempted") else 1

@@ -24,7 +24,7 @@ import pytest
 
 from umr_jax import cli
 from umr_jax.data import formats
-from umr_jax.data.demo import demo_paths
+from umr_jax.demo import demo_paths
 from umr_jax.errors import InputError
 from umr_jax.parallel.checkpoint import Checkpointer, latest_saved_config
 from umr_jax.training import common

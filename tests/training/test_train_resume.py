@@ -181,7 +181,7 @@ def write_config(folder: Path, retriever: Path, labels: Path) -> Path:
         "train": dict(questions_per_batch=8, epochs=4, learning_rate=3e-3, adam_eps=1e-8, weight_decay=0.0, warmup_steps=2,
                       grad_clip_norm=2.0, dropout=0.1, seed=1, temperature=10.0, student_scale=1.0, grad_cache=False,
                       query_chunk=8, passage_chunk=32, eval_every=6, checkpoint_every=3, keep_checkpoints=2, log_every=1),
-        "runtime": runtime_config(),
+        "runtime": runtime_config().to_dict(),
     }
     path = folder / "config.py"
     path.write_text(f"import ml_collections\n\n\ndef get_config():\n    return ml_collections.ConfigDict({config!r})\n")
@@ -214,7 +214,8 @@ def test_cli_refuses_a_changed_config_in_one_line(tmp_path, tiny_retriever, pseu
 
     apply_overrides(saved, ["train.log_every=5", "train.eval_every=2", "train.checkpoint_every=4", "train.keep_checkpoints=1",
                             f"output_dir={tmp_path / 'elsewhere'}"])
-    common.start_run(tmp_path / "run", saved)
+    common.check_resume(tmp_path / "run", saved)
+    common.write_config(tmp_path / "run", saved)
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == json.loads(json.dumps(saved.to_dict()))
     assert latest_saved_config(checkpoints)[0] == 3
 

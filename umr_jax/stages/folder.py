@@ -36,7 +36,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from umr_jax.data.files import AtomicFile
 from umr_jax.errors import InputError
@@ -148,12 +148,15 @@ class StageFolder:
         self._recorded_this_session = False
 
     @contextlib.contextmanager
-    def session(self, *, writer: bool = True, remove_on_failure: bool = True) -> Iterator["StageFolder"]:
+    def session(self, *, writer: bool = True, remove_on_failure: bool = True,
+                keep_if: Callable[[], bool] | None = None) -> Iterator["StageFolder"]:
         """Hold the folder's lock (writer only). When the block raises an `Exception` (bad input,
         a model that does not load, a full disk) and the session recorded no shard (`keep`), what
         the session created is removed: the whole folder (and the folders it made above it) when
-        the session made it, else the entries that were not there before. `remove_on_failure=False` for a driver whose
-        sub-stages keep their own work. An interruption (Ctrl-C, SIGTERM, kill) removes nothing."""
+        the session made it, else the entries that were not there before. Nothing is removed
+        with `remove_on_failure=False` (a driver whose sub-stages keep their own work) or when
+        `keep_if()`, asked at the failure, says the work is worth keeping. An interruption
+        (Ctrl-C, SIGTERM, kill) removes nothing."""
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"exists and is not a folder; expected the {self.stage} output folder", self.path)
         if not writer:
@@ -176,7 +179,7 @@ class StageFolder:
         try:
             yield self
         except Exception:
-            if remove_on_failure and not self._recorded_this_session:
+            if remove_on_failure and not self._recorded_this_session and not (keep_if is not None and keep_if()):
                 lock.release()
                 if created is not None:
                     shutil.rmtree(created, ignore_errors=True)

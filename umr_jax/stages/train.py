@@ -36,10 +36,13 @@ def _chosen_folder(summary: dict, output: Path) -> Path:
 @contextlib.contextmanager
 def locked(output: str | Path, runtime) -> Iterator[StageFolder]:
     """Hold the train folder's lock (the writing process) and sweep what killed writes left
-    (best.json, export folders); checkpoints are kept whatever happens (Orbax removes its own
-    unfinished steps)."""
+    (best.json, export folders). A run that fails before training starts (bad input: the model
+    or the data did not load) removes what it created; once `config.json` is written, training
+    has started and its checkpoints are kept whatever happens (Orbax removes its own unfinished
+    steps)."""
+    output = Path(output)
     stage = StageFolder(output, "train")
-    with stage.session(writer=runtime.is_writer, remove_on_failure=False):
+    with stage.session(writer=runtime.is_writer, keep_if=lambda: (output / "config.json").is_file()):
         if runtime.is_writer:
             stage.sweep_temporaries()
         yield stage

@@ -229,23 +229,27 @@ def truncate_metrics(path: Path, first_step: int) -> int:
     return dropped
 
 
-def start_run(output: Path, config, *, resume_anyway: bool = False) -> None:
+def check_resume(output: Path, config, *, resume_anyway: bool = False) -> None:
     """What a trainer does before it loads anything: refuse a checkpoint in `output/checkpoints`
     made with another config (`runner.check_resumed_config`; with `resume_anyway` the loop warns
-    instead when it resumes), then write the config as `output/config.json` (atomically, process
-    0), so a run folder says how it was made without Orbax."""
-    from umr_jax.data.files import AtomicFile
+    instead when it resumes). Writes nothing."""
     from umr_jax.parallel.checkpoint import latest_saved_config
     from umr_jax.training.runner import check_resumed_config
 
-    requested = config.to_dict()
     found = latest_saved_config(output / "checkpoints")
     if found is not None and not resume_anyway:
         step, saved = found
-        check_resumed_config(saved, requested, step=step, where=(output / "checkpoints").absolute(), resume_anyway=False)
+        check_resumed_config(saved, config.to_dict(), step=step, where=(output / "checkpoints").absolute(), resume_anyway=False)
+
+
+def write_config(output: Path, config) -> None:
+    """The config as `output/config.json` (atomically, process 0), written once the model and the
+    data have loaded, so a run folder says how it was made without Orbax."""
+    from umr_jax.data.files import AtomicFile
+
     if jax.process_index() == 0:
         with AtomicFile(output / "config.json") as f:
-            f.write((json.dumps(requested, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            f.write((json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def run_dual_encoder_training(
@@ -303,6 +307,7 @@ def run_dual_encoder_training(
                         "part of the devices, and XLA moves rows between devices inside the loop", name, chunk, shards)
     value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings, query_chunk=query_chunk, passage_chunk=passage_chunk)
     step = make_train_step(None, optimizer, mesh, shardings, shd.batch_sharding(mesh), rules, value_and_grad_fn=value_and_grad)
+    write_config(output, config)
     checkpointer = Checkpointer(output / "checkpoints", save_interval_steps=t.checkpoint_every, max_to_keep=t.keep_checkpoints)
     metrics_log = MetricsLog(output, resume_step=checkpointer.latest_step())
     best_file = output / "best.json"

@@ -132,7 +132,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     from umr_jax.runtime import Runtime
 
     output = Path(output_dir or config.output_dir)
-    common.start_run(output, config, resume_anyway=resume_anyway)
+    common.check_resume(output, config, resume_anyway=resume_anyway)
     mesh, rules = (runtime or Runtime.from_config(config)).mesh_and_rules("train")
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,

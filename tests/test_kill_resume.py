@@ -72,9 +72,9 @@ import pytest
 
 from umr_jax.data import formats
 from umr_jax.demo import demo_paths
+from umr_jax.demo.models import PRETRAINED
 
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAINED = ROOT / "umr_jax" / "data" / "demo" / "pretrained"
 RUN_TIMEOUT = 300  # seconds for one process; a stuck run fails the test instead of hanging it
 POLL = 0.001  # seconds between two looks at the output folder
 TEMPORARY = re.compile(r"\.tmp$|\.tmp-|orbax-checkpoint-tmp")  # atomic writes in flight (ours, HF exports, Orbax)

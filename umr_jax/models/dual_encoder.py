@@ -4,7 +4,8 @@ The towers are any module mapping `(input_ids, attention_mask) -> fp32 [batch, e
 (`BertEncoderTower`, `T5EncoderTower`). Separate towers start from the same weights in UMR
 (both from mContriever); that is a matter of initialisation, handled by the caller.
 
-Parameter tree: `{"query_tower": ..., "passage_tower": ...}`, or `{"tower": ...}` when shared.
+Parameter tree: `{"query_tower": ..., "passage_tower": ...}`, or `{"query_tower": ...}` alone
+when the towers are shared (passages then go through the query tower).
 """
 
 from __future__ import annotations

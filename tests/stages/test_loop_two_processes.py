@@ -1,7 +1,7 @@
 """`umr-jax loop` as two JAX processes (2 CPU devices each, joined over 127.0.0.1) equals one
-process with the same 4 devices: every file the first iteration writes before training is
-byte-identical, and the trained retriever and the next iteration's scores agree to float
-tolerance (the gradients are summed across processes in another order)."""
+process with the same 4 devices: the same shards, passages, rankings and R@kt, and embeddings,
+scores and the trained retriever that agree to float rounding (each host encodes on its own
+2 devices, and the gradients are summed across processes in another order)."""
 
 from __future__ import annotations
 
@@ -80,16 +80,19 @@ def test_a_two_process_loop_equals_one_process(tmp_path, corpus):
     printed = [[line for line in out.splitlines() if line.startswith("{")] for out in _wait(_loop(two, corpus, cache, "0", "1"))]
     assert len(printed[0]) == 2 and printed[1] == printed[0]  # every process prints the same history (one line per iteration)
 
-    it0 = ("embeddings/manifest.json", "retrieved_train.jsonl", "retrieved_dev.jsonl", "eval.json")
-    for name in it0:
-        a, b = (one / "iter0" / name).read_bytes(), (two / "iter0" / name).read_bytes()
-        if name.endswith("manifest.json"):  # the same shards; only the encode settings' paths differ
-            a, b = (json.loads(x) for x in (a, b))
-            assert a["shards"] == b["shards"] and a["total_rows"] == b["total_rows"]
-            continue
-        assert a == b, name
-    for shard in sorted((one / "iter0" / "embeddings").glob("shard-*")):
-        assert shard.read_bytes() == (two / "iter0" / "embeddings" / shard.name).read_bytes(), shard.name
+    # Each host encodes on its own 2 devices, the single process on 4: the same rows, batched
+    # differently, so embeddings and retrieval scores agree to float rounding, not to the bit.
+    manifests = [json.loads((run / "iter0" / "embeddings" / "manifest.json").read_text()) for run in (one, two)]
+    assert manifests[0]["shards"] == manifests[1]["shards"] and manifests[0]["total_rows"] == manifests[1]["total_rows"]
+    for shard in sorted((one / "iter0" / "embeddings").glob("shard-*.npy")):
+        np.testing.assert_allclose(np.load(shard), np.load(two / "iter0" / "embeddings" / shard.name), rtol=0, atol=1e-5)
+        assert shard.with_suffix(".ids.txt").read_bytes() == (two / "iter0" / "embeddings" / shard.name).with_suffix(".ids.txt").read_bytes()
+    for name in ("retrieved_train.jsonl", "retrieved_dev.jsonl"):
+        results = [list(formats.read_retrieval(run / "iter0" / name)) for run in (one, two)]
+        for a, b in zip(*results, strict=True):
+            assert (a.id, [c.id for c in a.ctxs]) == (b.id, [c.id for c in b.ctxs]), name
+            np.testing.assert_allclose([c.score for c in a.ctxs], [c.score for c in b.ctxs], rtol=0, atol=1e-4)
+    assert json.loads((one / "iter0" / "eval.json").read_text()) == json.loads((two / "iter0" / "eval.json").read_text())
     for split in ("pseudo_labels", "dev_pseudo_labels"):
         for (qa, pa, sa), (qb, pb, sb) in zip(_labels(one / "iter0" / split), _labels(two / "iter0" / split), strict=True):
             assert (qa, pa) == (qb, pb)

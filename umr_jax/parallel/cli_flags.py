@@ -11,27 +11,25 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a count, a k, a size). 0 and negative values are usage
-    errors, reported by argparse before anything runs."""
+def _int_at_least(text: str, least: int, expected: str, below: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected a positive integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive; expected an integer >= 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected {expected}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} is {below}; expected an integer >= {least}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count, a k, a size). 0 and negative values are usage
+    errors, reported by argparse before anything runs."""
+    return _int_at_least(text, 1, "a positive integer", "not positive")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected an integer >= 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; expected an integer >= 0")
-    return value
+    return _int_at_least(text, 0, "an integer >= 0", "negative")
 
 
 def add_distributed_flags(parser: argparse.ArgumentParser) -> None:

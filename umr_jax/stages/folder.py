@@ -170,12 +170,9 @@ class StageFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         before = set(os.listdir(self.path))
         lock = FolderLock(self.path, self.stage)
-        try:
-            lock.acquire()
-        except BaseException:
-            if created is not None:
-                shutil.rmtree(created, ignore_errors=True)
-            raise
+        # A refused lock removes nothing: the run that holds it may have made the folder a moment
+        # ago, both of them seeing it missing.
+        lock.acquire()
         try:
             yield self
         except Exception:

@@ -7,6 +7,7 @@ RoBERTa/XLM-R counts non-padding tokens from `pad_token_id + 1`.
 Parameter tree (`hf_io` maps it to Hugging Face names):
   embeddings/{word_embeddings, position_embeddings, token_type_embeddings, norm}
   layers_{i}/{attention/{query,key,value,output}, attention_norm, intermediate, output, output_norm}
+  (with `scan_layers`: one `layers/...` whose leaves have a leading [num_layers] axis)
   pooler/dense   (only when the checkpoint has one; kept so exports round-trip)
 """
 
@@ -29,6 +30,7 @@ from umr_jax.models.layers import (
     dtype_of,
     embedding_table,
     masked_mean,
+    scanned,
 )
 
 
@@ -53,6 +55,7 @@ class BertConfig:
     has_pooler: bool = False
     dtype: str = "float32"
     param_dtype: str = "float32"
+    scan_layers: bool = False  # one nn.scan over the layers (params `layers`, stacked) instead of `layers_{i}`
 
     def replace(self, **changes: Any) -> "BertConfig":
         return dataclasses.replace(self, **changes)
@@ -165,7 +168,10 @@ class BertEncoderTower(nn.Module):
         if cfg.pooling == "pooler" and not cfg.has_pooler:
             raise ValueError("pooling='pooler' needs a model with a pooler (has_pooler=True)")
         self.embeddings = BertEmbeddings(cfg)
-        self.layers = [BertLayer(cfg) for _ in range(cfg.num_hidden_layers)]  # named layers_{i}
+        if cfg.scan_layers:  # params `layers`, leaves [num_layers, ...]
+            self.layers = scanned(BertLayer, cfg.num_hidden_layers, broadcast_args=2)(cfg)
+        else:
+            self.layers = [BertLayer(cfg) for _ in range(cfg.num_hidden_layers)]  # named layers_{i}
         if cfg.has_pooler:
             self.pooler = dense(
                 cfg.hidden_size,
@@ -180,6 +186,8 @@ class BertEncoderTower(nn.Module):
             token_type_ids = jnp.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, deterministic)
         bias = attention_bias_from_mask(attention_mask)
+        if self.config.scan_layers:
+            return self.layers(x, bias, deterministic)[0]
         for layer in self.layers:
             x = layer(x, bias, deterministic)
         return x

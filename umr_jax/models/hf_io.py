@@ -28,6 +28,7 @@ from umr_jax.data.files import make_output_temp_dir, output_file_mode
 from umr_jax.errors import ModelLoadError
 from umr_jax.models.bert import BertConfig, BertEncoderTower
 from umr_jax.models.t5 import T5Config, T5EncoderDecoder, T5EncoderTower
+from umr_jax.models.layers import stack_layers, unstack_layers
 
 T5_TYPES = ("t5", "mt5")
 BERT_TYPES = ("bert", "xlm-roberta", "roberta")
@@ -636,17 +637,20 @@ def load_t5(folder: str | os.PathLike, *, encoder_only: bool = False, pooling: s
     ignorable = list(T5_IGNORABLE)
     if not untied:
         ignorable.append(r"lm_head\.weight")  # identical to shared.weight
+    unrolled = cfg.replace(scan_layers=False)  # checkpoints hold unrolled layers
     if encoder_only:
         module = T5EncoderTower(cfg, pooling=pooling)
         ignorable += T5_ENCODER_ONLY_IGNORABLE
-        expected = abstract_params(module, *_example_inputs())
+        expected = abstract_params(T5EncoderTower(unrolled, pooling=pooling), *_example_inputs())
     else:
         module = T5EncoderDecoder(cfg)
         ids, mask = _example_inputs()
-        expected = abstract_params(module, ids, mask, ids)
+        expected = abstract_params(T5EncoderDecoder(unrolled), ids, mask, ids)
     params, ignored = assemble_params(
         t5_mapping(cfg, encoder_only=encoder_only), source, expected, ignorable, folder, np.dtype(cfg.param_dtype)
     )
+    if cfg.scan_layers:
+        params = stack_layers(params)
     return LoadedModel("t5-encoder" if encoder_only else "t5", cfg, module, params, ignored, Path(folder))
 
 
@@ -697,9 +701,11 @@ def load_bert(folder: str | os.PathLike, *, pooling: str | None = None, **overri
     pooling = pooling or pooling_from_folder(folder) or "mean"
     cfg = bert_config_from_hf(hf, pooling=pooling, has_pooler=has_pooler, **overrides)
     module = BertEncoderTower(cfg)
-    expected = abstract_params(module, *_example_inputs())
+    expected = abstract_params(BertEncoderTower(cfg.replace(scan_layers=False)), *_example_inputs())
     ignorable = bert_ignorable(prefix)
     params, ignored = assemble_params(bert_mapping(cfg, prefix), source, expected, ignorable, folder, np.dtype(cfg.param_dtype))
+    if cfg.scan_layers:
+        params = stack_layers(params)
     return LoadedModel("bert", cfg, module, params, ignored, Path(folder))
 
 
@@ -782,6 +788,8 @@ def export_model(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_output_temp_dir(folder.parent, prefix=f".{folder.name}.", suffix=".tmp")  # swept by the stage folder if a kill leaves it
     try:
+        if getattr(config, "scan_layers", False):
+            params = unstack_layers(params)
         save_file(hf_state_dict(entries, params), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         os.chmod(tmp / "model.safetensors", output_file_mode())  # safetensors writes it 0o600
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True))

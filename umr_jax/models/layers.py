@@ -11,6 +11,7 @@ production, fp32 in parity tests); normalisation statistics and softmax run in f
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Sequence
 
 import jax
@@ -231,3 +232,76 @@ def masked_mean(hidden: jax.Array, mask: jax.Array) -> jax.Array:
     m = mask.astype(jnp.float32)[..., None]
     summed = jnp.sum(hidden.astype(jnp.float32) * m, axis=1)
     return summed / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers scanned over depth (MaxText's `scan_layers`)
+#
+# A stack of identical layers is either unrolled (params `layers_0`, `layers_1`, ...) or one
+# `nn.scan` over depth (params `layers`, each leaf with a leading [num_layers] axis, logical
+# name "layers", which no rule set shards). Both compute the same function; the scanned one
+# compiles one layer's program, so compile time does not grow with depth (mBERT-base's
+# gradient-cached distillation step for a TPU: minutes unrolled, about a minute scanned).
+# Hugging Face checkpoints hold unrolled layers: `stack_layers` / `unstack_layers` convert.
+
+LAYER_AXIS = "layers"
+_UNROLLED = re.compile(r"layers_(\d+)")
+
+
+def scanned(layer_cls: type[nn.Module], length: int, broadcast_args: int) -> type[nn.Module]:
+    """`layer_cls` scanned `length` times over its first argument (the carried hidden states);
+    its other `broadcast_args` positional arguments are the same for every layer. The layer
+    returns the new hidden states; each layer draws its own params and dropout masks."""
+
+    class Carry(layer_cls):  # type: ignore[misc, valid-type]
+        def __call__(self, x, *args, **kwargs):
+            return super().__call__(x, *args, **kwargs), None
+
+    Carry.__name__ = Carry.__qualname__ = f"Scanned{layer_cls.__name__}"
+    return nn.scan(
+        Carry,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,) * broadcast_args,
+        length=length,
+        metadata_params={nn.PARTITION_NAME: LAYER_AXIS},
+    )
+
+
+def stack_layers(tree: dict) -> dict:
+    """Unrolled params (`layers_{i}` subtrees) -> scanned params (`layers`, leaves stacked on
+    a new leading axis), at every level of `tree`. Numpy in, numpy out."""
+    import numpy as np
+
+    if not isinstance(tree, dict):
+        return tree
+    out, unrolled = {}, {}
+    for key, value in tree.items():
+        match = _UNROLLED.fullmatch(key)
+        if match:
+            unrolled[int(match.group(1))] = value
+        else:
+            out[key] = stack_layers(value)
+    if unrolled:
+        if sorted(unrolled) != list(range(len(unrolled))):
+            raise ValueError(f"layers are not numbered 0..{len(unrolled) - 1}: {sorted(unrolled)}")
+        layers = [unrolled[i] for i in range(len(unrolled))]
+        out[LAYER_AXIS] = jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
+    return out
+
+
+def unstack_layers(tree: dict) -> dict:
+    """The inverse of `stack_layers`: `layers` subtrees -> `layers_{i}`."""
+    import numpy as np
+
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for key, value in tree.items():
+        if key == LAYER_AXIS and isinstance(value, dict):
+            leaves = jax.tree_util.tree_leaves(value)
+            for i in range(int(np.shape(leaves[0])[0])):
+                out[f"layers_{i}"] = jax.tree_util.tree_map(lambda x, i=i: np.asarray(x)[i], value)
+        else:
+            out[key] = unstack_layers(value)
+    return out

@@ -9,6 +9,7 @@ Parameter tree (names are ours; `hf_io` maps them to Hugging Face names):
   shared/embedding [vocab, embed]
   encoder/relpos_bias/embedding [buckets, heads]
   encoder/layers_{i}/{self_attention_norm, self_attention/{q,k,v,o}, mlp_norm, mlp/{wi|wi_0,wi_1, wo}}
+    (with `scan_layers`: one `layers/...` whose leaves have a leading [num_layers] axis)
   encoder/final_norm
   decoder/... as encoder plus cross_attention_norm, cross_attention/{q,k,v,o}
   lm_head [vocab, embed]            (untied models only)
@@ -36,6 +37,7 @@ from umr_jax.models.layers import (
     dtype_of,
     embedding_table,
     masked_mean,
+    scanned,
 )
 
 
@@ -65,6 +67,7 @@ class T5Config:
     dtype: str = "float32"  # compute dtype ("bfloat16" in production)
     param_dtype: str = "float32"
     vocab_chunk_size: int = 16384  # log-likelihood log-sum-exp in vocabulary chunks; 0 = full logits
+    scan_layers: bool = False  # one nn.scan over each stack's layers (params `layers`, stacked) instead of `layers_{i}`
 
     def replace(self, **changes: Any) -> "T5Config":
         return dataclasses.replace(self, **changes)
@@ -192,7 +195,7 @@ class T5Block(nn.Module):
     is_decoder: bool
 
     @nn.compact
-    def __call__(self, x, self_bias, encoded=None, cross_bias=None, *, deterministic: bool):
+    def __call__(self, x, self_bias, encoded=None, cross_bias=None, deterministic: bool = True):
         cfg = self.config
         dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
         norm = functools.partial(RMSNorm, epsilon=cfg.layer_norm_epsilon, dtype=dt, param_dtype=pdt)
@@ -225,7 +228,10 @@ class T5Stack(nn.Module):
         self_bias = self_bias + (causal_bias(length) if self.is_decoder else attention_bias_from_mask(mask))
         cross_bias = attention_bias_from_mask(encoder_mask) if self.is_decoder else None
         n_layers = cfg.num_decoder_layers if self.is_decoder else cfg.num_layers
-        for i in range(n_layers):
+        if cfg.scan_layers:
+            layers = scanned(T5Block, n_layers, broadcast_args=4)(cfg, self.is_decoder, name="layers")
+            x, _ = layers(x, self_bias, encoded, cross_bias, deterministic)
+        for i in range(0 if cfg.scan_layers else n_layers):
             x = T5Block(cfg, self.is_decoder, name=f"layers_{i}")(
                 x, self_bias, encoded, cross_bias, deterministic=deterministic
             )

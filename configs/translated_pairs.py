@@ -15,7 +15,7 @@ def get_config():
     c.objective = "contrastive"
     c.output_dir = "runs/translated"
     c.model = dict(init="", pooling="mean", separate_towers=False, similarity="cosine", dtype="bfloat16",
-                   query_max_length=64, passage_max_length=256)
+                   query_max_length=64, passage_max_length=256, scan_layers=True)  # layers scanned: compiles in O(1 layer)
     c.data = dict(source="pairs", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="",
                   fixed_lengths=False)  # True: pad every batch to the max lengths (one compiled step)
     c.train = dict(
@@ -24,5 +24,7 @@ def get_config():
         grad_cache=True, query_chunk=64, passage_chunk=64, eval_every=1000, checkpoint_every=1000,
         keep_checkpoints=2, log_every=10,
     )
-    c.runtime = runtime_config()  # on a pod e.g. runtime.train.mesh=data=-1,fsdp=4 runtime.train.rules=fsdp
+    # XLM-R base (278M parameters, fp32 with Adam: 3.3 GB) fits every chip replicated: data parallel
+    # on every topology `umr-jax compile` was run for (v4-32, v5e-16, v5p-8; docs/scale.md).
+    c.runtime = runtime_config(train=dict(mesh="data=-1,fsdp=1,model=1", rules="data_parallel"))
     return c

@@ -10,7 +10,7 @@ import sys
 from umr_jax import __version__, cli
 from tests.models.hf_reference import make_bert
 
-DESIGN_COMMANDS = ["demo", "data", "encode", "index", "retrieve", "score", "train", "loop", "evaluate", "scaling", "model"]
+DESIGN_COMMANDS = ["demo", "data", "encode", "index", "retrieve", "score", "train", "loop", "evaluate", "scaling", "model", "compile"]
 
 
 def test_help_lists_every_sub_command():

@@ -17,7 +17,7 @@ LAYERS = {
     "umr_jax.config": 2, "umr_jax.models": 2, "umr_jax.runtime": 2, "umr_jax.outputs": 1,
     "umr_jax.evaluation": 3, "umr_jax.retrieval": 3, "umr_jax.labeling": 3,
     "umr_jax.training": 4,
-    "umr_jax.stages": 5,
+    "umr_jax.stages": 5, "umr_jax.aot": 5,
     "umr_jax.scaling": 6,
     "umr_jax.demo": 7,
     "umr_jax.cli": 8,

@@ -26,6 +26,7 @@ BUILT: dict[str, tuple[str, str]] = {
     "loop": ("umr_jax.stages.loop_cli", "iterate encode -> index -> retrieve -> score -> train, resumable per stage"),
     "evaluate": ("umr_jax.evaluation.cli", "XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison"),
     "scaling": ("umr_jax.scaling.cli", "scaling sweeps over nested data subsets: train, evaluate, fit curves, plot"),
+    "compile": ("umr_jax.aot.cli", "compile stages for a TPU topology on this machine: memory, FLOPs, collectives, estimated step time"),
 }
 
 

@@ -167,14 +167,21 @@ class Runtime:
             raise InputError(str(err)) from None
         return self
 
-    def mesh(self, role: str):
-        """`role`'s device mesh: over this process's devices (encode) or every process's."""
+    def mesh(self, role: str, devices=None):
+        """`role`'s device mesh: over this process's devices (encode) or every process's.
+        `devices`: a whole job's devices instead of this process's view (`umr-jax compile`
+        passes a TPU topology's); per-host roles then take the first host's."""
         import jax
 
         from umr_jax.parallel.mesh import make_mesh
 
         layout = self._layout(role)
-        devices = jax.local_devices() if PER_HOST[role] else jax.devices()
+        if devices is not None:
+            devices = list(devices)
+            if PER_HOST[role]:
+                devices = [d for d in devices if d.process_index == devices[0].process_index]
+        else:
+            devices = jax.local_devices() if PER_HOST[role] else jax.devices()
         try:
             return make_mesh(parse_mesh(layout.mesh, layout.where), devices)
         except ValueError as err:

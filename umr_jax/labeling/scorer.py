@@ -42,6 +42,37 @@ class ScorePair:
     lang: str
 
 
+def scorer_overrides(dtype: str, vocab_chunk_size: int, scan_layers: bool = False) -> dict[str, Any]:
+    """T5Config fields of a frozen scorer: no dropout, parameters stored in the compute dtype."""
+    return dict(dtype=dtype, param_dtype=dtype, dropout_rate=0.0, vocab_chunk_size=vocab_chunk_size, scan_layers=scan_layers)
+
+
+def jitted_score(module: T5EncoderDecoder, param_shardings: Any, mesh: jax.sharding.Mesh, rules: str | shd.Rules,
+                 reduction: str):
+    """The scorer's one program: `(params, batch) -> fp32 scores [target rows]`, batch as
+    `QuestionLikelihoodScorer.batches` builds it. `umr-jax compile` compiles this very function."""
+    import flax.linen as nn
+
+    rule_list = list(shd.get_rules(rules))
+
+    def score(params, batch):
+        with nn.logical_axis_rules(rule_list):
+            log_probs = module.apply(
+                {"params": params}, batch["source_ids"], batch["source_mask"], batch["target_ids"], batch["target_mask"],
+                source_index=batch["source_index"], method="token_log_probs",
+            )
+        return sequence_scores(log_probs, batch["target_mask"], reduction)
+
+    return shd.MeshJit(score, mesh, in_shardings=(param_shardings, shd.batch_sharding(mesh)), out_shardings=shd.replicated(mesh))
+
+
+def batch_shapes(rows: int, source_rows: int, blocks: int, source_length: int, target_length: int) -> dict[str, tuple]:
+    """Shapes of one scorer batch (`_batch` below builds them)."""
+    return {"source_ids": (source_rows, source_length), "source_mask": (source_rows, source_length),
+            "source_index": (blocks, rows // blocks), "target_ids": (rows, target_length),
+            "target_mask": (rows, target_length)}
+
+
 class QuestionLikelihoodScorer:
     """Scores (question, passage) pairs with a frozen T5/mT5 from a Hugging Face folder."""
 
@@ -57,11 +88,13 @@ class QuestionLikelihoodScorer:
         max_target_length: int = 128,
         tokens_per_batch: int = 16384,
         vocab_chunk_size: int = 16384,
+        scan_layers: bool = False,
         loaded: hf_io.LoadedModel | None = None,
     ):
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        loaded = loaded or hf_io.load_t5(folder, dtype=dtype, dropout_rate=0.0, vocab_chunk_size=vocab_chunk_size)
+        # Frozen: parameters are stored in the compute dtype (mT5-XL in bf16 is 7.5 GB, not 15).
+        loaded = loaded or hf_io.load_t5(folder, **scorer_overrides(dtype, vocab_chunk_size, scan_layers))
         self.name = str(folder)
         self.config = loaded.config
         self.tokenizer = hf_io.load_tokenizer(folder)
@@ -77,19 +110,7 @@ class QuestionLikelihoodScorer:
         example = (np.ones((1, 4), np.int32),) * 3
         shardings = shd.abstract_shardings(module, example, mesh, rules)
         self.params = shd.place_host_params(loaded.params, shardings)
-        rules = shd.get_rules(rules)
-
-        def score(params, batch):
-            import flax.linen as nn
-
-            with nn.logical_axis_rules(list(rules)):
-                log_probs = module.apply(
-                    {"params": params}, batch["source_ids"], batch["source_mask"], batch["target_ids"], batch["target_mask"],
-                    source_index=batch["source_index"], method="token_log_probs",
-                )
-            return sequence_scores(log_probs, batch["target_mask"], reduction)
-
-        self._score = jax.jit(score, in_shardings=(shardings, shd.batch_sharding(mesh)), out_shardings=shd.replicated(mesh))
+        self._score = jitted_score(module, shardings, mesh, rules, reduction)
 
     def batch_rows(self, source_length: int) -> int:
         """Rows per batch for a source bucket: the token budget, rounded to the mesh's batch devices."""

@@ -109,6 +109,30 @@ def place_host_params(host_params: Any, shardings: Any) -> Any:
     return jax.tree_util.tree_map(place, host_params, shardings)
 
 
+class MeshJit:
+    """`jax.jit(fn, **options)` that traces, lowers and runs with `mesh` as the current mesh.
+
+    The models' activation constraints (`nn.with_logical_constraint`) are silently skipped
+    unless a mesh is current when the function is traced; without them XLA is free to keep
+    a sharded weight's layout for the activations (the batch replicated and every matmul
+    all-reduced; measured on mT5-XL FSDP over 16 chips: 95 GB of all-reduce per scoring step)."""
+
+    def __init__(self, fn, mesh: Mesh, **options):
+        self.mesh = mesh
+        self.jitted = jax.jit(fn, **options)
+
+    def __call__(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self.jitted(*args)
+
+    def lower(self, *args):
+        with jax.set_mesh(self.mesh):
+            return self.jitted.lower(*args)
+
+    def __getattr__(self, name):  # the jitted function's own (e.g. `_cache_size`)
+        return getattr(self.jitted, name)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Batches are split along their first dim over data x fsdp; other dims (any rank) are whole."""
     return NamedSharding(mesh, P(BATCH_AXES))

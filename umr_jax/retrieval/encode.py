@@ -62,6 +62,27 @@ COMPUTE_DTYPES = ("bfloat16", "float32", "float16")
 # The tower
 
 
+def jitted_embed(module, param_shardings, mesh, rules, normalize: bool):
+    """The tower's one program: `(params, input_ids, attention_mask) -> fp32 [batch, dim]`,
+    data parallel over the mesh's batch axes. `umr-jax compile` compiles this very function."""
+    import jax
+    import flax.linen as nn
+
+    from umr_jax.parallel import sharding as shd
+
+    rule_list = list(shd.get_rules(rules))
+    batch_sharding = shd.batch_sharding(mesh)
+
+    def embed(params, input_ids, attention_mask):
+        with nn.logical_axis_rules(rule_list):
+            out = module.apply({"params": params}, input_ids, attention_mask).astype(jax.numpy.float32)
+        if normalize:  # as in the cosine training loss (dual_encoder.similarity_matrix)
+            out = out / jax.numpy.maximum(jax.numpy.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        return out
+
+    return shd.MeshJit(embed, mesh, in_shardings=(param_shardings, batch_sharding, batch_sharding), out_shardings=batch_sharding)
+
+
 class TowerEncoder:
     """A retriever tower from a Hugging Face folder, placed on `mesh`, that embeds token batches.
 
@@ -78,13 +99,11 @@ class TowerEncoder:
       dtype: compute dtype of the matmuls ("bfloat16", "float32", "float16"); params stay fp32.
       normalize: L2-normalise the embeddings (dot product = cosine); None: what the folder
         declares (a sentence-transformers Normalize module in modules.json), else no.
+      scan_layers: one scanned layer stack (compiles once for any depth; same embeddings).
     """
 
     def __init__(self, folder: str | os.PathLike, *, mesh, rules: Any = "data_parallel", pooling: str | None = None,
-                 as_tower: bool = False, dtype: str = "bfloat16", normalize: bool | None = None):
-        import jax
-        import flax.linen as nn
-
+                 as_tower: bool = False, dtype: str = "bfloat16", normalize: bool | None = None, scan_layers: bool = False):
         from umr_jax.models import hf_io
         from umr_jax.parallel import sharding as shd
 
@@ -100,7 +119,8 @@ class TowerEncoder:
         allowed = ("mean", "cls") if is_t5 else ("mean", "cls", "pooler")
         if pooling is not None and pooling not in allowed:
             raise ModelLoadError(f"{self.folder}: pooling {pooling!r} is not available for a {model_type} tower; choose {', '.join(allowed)}")
-        loaded = hf_io.load_model(self.folder, as_tower=True if is_t5 else None, pooling=pooling, dtype=dtype)
+        loaded = hf_io.load_model(self.folder, as_tower=True if is_t5 else None, pooling=pooling, dtype=dtype,
+                                  scan_layers=scan_layers)
         if loaded.family == "bert" and loaded.config.pooling == "pooler" and not loaded.config.has_pooler:
             raise ModelLoadError(f"{self.folder}: pooling 'pooler' needs a checkpoint with a pooler layer; this one has none")
         try:
@@ -123,19 +143,7 @@ class TowerEncoder:
         example = (np.ones((1, 4), np.int32), np.ones((1, 4), np.int32))
         shardings = shd.abstract_shardings(module, example, mesh, rules)
         self.params = shd.place_host_params(loaded.params, shardings)
-        rule_list = list(shd.get_rules(rules))
-        batch_sharding = shd.batch_sharding(mesh)
-
-        normalize_output = self.normalize
-
-        def embed(params, input_ids, attention_mask):
-            with nn.logical_axis_rules(rule_list):
-                out = module.apply({"params": params}, input_ids, attention_mask).astype(jax.numpy.float32)
-            if normalize_output:  # as in the cosine training loss (dual_encoder.similarity_matrix)
-                out = out / jax.numpy.maximum(jax.numpy.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-            return out
-
-        self._embed = jax.jit(embed, in_shardings=(shardings, batch_sharding, batch_sharding), out_shardings=batch_sharding)
+        self._embed = jitted_embed(module, shardings, mesh, rules, self.normalize)
         self._to_global = lambda batch: shd.host_batch_to_global(batch, mesh)
 
     @property

@@ -45,6 +45,7 @@ def build_dual_encoder(
     similarity: str = "dot",
     scale: float = 1.0,
     passage_folder: str | Path | None = None,
+    scan_layers: bool = False,
 ) -> DualEncoderSetup:
     """Load a BERT/XLM-R (or T5/mT5 encoder) tower folder and build the dual encoder around it.
 
@@ -52,15 +53,14 @@ def build_dual_encoder(
     architecture for the passage tower (a retriever trained with separate towers, resumed)."""
     family_type = hf_io.model_type_of(hf_io.read_hf_config(folder), folder)
     if family_type in hf_io.T5_TYPES:
-        load = lambda f: hf_io.load_t5(f, encoder_only=True, pooling=pooling or "mean", dtype=dtype, dropout_rate=dropout)  # noqa: E731
-        loaded = load(folder)
-        make = lambda: T5EncoderTower(loaded.config, pooling=pooling or "mean")  # noqa: E731
+        load = lambda f: hf_io.load_t5(f, encoder_only=True, pooling=pooling or "mean", dtype=dtype, dropout_rate=dropout,  # noqa: E731
+                                       scan_layers=scan_layers)
     else:
         load = lambda f: hf_io.load_bert(f, pooling=pooling, dtype=dtype, hidden_dropout_prob=dropout,  # noqa: E731
-                                         attention_probs_dropout_prob=dropout)
-        loaded = load(folder)
-        make = lambda: BertEncoderTower(loaded.config)  # noqa: E731
-    module = DualEncoder(make(), make() if separate_towers else None, similarity=similarity, scale=scale)
+                                         attention_probs_dropout_prob=dropout, scan_layers=scan_layers)
+    loaded = load(folder)
+    module = dual_encoder_module(loaded.config, loaded.family, separate_towers=separate_towers, pooling=pooling,
+                                 similarity=similarity, scale=scale)
     params = {"query_tower": loaded.params}
     if separate_towers:
         if passage_folder and Path(passage_folder) != Path(folder):
@@ -73,6 +73,17 @@ def build_dual_encoder(
     elif passage_folder and Path(passage_folder) != Path(folder):
         raise hf_io.ModelLoadError(f"{passage_folder}: a separate passage tower needs model.separate_towers=True")
     return DualEncoderSetup(module, params, loaded.config, loaded.family, hf_io.load_tokenizer(folder), Path(folder))
+
+
+def dual_encoder_module(tower_config, family: str, *, separate_towers: bool, pooling: str | None = None,
+                        similarity: str = "dot", scale: float = 1.0) -> DualEncoder:
+    """The dual encoder around towers of `tower_config` (a BertConfig, or a T5Config for family
+    "t5-encoder"): what `build_dual_encoder` trains, without weights (`umr-jax compile`)."""
+    if family == "t5-encoder":
+        make = lambda: T5EncoderTower(tower_config, pooling=pooling or "mean")  # noqa: E731
+    else:
+        make = lambda: BertEncoderTower(tower_config)  # noqa: E731
+    return DualEncoder(make(), make() if separate_towers else None, similarity=similarity, scale=scale)
 
 
 def boxed_abstract_params(module: DualEncoder) -> Any:
@@ -252,6 +263,42 @@ def write_config(output: Path, config) -> None:
             f.write((json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
+def optimizer_for(t, *, total_steps: int, warmup_steps: int):
+    """The optimizer of the config's `train` section (AdamW, warm-up then linear decay, clipping)."""
+    from umr_jax.training.state import make_optimizer
+
+    return make_optimizer(t.learning_rate, total_steps=total_steps, warmup_steps=warmup_steps,
+                          weight_decay=t.weight_decay, eps=t.adam_eps, grad_clip_norm=t.grad_clip_norm)
+
+
+def train_step_for(module: DualEncoder, t, optimizer, mesh, rules, state_shardings, loss_on_embeddings: Callable, *,
+                   queries_per_batch: int, passages_per_batch: int):
+    """The trainers' one jitted step `(state, batch, rng) -> (state, metrics)` for the config's
+    `train` section: dropout on, gradient caching when `train.grad_cache` (chunks of
+    `train.query_chunk` / `train.passage_chunk` rows), `loss_on_embeddings(q, p, batch)` on
+    top. `umr-jax compile` compiles this very step."""
+    from umr_jax.parallel import sharding as shd
+    from umr_jax.training.gradcache import grad_cached_value_and_grad, plain_value_and_grad
+    from umr_jax.training.state import make_train_step
+
+    def enc_q(params, ids, mask, rng):
+        return module.apply({"params": params}, ids, mask, False, method="encode_queries", rngs={"dropout": rng})
+
+    def enc_p(params, ids, mask, rng):
+        return module.apply({"params": params}, ids, mask, False, method="encode_passages", rngs={"dropout": rng})
+
+    make_vg = grad_cached_value_and_grad if t.grad_cache else plain_value_and_grad
+    query_chunk, passage_chunk = min(t.query_chunk, queries_per_batch), min(t.passage_chunk, passages_per_batch)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    for name, chunk in (("query_chunk", query_chunk), ("passage_chunk", passage_chunk)):
+        if chunk % shards:
+            log.warning("train.%s=%d is not a multiple of the %d batch shards (data x fsdp): each chunk runs on "
+                        "part of the devices, and XLA moves rows between devices inside the loop", name, chunk, shards)
+    value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings, query_chunk=query_chunk, passage_chunk=passage_chunk)
+    return make_train_step(None, optimizer, mesh, state_shardings, shd.batch_sharding(mesh), rules,
+                           value_and_grad_fn=value_and_grad)
+
+
 def run_dual_encoder_training(
     *,
     config,
@@ -281,32 +328,15 @@ def run_dual_encoder_training(
     from umr_jax.parallel import sharding as shd
     from umr_jax.parallel.checkpoint import Checkpointer
     from umr_jax.retrieval.embeddings import atomic_write_bytes
-    from umr_jax.training.gradcache import grad_cached_value_and_grad, plain_value_and_grad
     from umr_jax.training.runner import train_loop
-    from umr_jax.training.state import make_optimizer, make_train_step, state_from_params
+    from umr_jax.training.state import state_from_params
 
     t = config.train
     total_steps = max(1, int(math.ceil(t.epochs * batches.steps_per_epoch)))
-    optimizer = make_optimizer(t.learning_rate, total_steps=total_steps, warmup_steps=warmup_steps,
-                               weight_decay=t.weight_decay, eps=t.adam_eps, grad_clip_norm=t.grad_clip_norm)
+    optimizer = optimizer_for(t, total_steps=total_steps, warmup_steps=warmup_steps)
     state, shardings = state_from_params(setup.params, boxed_abstract_params(setup.module), optimizer, mesh, rules)
-    module = setup.module
-
-    def enc_q(params, ids, mask, rng):
-        return module.apply({"params": params}, ids, mask, False, method="encode_queries", rngs={"dropout": rng})
-
-    def enc_p(params, ids, mask, rng):
-        return module.apply({"params": params}, ids, mask, False, method="encode_passages", rngs={"dropout": rng})
-
-    make_vg = grad_cached_value_and_grad if t.grad_cache else plain_value_and_grad
-    query_chunk, passage_chunk = min(t.query_chunk, queries_per_batch), min(t.passage_chunk, passages_per_batch)
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    for name, chunk in (("query_chunk", query_chunk), ("passage_chunk", passage_chunk)):
-        if chunk % shards:
-            log.warning("train.%s=%d is not a multiple of the %d batch shards (data x fsdp): each chunk runs on "
-                        "part of the devices, and XLA moves rows between devices inside the loop", name, chunk, shards)
-    value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings, query_chunk=query_chunk, passage_chunk=passage_chunk)
-    step = make_train_step(None, optimizer, mesh, shardings, shd.batch_sharding(mesh), rules, value_and_grad_fn=value_and_grad)
+    step = train_step_for(setup.module, t, optimizer, mesh, rules, shardings, loss_on_embeddings,
+                          queries_per_batch=queries_per_batch, passages_per_batch=passages_per_batch)
     write_config(output, config)
     checkpointer = Checkpointer(output / "checkpoints", save_interval_steps=t.checkpoint_every, max_to_keep=t.keep_checkpoints)
     metrics_log = MetricsLog(output, resume_step=checkpointer.latest_step())

@@ -107,6 +107,19 @@ class PairBatches:
         return {k: (v[lo * group : hi * group] if k.startswith("passage") else v[lo:hi]) for k, v in batch.items()}
 
 
+def contrastive_loss(m, t, hard_negatives: int):
+    """`loss_on_embeddings(q, p, batch)` of the config's `model`/`train` sections (InfoNCE over
+    the global batch; cosine similarity when `model.similarity` says so)."""
+
+    def loss_on_embeddings(q, p, batch):
+        if m.get("similarity", "dot") == "cosine":
+            q = q / jax.numpy.maximum(jax.numpy.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+            p = p / jax.numpy.maximum(jax.numpy.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
+        return info_nce_loss(q, p, scale=t.scale, num_hard_negatives=hard_negatives)
+
+    return loss_on_embeddings
+
+
 def dev_metrics(setup: common.DualEncoderSetup, params: Any, pairs: Sequence[formats.Pair], *, query_max_length: int,
                 passage_max_length: int, encoders) -> dict[str, float]:
     """Each dev query against every dev positive: mean rank of its own positive, and accuracy@1."""
@@ -136,7 +149,8 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     mesh, rules = (runtime or Runtime.from_config(config)).mesh_and_rules("train")
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
-                                      dtype=m.dtype, dropout=t.dropout, similarity=m.get("similarity", "dot"), scale=1.0)
+                                      dtype=m.dtype, dropout=t.dropout, similarity=m.get("similarity", "dot"), scale=1.0,
+                                      scan_layers=bool(m.get("scan_layers", False)))
     pairs = subset(load_pairs(d), d.get("subset_size"), d.get("subset_seed", t.seed))
     dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
     batches = PairBatches(pairs, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),
@@ -144,12 +158,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
                           fixed_lengths=bool(d.get("fixed_lengths", False)))
     encoders = jitted_encoders(setup.module)
     hard = d.get("hard_negatives", 0)
-
-    def loss_on_embeddings(q, p, batch):
-        if m.get("similarity", "dot") == "cosine":
-            q = q / jax.numpy.maximum(jax.numpy.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
-            p = p / jax.numpy.maximum(jax.numpy.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
-        return info_nce_loss(q, p, scale=t.scale, num_hard_negatives=hard)
+    loss_on_embeddings = contrastive_loss(m, t, hard)
 
     def dev_metrics_of(params):
         return dev_metrics(setup, params, dev, query_max_length=m.query_max_length,

@@ -228,6 +228,16 @@ class TeacherRankMetrics:
         return {"teacher_best_mean_rank": float(np.mean(ranks)), "teacher_student_top1_agreement": float(np.mean(agree))}
 
 
+def distillation_loss(t):
+    """`loss_on_embeddings(q, p, batch)` of the config's `train` section (UMR's KL distillation)."""
+
+    def loss_on_embeddings(q, p, batch):
+        return umr_distillation_loss(q, p, batch["lm_scores"], temperature=t.temperature, student_scale=t.student_scale,
+                                     candidate_mask=batch["candidate_mask"])
+
+    return loss_on_embeddings
+
+
 def jitted_encoders(module):
     @jax.jit
     def encode_q(params, ids, mask):
@@ -253,7 +263,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0,
-                                      passage_folder=m.get("init_passage") or None)
+                                      passage_folder=m.get("init_passage") or None, scan_layers=bool(m.get("scan_layers", False)))
     questions = subset_questions(load_pseudo_labels(d.pseudo_labels, top_k=d.top_k), d.get("subset_size"),
                                  d.get("subset_seed", t.seed))
     dev = load_pseudo_labels(d.dev_pseudo_labels, top_k=d.top_k) if d.get("dev_pseudo_labels") else []
@@ -262,11 +272,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
                              query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
                              fixed_lengths=bool(d.get("fixed_lengths", False)))
     encoders = jitted_encoders(setup.module)
-
-    def loss_on_embeddings(q, p, batch):
-        return umr_distillation_loss(q, p, batch["lm_scores"], temperature=t.temperature, student_scale=t.student_scale,
-                                     candidate_mask=batch["candidate_mask"])
-
+    loss_on_embeddings = distillation_loss(t)
     dev_metrics = TeacherRankMetrics(setup, dev, query_max_length=m.query_max_length,
                                      passage_max_length=m.passage_max_length, encode_fn=encoders) if dev else None
 

@@ -93,6 +93,22 @@ def state_from_params(
     return state, shardings
 
 
+def abstract_state(
+    boxed_abstract_params: Any, optimizer: optax.GradientTransformation, mesh: Mesh, rules: shd.Rules | str
+) -> tuple[TrainState, TrainState]:
+    """(TrainState of ShapeDtypeStructs carrying their shardings, the shardings): the state
+    `state_from_params` would place, with no memory touched (for `jit(...).lower`)."""
+
+    def init_boxed(p) -> TrainState:
+        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=optimizer.init(p))
+
+    abstract = jax.eval_shape(init_boxed, boxed_abstract_params)
+    shardings = shd.logical_shardings(abstract, mesh, rules)
+    structs = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                     nn.meta.unbox(abstract), shardings)
+    return structs, shardings
+
+
 def make_train_step(
     loss_fn: Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]] | None,
     optimizer: optax.GradientTransformation,

@@ -1,0 +1,1 @@
+"""Ahead-of-time compilation of the stages for TPU topologies (`umr-jax compile`)."""

@@ -18,7 +18,7 @@ BUILT: dict[str, tuple[str, str]] = {
     "demo": ("umr_jax.demo.cli", "two UMR iterations plus evaluation on the embedded demo corpus, tiny models"),
     "data": ("umr_jax.data.cli", "validate and convert XOR-TyDi, DPR, WebFAQ, MKQA, BEIR, pairs and retrieval files"),
     "model": ("umr_jax.models.cli", "inspect and check Hugging Face model folders (T5/mT5, BERT, XLM-R)"),
-    "encode": ("umr_jax.retrieval.encode_cli", "encode passages or queries with a retriever tower across the mesh"),
+    "encode": ("umr_jax.stages.encode_cli", "encode passages or queries with a retriever tower across the mesh"),
     "index": ("umr_jax.retrieval.index_cli", "build (ScaNN or exact) and search an embedding index"),
     "retrieve": ("umr_jax.retrieval.retrieve_cli", "top-k retrieval for a question file, written in the field's formats"),
     "score": ("umr_jax.labeling.cli", "stage 1: mT5 question-likelihood pseudo labels"),

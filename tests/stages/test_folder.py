@@ -17,7 +17,8 @@ import pytest
 from umr_jax import cli
 from umr_jax.errors import InputError
 from umr_jax.parallel.mesh import make_mesh
-from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, encode_to_store
+from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
+from umr_jax.stages.encode import encode_to_store
 from umr_jax.stages.folder import LOCK_FILE, RECORDS, FolderLock, StageFolder
 from tests.retrieval.towers import make_xlmr_tower, write_demo_tsv
 

@@ -21,7 +21,7 @@ BUILT: dict[str, tuple[str, str]] = {
     "encode": ("umr_jax.stages.encode_cli", "encode passages or queries with a retriever tower across the mesh"),
     "index": ("umr_jax.stages.index_cli", "build (ScaNN or exact) and search an embedding index"),
     "retrieve": ("umr_jax.stages.retrieve_cli", "top-k retrieval for a question file, written in the field's formats"),
-    "score": ("umr_jax.labeling.cli", "stage 1: mT5 question-likelihood pseudo labels"),
+    "score": ("umr_jax.stages.score_cli", "stage 1: mT5 question-likelihood pseudo labels"),
     "train": ("umr_jax.stages.train_cli", "stage 2: distil the retriever from pseudo labels, or contrastive training on pairs"),
     "loop": ("umr_jax.stages.loop_cli", "iterate encode -> index -> retrieve -> score -> train, resumable per stage"),
     "evaluate": ("umr_jax.evaluation.cli", "XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, run comparison"),

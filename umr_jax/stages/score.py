@@ -33,8 +33,8 @@ from umr_jax.data import formats
 from umr_jax.data.validation import SkippedRecords
 from umr_jax.errors import InputError
 from umr_jax.labeling.scorer import QuestionLikelihoodScorer, ScorePair
-from umr_jax.stages.folder import StageFolder, file_sha256
-from umr_jax.stages.score_folder import (MANIFEST, MANIFEST_FORMAT, STATE, VERSION, Stage1Settings, dump_json,
+from umr_jax.stages.folder import file_sha256
+from umr_jax.stages.score_folder import (MANIFEST, MANIFEST_FORMAT, STATE, VERSION, ScoreFolder, Stage1Settings, dump_json,
                                          chunk_layout, finished_shards, load_json, plan_resume, shard_path)
 from umr_jax.stages.score_input import RetrievedInput, inspect_retrieved, read_retrieved
 
@@ -161,13 +161,13 @@ def score_retrieved(
     layout = chunk_layout(retrieved_input, questions_per_chunk)
     num_shards = layout["num_shards"]
     coordinator = _Coordinator()
-    stage = StageFolder(output, "score")
+    stage = ScoreFolder(output)
     with contextlib.ExitStack() as stack:
         plan, error = None, None
         if coordinator.is_writer:
             try:
                 stack.enter_context(stage.session())  # refused while another run writes here
-                plan = plan_resume(output, settings, layout, retrieved_input.path, resume_from)
+                plan = plan_resume(stage, settings, layout, retrieved_input.path, resume_from)
             except InputError as err:
                 error = err
         coordinator.share_error(error)
@@ -180,7 +180,6 @@ def score_retrieved(
             if plan.complete:
                 manifest = load_json(output / MANIFEST, MANIFEST_FORMAT)
                 return {**manifest, "last_run": {"pairs_scored": 0, "pairs_resumed": manifest["pairs"], "elapsed_seconds": 0.0}}
-            stage.sweep_temporaries()
             (output / MANIFEST).unlink(missing_ok=True)
             plan.state["runs"] += 1
             dump_json(output / STATE, plan.state)

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     settings = score_folder.Stage1Settings(
         scorer=str(args.scorer), scorer_fingerprint=score_folder.scorer_fingerprint(args.scorer), reduction=args.reduction,
         dtype=args.dtype, top_k=args.top_k, max_source_length=512, max_target_length=128)
-    score_folder.check_resumable(args.output, settings)
+    score_folder.ScoreFolder(args.output).check_settings(settings)  # changes nothing
     mesh, rules = Runtime.from_args(args, role="score").start().mesh_and_rules("score")
     scorer = QuestionLikelihoodScorer(args.scorer, mesh=mesh, rules=rules, dtype=args.dtype, reduction=args.reduction,
                                       max_source_length=settings.max_source_length, max_target_length=settings.max_target_length,

@@ -11,9 +11,12 @@
   manifest.json   written last, once every question is labelled: counts, settings, timing;
                   its presence is what says the stage finished
 
-Resume is keyed by (question id, passage id): `plan` lists the shards the state says are done
-(and whose checksum still matches), and reads back the scores of any other finished shard (a
-shard written just before a crash, or shards of an earlier chunking) and of `resume_from`.
+Settings: `ScoreFolder` is the `StageFolder` of the stage (lock, settings refused naming what
+differs, temporaries swept), reading its settings from `state.json`.
+
+Resume is keyed by (question id, passage id): `plan_resume` lists the shards the state says are
+done (and whose checksum still matches), and reads back the scores of any other finished shard
+(a shard written just before a crash, or shards of an earlier chunking) and of `resume_from`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Iterable
 
 from umr_jax.data import files, formats
 from umr_jax.errors import InputError
-from umr_jax.stages.folder import file_sha256
+from umr_jax.stages.folder import StageFolder, file_sha256
 from umr_jax.stages.score_input import RetrievedInput, read_scored
 
 SHARDS_NAME = "pseudo_labels.jsonl"  # shards are pseudo_labels-NNNNN-of-NNNNN.jsonl
@@ -128,38 +131,6 @@ def dump_json(path: Path, obj: dict) -> None:
         f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def check_resumable(output: str | os.PathLike, settings: Stage1Settings) -> dict | None:
-    """The folder's state when it may be resumed with `settings` (None for a new folder).
-
-    Raises `InputError` naming every setting that differs when the folder was made with others
-    (a different scorer, reduction, dtype, top-k or length limits).
-    """
-    if Path(output).exists() and not Path(output).is_dir():
-        raise InputError("exists and is not a folder; expected the pseudo-label output folder", output)
-    state_path = Path(output) / STATE
-    if not state_path.exists():
-        if (Path(output) / MANIFEST).exists() or any(finished_shards(Path(output))):
-            raise InputError(f"holds pseudo-label shards but no {STATE}; score into a new --output folder", output)
-        return None
-    state = load_json(state_path, STATE_FORMAT)
-    saved = state.get("settings", {})
-    current = dataclasses.asdict(settings)
-    differ = [key for key in current if key != "scorer" and saved.get(key) != current[key]]
-    if differ:
-        def show(values: dict, key: str) -> str:
-            if key == "scorer_fingerprint":  # name the scorers, not their hashes
-                return f"scorer={values.get('scorer')!r} (fingerprint {str(values.get(key))[:12]})"
-            return f"{key.replace('_', '-')}={values.get(key)!r}"
-
-        raise InputError(
-            f"this folder holds pseudo labels made with {', '.join(show(saved, k) for k in differ)}; "
-            f"this run asks for {', '.join(show(current, k) for k in differ)}. "
-            "Score into a new --output folder (or delete this one) to relabel",
-            state_path,
-        )
-    return state
-
-
 # ----------------------------------------------------------------------------------------------
 # The folder
 
@@ -181,6 +152,50 @@ def shard_path(output: str | os.PathLike, index: int, num_shards: int) -> Path:
     return files.shard_path(Path(output) / SHARDS_NAME, index, num_shards)
 
 
+class ScoreFolder(StageFolder):
+    """The score folder as a `StageFolder` (lock, settings check, temporaries): its settings are
+    `state.json`'s "settings" (`Stage1Settings`), the scorer compared by its fingerprint, not its
+    path; a refusal names the differing settings as the command's flags do."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path, "score", settings_file=STATE, ignore=("scorer",))
+
+    def saved_state(self) -> dict | None:
+        """`state.json` (None when there is none), refused unless it is a score state."""
+        path = self.path / STATE
+        return load_json(path, STATE_FORMAT) if path.exists() else None
+
+    def saved_settings(self) -> dict | None:
+        state = self.saved_state()
+        if state is None:
+            return None
+        settings = state.get("settings")
+        return settings if isinstance(settings, dict) else {}
+
+    def leftovers(self) -> list[str]:
+        """The outputs of a run found in the folder (refused in a folder without `state.json`)."""
+        return [path.name for _, _, path in finished_shards(self.path)] + ([MANIFEST] if (self.path / MANIFEST).exists() else [])
+
+    def check_settings(self, settings: Stage1Settings) -> bool:
+        """`StageFolder.check` with these settings: True when the folder holds labels made with
+        them, False when it holds none; changes nothing. Raises `InputError` naming every
+        setting that differs (a different scorer, reduction, dtype, top-k or length limits)."""
+        return self.check(dataclasses.asdict(settings), leftovers=self.leftovers())
+
+    def refusal(self, saved, requested, keys: list[str]) -> str:
+        order = [field.name for field in dataclasses.fields(Stage1Settings)]
+        keys = sorted(keys, key=lambda key: (order.index(key) if key in order else len(order), key))
+
+        def show(values: dict, key: str) -> str:
+            if key == "scorer_fingerprint":  # name the scorers, not their hashes
+                return f"scorer={values.get('scorer')!r} (fingerprint {str(values.get(key))[:12]})"
+            return f"{key.replace('_', '-')}={values.get(key)!r}"
+
+        return (f"this folder holds pseudo labels made with {', '.join(show(saved, k) for k in keys)}; "
+                f"this run asks for {', '.join(show(requested, k) for k in keys)}. "
+                "Score into a new --output folder (or delete this one) to relabel")
+
+
 @dataclasses.dataclass
 class Plan:
     """Process 0's view of the folder at start: what is done, what scores can be reused."""
@@ -191,8 +206,12 @@ class Plan:
     complete: bool
 
 
-def plan_resume(output: Path, settings: Stage1Settings, layout: dict, retrieved: str, resume_from: str | os.PathLike | None) -> Plan:
-    state = check_resumable(output, settings)
+def plan_resume(stage: ScoreFolder, settings: Stage1Settings, layout: dict, retrieved: str,
+                resume_from: str | os.PathLike | None) -> Plan:
+    """What a run into `stage` (locked) does: refuses other settings, sweeps temporaries, and
+    finds the shards done and the scores it can reuse."""
+    stage.begin(dataclasses.asdict(settings), leftovers=stage.leftovers(), write=False)  # state.json is ours to write
+    output, state = stage.path, stage.saved_state()
     fresh = {"format": STATE_FORMAT, "version": VERSION, "settings": dataclasses.asdict(settings), "layout": layout, "retrieved": retrieved,
              "shards_done": [], "pairs_scored": 0, "scoring_seconds": 0.0, "runs": 0}
     if state is None or state.get("layout") != layout:

@@ -113,3 +113,14 @@ def test_an_old_folder_refuses_other_settings_naming_them(scorer, old_folder):
     assert str(err.value) == (f"{labels / STATE}: this folder holds pseudo labels made with reduction='mean'; this run asks for "
                               "reduction='sum'. Score into a new --output folder (or delete this one) to relabel")
     assert named.keys == [] and _files(labels) == before
+
+
+def test_an_old_folder_without_its_state_is_refused(scorer, old_folder):
+    labels = old_folder("finished")
+    (labels / STATE).unlink()
+    before = _files(labels)
+    with pytest.raises(InputError) as err:
+        score_retrieved("retrieved.jsonl", labels, Named(scorer), top_k=3, questions_per_chunk=3)
+    assert str(err.value) == (f"{labels}: holds score output ({SHARDS[0]}, ...) but no {STATE}, so it cannot be checked for a "
+                              "resume; write to another output folder or delete this one")
+    assert _files(labels) == before

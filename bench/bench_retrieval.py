@@ -124,7 +124,8 @@ def bench_encode(folder: Path, tsv: Path, passages: int, dtype: str, batch_size:
 
     from umr_jax.data.passage_store import PassageStore
     from umr_jax.parallel.mesh import make_mesh
-    from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, encode_to_store
+    from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
+    from umr_jax.stages.encode import encode_to_store
 
     encoder = TowerEncoder(folder, mesh=make_mesh({"data": -1}), dtype=dtype)
     records = [PassageStore(tsv)[i] for i in range(passages)]

@@ -13,7 +13,6 @@ ROOT = Path(__file__).resolve().parents[1] / "umr_jax"
 LAYERS = {
     "umr_jax": 0, "umr_jax.errors": 0,
     "umr_jax.data": 1, "umr_jax.parallel": 1,
-    "umr_jax.stages.folder": 1,  # the stage-folder helper: files only, used by every stage
     "umr_jax.config": 2, "umr_jax.models": 2, "umr_jax.runtime": 2, "umr_jax.outputs": 1,
     "umr_jax.evaluation": 3, "umr_jax.retrieval": 3, "umr_jax.labeling": 3,
     "umr_jax.training": 4,

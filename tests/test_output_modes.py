@@ -16,7 +16,8 @@ import pytest
 from umr_jax.data import files
 from umr_jax.demo import make_demo
 from umr_jax.evaluation import report
-from umr_jax.retrieval.index import Index, build_index
+from umr_jax.retrieval.index import Index
+from umr_jax.stages.index import build_index
 
 from tests.retrieval.towers import make_xlmr_tower
 

@@ -11,7 +11,7 @@ Roles and where their meshes live (decided here, once):
   encode   the retriever's towers encoding passages and questions (encode, retrieve, the
            loop's and the study's evaluations). A mesh over THIS process's devices: encoding
            needs no cross-host communication, so hosts encode whole shards of their own and
-           never wait on one another (see `retrieval.encode`).
+           never wait on one another (see `stages.encode`).
   score    the frozen scorer (stage 1). A global mesh over every process's devices: the
            scorer's parameters are sharded across hosts (mT5-XL does not fit one host's HBM
            replicated), and each process feeds its slice of every global batch.

@@ -1,4 +1,5 @@
-"""Exact on-device search equals numpy; 8 devices equal 1; ScaNN recall against exact; stores."""
+"""Exact on-device search equals numpy; 8 devices equal 1; ScaNN recall against exact; stores.
+(Index folders are built by the index stage; its refusals and command: tests/stages/test_index.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from umr_jax.errors import InputError
 from umr_jax.retrieval.embeddings import EmbeddingStore, write_manifest, write_shard
-from umr_jax.retrieval.index import ExactSearcher, Index, ScannOptions, build_index, scann_defaults
+from umr_jax.retrieval.index import ExactSearcher, Index, ScannOptions, scann_defaults
+from umr_jax.stages.index import build_index
 
 
 def _store(tmp_path, matrix, shard_rows=700, ids=True):
@@ -93,21 +95,6 @@ def test_scann_options_override_defaults():
     assert scann_defaults(1_000_000, 100)["num_leaves"] == 1000
 
 
-@pytest.mark.parametrize(
-    "matrix,message",
-    [
-        (np.zeros((4,), np.float32), r"expected a 2-D \[rows, dim\] embedding matrix, got shape \(4,\)"),
-        (np.zeros((4, 3), np.int64), "expected float16 or float32 embeddings, got dtype int64"),
-        (np.array([[0.0, 1.0], [np.nan, 0.0]], np.float32), "row 1 holds NaN or inf"),
-    ],
-)
-def test_bad_npy_gets_clear_error(tmp_path, matrix, message):
-    np.save(tmp_path / "bad.npy", matrix)
-    with pytest.raises(InputError, match=rf"bad\.npy: {message}"):
-        build_index(tmp_path / "bad.npy", tmp_path / "index", backend="exact")
-    assert not (tmp_path / "index" / "index.json").exists()
-
-
 def test_unfinished_folders_are_refused(tmp_path, corpus):
     matrix, _ = corpus
     folder = _store(tmp_path, matrix)
@@ -116,33 +103,3 @@ def test_unfinished_folders_are_refused(tmp_path, corpus):
         EmbeddingStore.open(folder)
     with pytest.raises(InputError, match="no index.json"):
         Index.open(tmp_path)
-
-
-def test_ids_file_must_match_rows(tmp_path, corpus):
-    matrix, _ = corpus
-    np.save(tmp_path / "m.npy", matrix)
-    (tmp_path / "ids.txt").write_text("a\nb\n")
-    with pytest.raises(InputError, match=r"ids\.txt: has 2 ids but the embeddings have 2500 rows"):
-        build_index(tmp_path / "m.npy", tmp_path / "index", backend="exact", ids_path=tmp_path / "ids.txt")
-
-
-def test_index_cli_build_and_search(tmp_path, corpus, capsys):
-    from umr_jax import cli
-
-    matrix, queries = corpus
-    np.save(tmp_path / "m.npy", matrix)
-    np.save(tmp_path / "q.npy", queries)
-    (tmp_path / "ids.txt").write_text("".join(f"p{i}\n" for i in range(len(matrix))))
-    assert cli.main(["index", "build", "--embeddings", str(tmp_path / "m.npy"), "--ids", str(tmp_path / "ids.txt"),
-                     "--backend", "exact", "--output", str(tmp_path / "idx")]) == 0
-    assert cli.main(["index", "search", "--index", str(tmp_path / "idx"), "--query-embeddings", str(tmp_path / "q.npy"),
-                     "--top-k", "4", "--output", str(tmp_path / "r.npz")]) == 0
-    result = np.load(tmp_path / "r.npz")
-    ref_rows, ref_scores = _numpy_top_k(queries, matrix, 4)
-    assert result["ids"].tolist() == [[f"p{r}" for r in row] for row in ref_rows]
-    np.testing.assert_allclose(result["scores"], ref_scores, rtol=1e-5)
-    np.save(tmp_path / "bad.npy", np.zeros((3, 5, 2), np.float32))
-    assert cli.main(["index", "search", "--index", str(tmp_path / "idx"), "--query-embeddings", str(tmp_path / "bad.npy"),
-                     "--output", str(tmp_path / "r2.npz")]) == 1
-    assert "bad.npy: expected a 2-D" in capsys.readouterr().err
-    assert not (tmp_path / "r2.npz").exists()

@@ -17,7 +17,8 @@ import pytest
 from umr_jax import cli
 from umr_jax.errors import InputError
 from umr_jax.parallel.mesh import make_mesh
-from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, encode_to_store
+from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
+from umr_jax.stages.encode import encode_to_store
 from umr_jax.stages.folder import LOCK_FILE, RECORDS, FolderLock, StageFolder
 from tests.retrieval.towers import make_xlmr_tower, write_demo_tsv
 
@@ -46,6 +47,23 @@ def test_settings_that_differ_are_refused_even_before_any_shard(tmp_path):
                                              r"\(max_length 16 -> 32; model 'a' -> 'b'\)"):
             stage.begin({"model": "b", "max_length": 32})
         assert stage.begin({"model": "a", "max_length": 16}) is True
+
+
+def test_check_changes_nothing_and_ignored_settings_are_not_compared(tmp_path):
+    folder = tmp_path / "out"
+    stage = StageFolder(folder, "score", settings_file="s.json", ignore=("name",))
+    assert stage.check({"name": "x", "k": 1}) is False and not folder.exists()
+    with stage.session():
+        stage.begin({"name": "x", "k": 1})
+    (folder / ".half-written.tmp").write_bytes(b"a live writer's, perhaps")
+    before = sorted(p.name for p in folder.iterdir())
+    assert stage.check({"name": "y", "k": 1}) is True  # another name, the same output
+    with pytest.raises(InputError, match=r"s.json: .*other settings \(k 1 -> 2\)"):
+        stage.check({"name": "y", "k": 2})
+    with pytest.raises(InputError, match=r"\(k 1 -> None\)"):  # a setting one side lacks differs, even from None
+        stage.check({"name": "x"})
+    assert sorted(p.name for p in folder.iterdir()) == before  # no sweep, no write
+    assert json.loads((folder / "s.json").read_text()) == {"name": "x", "k": 1}
 
 
 def test_a_shard_counts_only_with_a_matching_record(tmp_path):

@@ -1,1 +1,2 @@
-"""Stage 1: pseudo labels from a frozen T5/mT5 by question likelihood."""
+"""Stage 1's model: the frozen T5/mT5 question-likelihood scorer and its prompts (the score
+stage that drives it over a retrieval file: `stages.score`)."""

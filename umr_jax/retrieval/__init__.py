@@ -1,1 +1,2 @@
-"""Retrieval stage: embedding stores, exact and ScaNN indexes, encoding and top-k retrieval."""
+"""Retrieval's math: embedding stores, the retriever tower and its inputs, exact and ScaNN
+indexes, top-k retrieval (the encode, index and retrieve stages: `stages`)."""

@@ -10,7 +10,8 @@
 
 Index folder: `index.json` ({"backend", "dim", "rows", ...}), `ids.txt` (one id per line, or
 absent when ids are row numbers), and for ScaNN the serialized searcher under `scann/`. The
-exact index does not copy the embeddings: it records where the embedding store is.
+exact index does not copy the embeddings: it records where the embedding store is. The index
+stage (`stages.index.build_index`) writes the folder; `Index.open` reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from umr_jax.data.files import make_output_temp_dir
 from umr_jax.errors import InputError
-from umr_jax.retrieval.embeddings import EmbeddingStore, atomic_write_bytes, read_ids
-from umr_jax.stages.folder import StageFolder
+from umr_jax.retrieval.embeddings import EmbeddingStore, read_ids
 
 INDEX_FILE = "index.json"
 
@@ -231,89 +229,6 @@ def build_scann(database: np.ndarray, settings: dict[str, Any], k: int = 100):
 
 # ---------------------------------------------------------------------------------------------
 # Index folders
-
-
-def check_unique_ids(store: EmbeddingStore) -> None:
-    """Raise `InputError` naming the first repeated id and the lines it is on (a search result
-    could not say which passage it means). Sorts the ids as fixed-width bytes, so 20M ids take
-    a few hundred MB, not a Python set."""
-    files, blocks = [], []
-    for _, ids_path, rows in store.shards:
-        if ids_path is not None:  # None: row numbers
-            files.append(ids_path)
-            blocks.append(np.array([i.encode("utf-8") for i in read_ids(ids_path, rows)], dtype=bytes))
-    if not blocks:
-        return
-    ids = np.concatenate(blocks)
-    order = np.argsort(ids, kind="stable")  # equal ids stay in row order
-    sorted_ids = ids[order]
-    repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
-    if not len(repeated):
-        return
-    k = int(np.argmin(order[repeated + 1]))  # the repeat that comes first in the files
-    starts = np.cumsum([0] + [len(b) for b in blocks])
-
-    def place(row: int) -> tuple[Path, int]:
-        block = int(np.searchsorted(starts, row, side="right")) - 1
-        return files[block], row - int(starts[block]) + 1
-
-    (first_file, first_line), (file, line) = place(int(order[repeated[k]])), place(int(order[repeated[k] + 1]))
-    where = f"line {first_line}" if first_file == file else f"{first_file}:{first_line}"
-    raise InputError(f"duplicate id {sorted_ids[repeated[k]].decode('utf-8')!r} (also on {where}); expected one id per row, "
-                     "each unique", file, line)
-
-
-def build_index(
-    embeddings: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    backend: str = "scann",
-    ids_path: str | os.PathLike | None = None,
-    k: int = 100,
-    scann_options: ScannOptions = ScannOptions(),
-) -> Path:
-    """Build an index folder from an embedding store (shard folder or .npy). Atomic: a killed
-    build leaves no index.json, so nothing half-built looks usable. Ids must be unique. The
-    folder is locked while the index is built (`StageFolder`); a failed build removes a folder
-    it created."""
-    store = EmbeddingStore.open(embeddings, ids_path)
-    check_unique_ids(store)
-    output = Path(output)
-    if backend not in ("scann", "exact"):
-        raise InputError(f"unknown index backend {backend!r}; choose scann or exact")
-    stage = StageFolder(output, "index build")
-    with stage.session():
-        stage.sweep_temporaries()
-        (output / INDEX_FILE).unlink(missing_ok=True)
-        _build_index(store, embeddings, output, backend, ids_path, k, scann_options)
-    return output
-
-
-def _build_index(store: EmbeddingStore, embeddings: str | os.PathLike, output: Path, backend: str,
-                 ids_path: str | os.PathLike | None, k: int, scann_options: ScannOptions) -> None:
-    ids, blocks = [], []
-    for matrix, shard_ids in store.iter_shards():  # validates every shard (rank, dtype, NaN)
-        ids.extend(shard_ids)
-        if backend == "scann":
-            blocks.append(np.asarray(matrix, np.float32))
-    has_ids = any(p is not None for _, p, _ in store.shards)
-    if has_ids:
-        text = "".join(f"{i}\n" for i in ids).encode("utf-8")
-        atomic_write_bytes(output / "ids.txt", lambda f: f.write(text))
-    meta: dict[str, Any] = {"backend": backend, "dim": store.dim, "rows": store.total_rows, "has_ids": has_ids}
-    if backend == "scann":
-        settings = scann_defaults(store.total_rows, k, scann_options)
-        searcher = build_scann(np.concatenate(blocks), settings, k)
-        tmp = make_output_temp_dir(output, prefix=".scann.", suffix=".tmp")  # swept if a kill leaves it
-        searcher.serialize(str(tmp), relative_path=True)  # the folder may move or be copied to a bucket
-        shutil.rmtree(output / "scann", ignore_errors=True)
-        os.replace(tmp, output / "scann")
-        meta["scann"] = settings
-    else:
-        meta["embeddings"] = str(Path(embeddings).absolute())
-        meta["embedding_ids"] = str(Path(ids_path).absolute()) if ids_path else None
-    data = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
-    atomic_write_bytes(output / INDEX_FILE, lambda f: f.write(data))
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -16,7 +16,10 @@
   (process 0) locks.
 - **Settings.** `begin(settings)` compares the run's settings with the folder's settings file and
   refuses, naming every key that differs, whenever they are not the same, even when no shard has
-  been written yet. A folder holding shards but no settings file is refused too.
+  been written yet. A folder holding shards but no settings file is refused too. `check` does
+  the same comparison and changes nothing (a command's early check, before its model loads). A
+  stage whose settings file records more than the settings (the score stage's `state.json`)
+  overrides `saved_settings`, and may word the refusal its own way (`refusal`).
 - **Shards.** A shard is complete only when `.records/<name>.json` lists each of its files with
   its size and SHA-256 under the fingerprint of the folder's settings (`shard_is_recorded`). A
   file under its final name is whole (atomic writes), but only a record says which run wrote it.
@@ -60,13 +63,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write((json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def differing_keys(saved: Mapping[str, Any], requested: Mapping[str, Any], ignore: Iterable[str] = ()) -> list[str]:
+    """The keys, sorted, whose values differ between `saved` and `requested`, but those in `ignore`."""
+    ignore, missing = set(ignore), object()  # a key one side lacks differs, even from None
+    return [key for key in sorted(set(saved) | set(requested))
+            if key not in ignore and saved.get(key, missing) != requested.get(key, missing)]
+
+
 def describe_differences(saved: Mapping[str, Any], requested: Mapping[str, Any],
-                         labels: Mapping[str, str] | None = None) -> list[str]:
-    """`key saved -> requested` for every key whose values differ (`labels[key]` replaces the
-    line for keys whose values mean nothing to a reader, such as file fingerprints)."""
+                         labels: Mapping[str, str] | None = None, ignore: Iterable[str] = ()) -> list[str]:
+    """`key saved -> requested` for every key whose values differ, but those in `ignore`
+    (`labels[key]` replaces the line for keys whose values mean nothing to a reader, such as file
+    fingerprints)."""
     labels = labels or {}
     return [labels.get(key, f"{key} {saved.get(key)!r} -> {requested.get(key)!r}")
-            for key in sorted(set(saved) | set(requested)) if saved.get(key) != requested.get(key)]
+            for key in differing_keys(saved, requested, ignore)]
 
 
 class FolderLock:
@@ -135,15 +146,18 @@ class StageFolder:
     """One stage's output folder: lock, settings, shard records, temporaries (module docstring).
 
     `settings_file` names the JSON file holding the settings (None: the stage keeps none);
-    `labels` replaces the difference line of keys like file fingerprints in refusals.
+    `labels` replaces the difference line of keys like file fingerprints in refusals; `ignore`
+    names settings that are recorded but not compared (they do not change the output: the
+    scorer's path, when the scorer is compared by a fingerprint of its files).
     """
 
     def __init__(self, path: str | os.PathLike, stage: str, *, settings_file: str | None = None,
-                 labels: Mapping[str, str] | None = None):
+                 labels: Mapping[str, str] | None = None, ignore: Iterable[str] = ()):
         self.path = Path(path)
         self.stage = stage
         self.settings_file = settings_file
         self.labels = dict(labels or {})
+        self.ignore = frozenset(ignore)
         self._fingerprint: str | None = None
         self._recorded_this_session = False
 
@@ -194,6 +208,7 @@ class StageFolder:
     # -- settings -------------------------------------------------------------------------------
 
     def saved_settings(self) -> dict | None:
+        """The folder's settings (None when it has no settings file); refuses an unreadable one."""
         path = self.path / self.settings_file
         if not path.is_file():
             return None
@@ -205,27 +220,42 @@ class StageFolder:
             raise InputError("not a settings object; delete the folder to start over", path)
         return saved
 
-    def begin(self, settings: Mapping[str, Any], *, leftovers: Iterable[str] = (), write: bool = True) -> bool:
-        """Check `settings` against the folder's, sweep temporaries and (`write`) record the
-        settings when the folder has none. True when the folder holds an earlier run with the same
-        settings (a resume). Raises `InputError` naming every difference, and for `leftovers`
-        (names of outputs found) in a folder without a settings file."""
+    def refusal(self, saved: Mapping[str, Any], requested: Mapping[str, Any], keys: list[str]) -> str:
+        """What `check` says when the folder's settings differ from the run's in `keys` (sorted).
+        A stage may override it to word the refusal its own way."""
+        return (f"this folder holds an earlier {self.stage} run with other settings "
+                f"({'; '.join(describe_differences(saved, requested, self.labels, self.ignore))}); resume with the same "
+                "settings, or write to another output folder")
+
+    def check(self, settings: Mapping[str, Any], *, leftovers: Iterable[str] = ()) -> bool:
+        """Compare `settings` with the folder's, changing nothing. True when the folder holds an
+        earlier run with the same settings (but for those in `ignore`). Raises `InputError`
+        naming every difference (`refusal`), and for `leftovers` (names of outputs found) in a
+        folder without settings."""
         settings = dict(settings)
-        self._fingerprint = settings_fingerprint(settings)
         saved = self.saved_settings()
         if saved is None:
             leftovers = list(leftovers)
             if leftovers:
                 raise InputError(f"holds {self.stage} output ({leftovers[0]}, ...) but no {self.settings_file}, so it cannot "
                                  "be checked for a resume; write to another output folder or delete this one", self.path)
-        elif saved != settings:
-            raise InputError(f"this folder holds an earlier {self.stage} run with other settings "
-                             f"({'; '.join(describe_differences(saved, settings, self.labels))}); resume with the same "
-                             "settings, or write to another output folder", self.path / self.settings_file)
+            return False
+        keys = differing_keys(saved, settings, self.ignore)
+        if keys:
+            raise InputError(self.refusal(saved, settings, keys), self.path / self.settings_file)
+        return True
+
+    def begin(self, settings: Mapping[str, Any], *, leftovers: Iterable[str] = (), write: bool = True) -> bool:
+        """`check` the settings, sweep temporaries and (`write`) record the settings when the
+        folder has none. True when the folder holds an earlier run with the same settings (a
+        resume). Runs under the lock (`session`): the sweep removes what no live writer owns."""
+        settings = dict(settings)
+        self._fingerprint = settings_fingerprint(settings)
+        resumed = self.check(settings, leftovers=leftovers)
         self.sweep_temporaries()
-        if saved is None and write:
+        if not resumed and write:
             write_json(self.path / self.settings_file, settings)
-        return saved is not None
+        return resumed
 
     def sweep_temporaries(self) -> list[str]:
         """Remove `.*.tmp` files and folders left by killed runs; returns their names."""
@@ -277,8 +307,8 @@ class StageFolder:
         holds `settings` and use their fingerprint for `record_shard`/`shard_is_recorded`."""
         settings = dict(settings)
         saved = self.saved_settings()
-        if saved != settings:
-            found = "none" if saved is None else "; ".join(describe_differences(saved, settings, self.labels))
+        if saved is None or differing_keys(saved, settings, self.ignore):
+            found = "none" if saved is None else "; ".join(describe_differences(saved, settings, self.labels, self.ignore))
             raise InputError(f"the writing process recorded other settings ({found}); every process must run the same "
                              "command", self.path / self.settings_file)
         self._fingerprint = settings_fingerprint(settings)

@@ -1,13 +1,23 @@
-"""The index stage: an exact or ScaNN index folder over an embedding folder. The writing
-process builds it (under the folder's lock, see `retrieval.index.build_index`); the others
-wait for it."""
+"""The index stage: an exact or ScaNN index folder over an embedding folder (the searchers and
+the folder's format: `retrieval.index`). The writing process builds it under the folder's lock
+(`build_index`); the others wait for it. `index.json` is written last, atomically, so a folder
+without it is an unfinished build."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
-from umr_jax.retrieval.index import ScannOptions, build_index
+import numpy as np
+
+from umr_jax.data.files import make_output_temp_dir
+from umr_jax.errors import InputError
+from umr_jax.retrieval.embeddings import EmbeddingStore, atomic_write_bytes, read_ids
+from umr_jax.retrieval.index import INDEX_FILE, ScannOptions, build_scann, scann_defaults
+from umr_jax.stages.folder import StageFolder
 
 
 def build(embeddings: str | os.PathLike, output: str | os.PathLike, runtime, *, backend: str = "scann", k: int = 100,
@@ -16,3 +26,86 @@ def build(embeddings: str | os.PathLike, output: str | os.PathLike, runtime, *, 
         build_index(embeddings, output, backend=backend, ids_path=ids, k=k, scann_options=scann_options)
     runtime.barrier(f"umr-jax-index-{output}")
     return Path(output)
+
+
+def check_unique_ids(store: EmbeddingStore) -> None:
+    """Raise `InputError` naming the first repeated id and the lines it is on (a search result
+    could not say which passage it means). Sorts the ids as fixed-width bytes, so 20M ids take
+    a few hundred MB, not a Python set."""
+    files, blocks = [], []
+    for _, ids_path, rows in store.shards:
+        if ids_path is not None:  # None: row numbers
+            files.append(ids_path)
+            blocks.append(np.array([i.encode("utf-8") for i in read_ids(ids_path, rows)], dtype=bytes))
+    if not blocks:
+        return
+    ids = np.concatenate(blocks)
+    order = np.argsort(ids, kind="stable")  # equal ids stay in row order
+    sorted_ids = ids[order]
+    repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if not len(repeated):
+        return
+    k = int(np.argmin(order[repeated + 1]))  # the repeat that comes first in the files
+    starts = np.cumsum([0] + [len(b) for b in blocks])
+
+    def place(row: int) -> tuple[Path, int]:
+        block = int(np.searchsorted(starts, row, side="right")) - 1
+        return files[block], row - int(starts[block]) + 1
+
+    (first_file, first_line), (file, line) = place(int(order[repeated[k]])), place(int(order[repeated[k] + 1]))
+    where = f"line {first_line}" if first_file == file else f"{first_file}:{first_line}"
+    raise InputError(f"duplicate id {sorted_ids[repeated[k]].decode('utf-8')!r} (also on {where}); expected one id per row, "
+                     "each unique", file, line)
+
+
+def build_index(
+    embeddings: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    backend: str = "scann",
+    ids_path: str | os.PathLike | None = None,
+    k: int = 100,
+    scann_options: ScannOptions = ScannOptions(),
+) -> Path:
+    """Build an index folder from an embedding store (shard folder or .npy). Atomic: a killed
+    build leaves no index.json, so nothing half-built looks usable. Ids must be unique. The
+    folder is locked while the index is built (`StageFolder`); a failed build removes a folder
+    it created."""
+    store = EmbeddingStore.open(embeddings, ids_path)
+    check_unique_ids(store)
+    output = Path(output)
+    if backend not in ("scann", "exact"):
+        raise InputError(f"unknown index backend {backend!r}; choose scann or exact")
+    stage = StageFolder(output, "index build")
+    with stage.session():
+        stage.sweep_temporaries()
+        (output / INDEX_FILE).unlink(missing_ok=True)
+        _build_index(store, embeddings, output, backend, ids_path, k, scann_options)
+    return output
+
+
+def _build_index(store: EmbeddingStore, embeddings: str | os.PathLike, output: Path, backend: str,
+                 ids_path: str | os.PathLike | None, k: int, scann_options: ScannOptions) -> None:
+    ids, blocks = [], []
+    for matrix, shard_ids in store.iter_shards():  # validates every shard (rank, dtype, NaN)
+        ids.extend(shard_ids)
+        if backend == "scann":
+            blocks.append(np.asarray(matrix, np.float32))
+    has_ids = any(p is not None for _, p, _ in store.shards)
+    if has_ids:
+        text = "".join(f"{i}\n" for i in ids).encode("utf-8")
+        atomic_write_bytes(output / "ids.txt", lambda f: f.write(text))
+    meta: dict[str, Any] = {"backend": backend, "dim": store.dim, "rows": store.total_rows, "has_ids": has_ids}
+    if backend == "scann":
+        settings = scann_defaults(store.total_rows, k, scann_options)
+        searcher = build_scann(np.concatenate(blocks), settings, k)
+        tmp = make_output_temp_dir(output, prefix=".scann.", suffix=".tmp")  # swept if a kill leaves it
+        searcher.serialize(str(tmp), relative_path=True)  # the folder may move or be copied to a bucket
+        shutil.rmtree(output / "scann", ignore_errors=True)
+        os.replace(tmp, output / "scann")
+        meta["scann"] = settings
+    else:
+        meta["embeddings"] = str(Path(embeddings).absolute())
+        meta["embedding_ids"] = str(Path(ids_path).absolute()) if ids_path else None
+    data = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
+    atomic_write_bytes(output / INDEX_FILE, lambda f: f.write(data))

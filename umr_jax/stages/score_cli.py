@@ -100,22 +100,23 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from umr_jax.errors import InputError
-    from umr_jax.labeling import run as stage1
     from umr_jax.labeling.scorer import QuestionLikelihoodScorer
     from umr_jax.outputs import check_output
     from umr_jax.runtime import Runtime
+    from umr_jax.stages import score_folder, score_input
+    from umr_jax.stages.score import score_retrieved
 
     # Everything that can be refused is checked before the model is loaded.
     check_output(args.output, "folder")
-    retrieved = stage1.inspect_retrieved(args.retrieved, top_k=args.top_k, skip_invalid=args.skip_invalid)
+    retrieved = score_input.inspect_retrieved(args.retrieved, top_k=args.top_k, skip_invalid=args.skip_invalid)
     if retrieved.questions == 0:
         skipped = f" ({sum(retrieved.skipped.values())} skipped as invalid)" if retrieved.skipped else ""
         raise InputError(f"no questions to score{skipped}; expected retrieval results with at least one question",
                          args.retrieved)
-    settings = stage1.Stage1Settings(
-        scorer=str(args.scorer), scorer_fingerprint=stage1.scorer_fingerprint(args.scorer), reduction=args.reduction,
+    settings = score_folder.Stage1Settings(
+        scorer=str(args.scorer), scorer_fingerprint=score_folder.scorer_fingerprint(args.scorer), reduction=args.reduction,
         dtype=args.dtype, top_k=args.top_k, max_source_length=512, max_target_length=128)
-    stage1.check_resumable(args.output, settings)
+    score_folder.ScoreFolder(args.output).check_settings(settings)  # changes nothing
     mesh, rules = Runtime.from_args(args, role="score").start().mesh_and_rules("score")
     scorer = QuestionLikelihoodScorer(args.scorer, mesh=mesh, rules=rules, dtype=args.dtype, reduction=args.reduction,
                                       max_source_length=settings.max_source_length, max_target_length=settings.max_target_length,
@@ -123,9 +124,9 @@ def run(args: argparse.Namespace) -> int:
     writer = jax.process_index() == 0
     progress = _RichProgress() if writer and not args.no_progress else None
     try:
-        manifest = stage1.score_retrieved(args.retrieved, args.output, scorer, top_k=args.top_k,
-                                          questions_per_chunk=args.questions_per_chunk, resume_from=args.resume_from,
-                                          skip_invalid=args.skip_invalid, retrieved_input=retrieved, progress=progress)
+        manifest = score_retrieved(args.retrieved, args.output, scorer, top_k=args.top_k,
+                                   questions_per_chunk=args.questions_per_chunk, resume_from=args.resume_from,
+                                   skip_invalid=args.skip_invalid, retrieved_input=retrieved, progress=progress)
     finally:
         if progress is not None and progress.task is not None:
             progress.close()

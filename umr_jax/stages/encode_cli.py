@@ -8,7 +8,7 @@
 Writes shards of float16 (or float32) embeddings with their ids and a manifest
 (`umr-jax index build --embeddings emb/` reads it). Rerunning the same command after a crash
 skips every finished shard; a rerun with other settings is refused. See
-`umr_jax.retrieval.encode` for how it works.
+`umr_jax.stages.encode` for how it works.
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     runtime = Runtime.from_args(args, role="encode").start()  # before anything touches a device
     import jax
 
-    from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, encode_to_store
+    from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
+    from umr_jax.stages.encode import encode_to_store
 
     source = EncodeInput.passages(args.passages, args.passages_format) if args.passages else EncodeInput.queries(args.queries)
     source.fingerprint()  # a missing input fails before the model loads

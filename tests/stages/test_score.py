@@ -1,4 +1,4 @@
-"""Stage-1 driver: labels equal the scorer's, resume scores no pair twice, settings are guarded,
+"""The score stage (stage 1): labels equal the scorer's, resume scores no pair twice, settings are guarded,
 bad input is one line, and `umr-jax score` exits as documented."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from umr_jax import cli
 from umr_jax.data import formats
 from umr_jax.data.formats import Context, RetrievalResult
 from umr_jax.errors import InputError
-from umr_jax.labeling import run as stage1
 from umr_jax.labeling.scorer import QuestionLikelihoodScorer, ScorePair
 from umr_jax.parallel import mesh as mesh_lib
+from umr_jax.stages import score as stage1
+from umr_jax.stages import score_folder, score_input
 
 TOWN = "Tavoren is a town founded in 1743 on the Miro river."
 RIVER = "The Miro river flows from the Kasimo mountains to the sea " * 5
@@ -89,7 +90,7 @@ class StopAfterFirstShard(stage1.Progress):
 
 
 def _labels(folder) -> list[RetrievalResult]:
-    return list(formats.read_retrieval(Path(folder) / stage1.SHARDS_NAME))
+    return list(formats.read_retrieval(Path(folder) / score_folder.SHARDS_NAME))
 
 
 def _all_keys() -> list[tuple[str, str]]:
@@ -111,7 +112,7 @@ def test_labels_equal_the_scorer_in_the_retrieved_order(uninterrupted, scorer):
     assert np.all(written < 0)
 
     assert sorted(p.name for p in output.glob("pseudo_labels-*")) == [f"pseudo_labels-0000{i}-of-00003.jsonl" for i in range(3)]
-    assert manifest == json.loads((output / stage1.MANIFEST).read_text())
+    assert manifest == json.loads((output / score_folder.MANIFEST).read_text())
     assert {k: manifest[k] for k in ("questions", "pairs", "pairs_scored", "top_k", "reduction", "dtype", "scorer")} == {
         "questions": 7, "pairs": PAIRS, "pairs_scored": PAIRS, "top_k": TOP_K, "reduction": "mean", "dtype": "float32", "scorer": scorer.name}
     assert manifest["pairs_per_second"] > 0 and manifest["shards"] == [f"pseudo_labels-0000{i}-of-00003.jsonl" for i in range(3)]
@@ -124,10 +125,10 @@ def test_resume_after_a_kill_scores_no_pair_twice(tmp_path, scorer, retrieved, u
     with pytest.raises(KeyboardInterrupt):
         stage1.score_retrieved(retrieved, output, first, top_k=TOP_K, questions_per_chunk=3, progress=StopAfterFirstShard())
     assert [p.name for p in output.glob("pseudo_labels-*")] == ["pseudo_labels-00000-of-00003.jsonl"]
-    assert not (output / stage1.MANIFEST).exists()
+    assert not (output / score_folder.MANIFEST).exists()
     with pytest.raises(InputError, match="incomplete shard set"):  # a half-done folder never reads as complete
         _labels(output)
-    assert json.loads((output / stage1.STATE).read_text())["shards_done"] == [0]
+    assert json.loads((output / score_folder.STATE).read_text())["shards_done"] == [0]
 
     second = Counting(scorer)
     manifest = stage1.score_retrieved(retrieved, output, second, top_k=TOP_K, questions_per_chunk=3)
@@ -147,15 +148,15 @@ def test_resume_reads_back_shards_the_state_does_not_list_and_other_chunkings(tm
     with pytest.raises(KeyboardInterrupt):
         stage1.score_retrieved(retrieved, output, first, top_k=TOP_K, questions_per_chunk=3, progress=StopAfterFirstShard())
     # A kill between the shard's rename and the state's: the shard is there, the state does not list it.
-    state = json.loads((output / stage1.STATE).read_text())
-    (output / stage1.STATE).write_text(json.dumps({**state, "shards_done": []}))
+    state = json.loads((output / score_folder.STATE).read_text())
+    (output / score_folder.STATE).write_text(json.dumps({**state, "shards_done": []}))
     (output / ".pseudo_labels-00001-of-00003.jsonl.x.tmp").write_text("half a shard")
     # ... and the rerun cuts the questions into chunks of 2 instead of 3.
     second = Counting(scorer)
     manifest = stage1.score_retrieved(retrieved, output, second, top_k=TOP_K, questions_per_chunk=2)
     assert sorted(first.keys + second.keys) == _all_keys()
     assert sorted(p.name for p in output.iterdir()) == sorted(
-        [f"pseudo_labels-0000{i}-of-00004.jsonl" for i in range(4)] + [stage1.STATE, stage1.MANIFEST])
+        [f"pseudo_labels-0000{i}-of-00004.jsonl" for i in range(4)] + [score_folder.STATE, score_folder.MANIFEST])
     assert manifest["pairs_scored"] == PAIRS
     assert _labels(output) == _labels(uninterrupted[0])
 
@@ -189,7 +190,7 @@ def test_refuses_a_folder_made_with_other_settings(tmp_path, scorer, scorer_fold
         counting = Counting(scorer, **overrides)
         with pytest.raises(InputError, match=expected) as err:
             stage1.score_retrieved(retrieved, output, counting, top_k=TOP_K, questions_per_chunk=3)
-        assert str(err.value).startswith(f"{output / stage1.STATE}: ") and "\n" not in str(err.value)
+        assert str(err.value).startswith(f"{output / score_folder.STATE}: ") and "\n" not in str(err.value)
         assert counting.keys == []
     with pytest.raises(InputError, match="top-k=3.*top-k=2"):
         stage1.score_retrieved(retrieved, output, scorer, top_k=2, questions_per_chunk=3)
@@ -214,21 +215,21 @@ def test_bad_input_is_one_line_naming_file_and_line(tmp_path):
     good = _record(RETRIEVED[0])
     malformed = _write_lines(tmp_path / "malformed.jsonl", [good, '{"id": "q2", "question": '])
     with pytest.raises(InputError) as err:
-        stage1.inspect_retrieved(malformed, top_k=TOP_K)
+        score_input.inspect_retrieved(malformed, top_k=TOP_K)
     assert str(err.value).startswith(f"{malformed}:2: not valid JSON")
 
     empty = _write_lines(tmp_path / "empty.jsonl", [good, {**_record(RETRIEVED[1]), "id": "q-empty", "ctxs": []}, _record(RETRIEVED[2])])
     with pytest.raises(InputError) as err:
-        stage1.inspect_retrieved(empty, top_k=TOP_K)
+        score_input.inspect_retrieved(empty, top_k=TOP_K)
     assert str(err.value) == f"{empty}:2: question 'q-empty' has no ctxs; expected at least one retrieved passage to score"
 
-    found = stage1.inspect_retrieved(empty, top_k=1, skip_invalid=True)
-    assert (found.questions, found.pairs, found.skipped) == (2, 2, {stage1.NO_CTXS: 1})
-    assert [r.id for r in stage1.read_retrieved(empty, top_k=1, skip_invalid=formats.SkippedRecords())] == ["q1", "q3"]
+    found = score_input.inspect_retrieved(empty, top_k=1, skip_invalid=True)
+    assert (found.questions, found.pairs, found.skipped) == (2, 2, {score_input.NO_CTXS: 1})
+    assert [r.id for r in score_input.read_retrieved(empty, top_k=1, skip_invalid=formats.SkippedRecords())] == ["q1", "q3"]
 
     dpr_list = tmp_path / "retrieved.json"  # DPR's JSON list is read too
     formats.write_dpr_json(dpr_list, RETRIEVED)
-    assert stage1.inspect_retrieved(dpr_list, top_k=TOP_K).pairs == PAIRS
+    assert score_input.inspect_retrieved(dpr_list, top_k=TOP_K).pairs == PAIRS
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -249,7 +250,7 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path, capsys, scorer_folder, ret
     status, _, err = _cli(capsys, "--scorer", str(scorer_folder), "--retrieved", str(retrieved), "--output", str(uninterrupted[0]),
                           "--top-k", "3", "--dtype", "float32", "--reduction", "sum")
     assert status == 1 and err.count("\n") == 1
-    assert err.startswith(f"umr-jax score: error: {uninterrupted[0] / stage1.STATE}: this folder holds pseudo labels made with reduction='mean'")
+    assert err.startswith(f"umr-jax score: error: {uninterrupted[0] / score_folder.STATE}: this folder holds pseudo labels made with reduction='mean'")
 
     status, _, err = _cli(capsys, "--retrieved", str(retrieved), *common[:-2], "--mesh", "data=3")
     assert status == 1 and err.startswith("umr-jax score: error: --mesh 'data=3'") and err.count("\n") == 1
@@ -320,4 +321,4 @@ def test_a_non_finite_score_is_never_written(tmp_path, scorer, retrieved):
 
     with pytest.raises(FloatingPointError, match=r"\('q1', 'p2'\)"):
         stage1.score_retrieved(retrieved, tmp_path / "labels", NaNScorer(scorer), top_k=TOP_K, questions_per_chunk=3)
-    assert not list((tmp_path / "labels").glob("pseudo_labels-*")) and not (tmp_path / "labels" / stage1.MANIFEST).exists()
+    assert not list((tmp_path / "labels").glob("pseudo_labels-*")) and not (tmp_path / "labels" / score_folder.MANIFEST).exists()

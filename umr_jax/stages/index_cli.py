@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     from umr_jax.outputs import check_output, removed_on_failure
     from umr_jax.retrieval.embeddings import atomic_write_bytes, load_matrix
-    from umr_jax.retrieval.index import Index, ScannOptions, build_index
+    from umr_jax.retrieval.index import Index, ScannOptions
+    from umr_jax.stages.index import build_index
 
     if args.index_command == "build":
         check_output(args.output, "folder")

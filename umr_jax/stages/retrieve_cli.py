@@ -18,7 +18,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from umr_jax.parallel.cli_flags import positive_int
     from umr_jax.runtime import add_runtime_flags
-    from umr_jax.retrieval.encode_cli import add_tower_arguments
+    from umr_jax.stages.encode_cli import add_tower_arguments
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n")[1]
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.errors import InputError
     from umr_jax.outputs import check_output, removed_on_failure
     from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
-    from umr_jax.retrieval.encode_cli import RichProgress, check_sizes
+    from umr_jax.stages.encode_cli import RichProgress, check_sizes
     from umr_jax.runtime import Runtime
     from umr_jax.retrieval.index import Index
     from umr_jax.retrieval.retrieve import retrieve, write_results

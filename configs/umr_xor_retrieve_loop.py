@@ -35,7 +35,7 @@ def get_config():
         eval_tokenizer="nltk", top_k=100, index_backend="scann", dev_pseudo_labels=True,
     )
     # 18M passages: float16 shards of 1M rows; 1024 passages of 256 tokens per batch on each host.
-    c.encode = dict(dtype="bfloat16", batch_size=1024, shard_size=1_000_000, scan_layers=True)
+    c.encode = dict(dtype="bfloat16", batch_size=1024, shard_size=1_000_000, output_dtype="float16", scan_layers=True)
     # UMR's scorer: prompts truncated to 512 tokens, targets to 128, mean log-likelihood, 100 candidates.
     c.score = dict(dtype="bfloat16", reduction="mean", top_k=100, max_source_length=512, max_target_length=128,
                    tokens_per_batch=65536, questions_per_chunk=256, vocab_chunk_size=16384, scan_layers=True)

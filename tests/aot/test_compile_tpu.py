@@ -56,7 +56,8 @@ def test_demo_stages_compile_with_the_analytic_flops(tmp_path):
         assert 0 < r["estimate"]["step_s"] and 0 < r["estimate"]["mfu"] <= 1
     # Encoding runs on each host's own chips (4 per v5e host); scoring and training on all 16.
     assert (stages["encode"]["chips"], stages["score"]["chips"], stages["distill"]["chips"]) == (4, 16, 16)
-    assert stages["distill"]["memory"]["optimizer state"] == pytest.approx(2 * stages["distill"]["memory"]["parameters"])
+    # Adam: two moments per parameter (and a step count)
+    assert stages["distill"]["memory"]["optimizer state"] == pytest.approx(2 * stages["distill"]["memory"]["parameters"], rel=1e-3)
     assert "estimate (roofline from published peaks, not a measurement)" in text
 
 

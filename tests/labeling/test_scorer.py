@@ -55,6 +55,24 @@ def test_scores_equal_pytorch(tiny_scorer_folder, reduction):
     np.testing.assert_allclose(scores, _torch_scores(model, tokenizer, PAIRS, reduction), atol=2e-4, rtol=1e-5)
 
 
+def test_scanned_bf16_scorer_stores_bf16_params_scores_as_unrolled_and_releases_them(tiny_scorer_folder):
+    """The frozen scorer's params live in its compute dtype; scanning the layers changes no
+    score; `release` frees the device arrays (the loop calls it before training)."""
+    folder, _, _ = tiny_scorer_folder
+    mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 4})
+    options = dict(mesh=mesh, rules="fsdp", dtype="bfloat16", tokens_per_batch=256, vocab_chunk_size=1000)
+    unrolled = QuestionLikelihoodScorer(str(folder), **options)
+    scanned = QuestionLikelihoodScorer(str(folder), scan_layers=True, **options)
+    import jax
+    import jax.numpy as jnp
+
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(scanned.params)} == {jnp.dtype("bfloat16")}
+    np.testing.assert_allclose(scanned.score(PAIRS), unrolled.score(PAIRS), atol=1e-2)
+    leaves = jax.tree_util.tree_leaves(scanned.params)
+    scanned.release()
+    assert scanned.params is None and all(leaf.is_deleted() for leaf in leaves)
+
+
 def test_batches_are_bucketed_and_full(tiny_scorer_folder):
     folder, _, _ = tiny_scorer_folder
     mesh = mesh_lib.make_mesh({"data": 8})

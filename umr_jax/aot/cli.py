@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"compiling for {topology.describe()}", file=sys.stderr)
     reports = []
     for stage in stages:
+        print(f"compiling {stage} ...", file=sys.stderr, flush=True)
         report = compile_stage(stage, config, args, topology, devices)
         if args.max_batch and report["fits"]:
             report["max_batch"] = max_batch(stage, config, args, topology, devices, report)
@@ -217,6 +218,7 @@ def max_batch(stage: str, config, args, topology, devices, first: dict) -> dict[
     step = first["chips"] if stage != "score" else 1024
 
     def fits(value: int) -> dict | None:
+        print(f"compiling {stage} with {key}={value} ...", file=sys.stderr, flush=True)
         trial = config.copy_and_resolve_references()
         apply_overrides(trial, [f"{key}={value}"])
         result = compile_stage_quiet(stage, trial, argparse.Namespace(**{**vars(args), "hlo": None}), topology, devices)

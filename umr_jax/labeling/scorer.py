@@ -112,6 +112,13 @@ class QuestionLikelihoodScorer:
         self.params = shd.place_host_params(loaded.params, shardings)
         self._score = jitted_score(module, shardings, mesh, rules, reduction)
 
+    def release(self) -> None:
+        """Delete the parameters from the devices now (not when Python collects them); the
+        scorer cannot score afterwards."""
+        for leaf in jax.tree_util.tree_leaves(self.params):
+            leaf.delete()
+        self.params = None
+
     def batch_rows(self, source_length: int) -> int:
         """Rows per batch for a source bucket: the token budget, rounded to the mesh's batch devices."""
         rows = max(1, self.tokens_per_batch // source_length)

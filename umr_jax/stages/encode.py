@@ -44,10 +44,11 @@ OUTPUT_DTYPES = ("float16", "float32")
 
 def encode(model: str | os.PathLike, source: EncodeInput, output: str | os.PathLike, runtime, *, dtype: str = "bfloat16",
            pooling: str | None = None, as_tower: bool = False, batch_size: int = 256, shard_size: int = 100_000,
-           max_length: int | None = None, output_dtype: str = "float16", progress=None) -> "EncodeReport":
+           max_length: int | None = None, output_dtype: str = "float16", progress=None,
+           scan_layers: bool = False) -> "EncodeReport":
     """Encode `source` with the tower in `model` into `output` (every process runs this)."""
     encoder = TowerEncoder(model, mesh=runtime.mesh("encode"), rules=runtime.rules("encode"), pooling=pooling,
-                           as_tower=as_tower, dtype=dtype)
+                           as_tower=as_tower, dtype=dtype, scan_layers=scan_layers)
     return encode_to_store(encoder, source, output, shard_size=shard_size, batch_size=batch_size, max_length=max_length,
                            output_dtype=output_dtype, progress=progress)
 

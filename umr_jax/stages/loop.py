@@ -64,7 +64,7 @@ class UmrLoop:
         e = self.config.encode
         encode(retriever.passage, EncodeInput.passages(self.config.loop.passages), folder, self.runtime, dtype=e.dtype,
                batch_size=e.batch_size, shard_size=e.shard_size, max_length=self.config.model.passage_max_length,
-               output_dtype="float32")
+               output_dtype=e.get("output_dtype", "float32"), scan_layers=bool(e.get("scan_layers", False)))
 
     def index(self, embeddings: Path, folder: Path) -> None:
         index.build(embeddings, folder, self.runtime, backend=self.config.loop.index_backend, k=self.config.loop.top_k)
@@ -72,7 +72,8 @@ class UmrLoop:
     def retrieve(self, retriever: Retriever, index_dir: Path, questions_path: str, output: Path) -> None:
         retrieve.retrieve(retriever.query, index_dir, questions_path, self.config.loop.passages, output, self.runtime,
                           top_k=self.config.loop.top_k, max_length=self.config.model.query_max_length,
-                          batch_size=self.config.encode.batch_size, dtype=self.config.encode.dtype)
+                          batch_size=self.config.encode.batch_size, dtype=self.config.encode.dtype,
+                          scan_layers=bool(self.config.encode.get("scan_layers", False)))
 
     def evaluate(self, retrieved: Path, output: Path) -> dict:
         return evaluate.xor_retrieve(retrieved, self.config.loop.eval_gold, output, self.runtime,
@@ -83,10 +84,19 @@ class UmrLoop:
         if self._scorer is None:
             self._scorer = score.load_scorer(self.config.loop.scorer, self.runtime, dtype=s.dtype, reduction=s.reduction,
                                              max_source_length=s.max_source_length, max_target_length=s.max_target_length,
-                                             tokens_per_batch=s.tokens_per_batch)
+                                             tokens_per_batch=s.tokens_per_batch, vocab_chunk_size=s.get("vocab_chunk_size"),
+                                             scan_layers=bool(s.get("scan_layers", False)))
         score.score(retrieved, output, self._scorer, top_k=s.top_k, questions_per_chunk=s.questions_per_chunk)
 
+    def release_scorer(self) -> None:
+        """Free the scorer's device memory (mT5-XL: 7.5 GB in bf16) before the retriever trains;
+        the next iteration's scoring loads it again."""
+        if self._scorer is not None:
+            self._scorer.release()
+            self._scorer = None
+
     def train(self, retriever: Retriever, labels: Path, dev_labels: Path | None, folder: Path) -> Retriever:
+        self.release_scorer()
         config = self.config.copy_and_resolve_references()
         with config.unlocked():
             config.model.init = retriever.query

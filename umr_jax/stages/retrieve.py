@@ -18,7 +18,8 @@ from umr_jax.retrieval.retrieve import retrieve as retrieve_results, write_resul
 def retrieve(model: str | os.PathLike, index: str | os.PathLike, questions: str | os.PathLike, passages: str | os.PathLike,
              output: str | os.PathLike, runtime, *, top_k: int = 100, max_length: int = 64, batch_size: int = 256,
              dtype: str = "bfloat16", pooling: str | None = None, as_tower: bool = False, passages_format: str = "auto",
-             format: str = "jsonl", tag: str = "umr-jax", progress=None) -> list[formats.RetrievalResult]:
+             format: str = "jsonl", tag: str = "umr-jax", progress=None,
+             scan_layers: bool = False) -> list[formats.RetrievalResult]:
     """Retrieve for every question of `questions` with the query tower in `model`; returns the
     results (on every process) after the writer has written them to `output`."""
     import jax
@@ -27,7 +28,7 @@ def retrieve(model: str | os.PathLike, index: str | os.PathLike, questions: str 
     if not records:
         raise InputError("no questions; expected at least one to retrieve passages for", questions)
     encoder = TowerEncoder(model, mesh=runtime.mesh("encode"), rules=runtime.rules("encode"), pooling=pooling,
-                           as_tower=as_tower, dtype=dtype)
+                           as_tower=as_tower, dtype=dtype, scan_layers=scan_layers)
     results = retrieve_results(encoder, Index.open(index, devices=jax.local_devices()), records, passages,
                                passages_format=passages_format, top_k=top_k, max_length=max_length, batch_size=batch_size,
                                progress=progress)

@@ -43,12 +43,13 @@ _ERROR_BYTES = 4096  # room for process 0's refusal message when it is broadcast
 
 def load_scorer(model: str | os.PathLike, runtime, *, dtype: str = "bfloat16", reduction: str = "mean",
                 max_source_length: int = 512, max_target_length: int = 128, tokens_per_batch: int = 16384,
-                vocab_chunk_size: int | None = None) -> QuestionLikelihoodScorer:
+                vocab_chunk_size: int | None = None, scan_layers: bool = False) -> QuestionLikelihoodScorer:
     """The scorer, its parameters sharded over the `score` mesh (load once, score many files)."""
     options = {} if vocab_chunk_size is None else {"vocab_chunk_size": vocab_chunk_size}
     return QuestionLikelihoodScorer(model, mesh=runtime.mesh("score"), rules=runtime.rules("score"), dtype=dtype,
                                     reduction=reduction, max_source_length=max_source_length,
-                                    max_target_length=max_target_length, tokens_per_batch=tokens_per_batch, **options)
+                                    max_target_length=max_target_length, tokens_per_batch=tokens_per_batch,
+                                    scan_layers=scan_layers, **options)
 
 
 def score(retrieved: str | os.PathLike, output: str | os.PathLike, scorer: QuestionLikelihoodScorer, *, top_k: int = 100,

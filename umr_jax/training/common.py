@@ -85,7 +85,7 @@ def batch_buckets(query_max_length: int, passage_max_length: int, fixed_lengths:
     """(query, passage) `LengthBuckets` of a trainer's batches: powers of two (one compiled step
     per bucket pair), or with `fixed_lengths` the maximum lengths only, so the step compiles
     once (short runs, where compiling per bucket costs more than the padding)."""
-    from umr_jax.data.pipeline import LengthBuckets
+    from umr_jax.data.buckets import LengthBuckets
 
     if fixed_lengths:
         return LengthBuckets((query_max_length,)), LengthBuckets((passage_max_length,))

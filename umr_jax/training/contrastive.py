@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from umr_jax.data import formats
-from umr_jax.data.pipeline import nested_subsets
+from umr_jax.data.subsets import nested_subsets
 from umr_jax.errors import InputError
 from umr_jax.training import common
 from umr_jax.training.distill import jitted_encoders

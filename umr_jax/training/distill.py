@@ -81,9 +81,9 @@ def load_pseudo_labels(path: str | Path, top_k: int = 100, min_candidates: int =
 
 def subset_questions(questions: Sequence[ScoredQuestion], size: int | None, seed: int) -> list[ScoredQuestion]:
     """A nested subset of `size` questions (all when None/0): for one seed, the subset of a
-    smaller size lies inside that of a larger one (`pipeline.nested_subsets`), as scaling
+    smaller size lies inside that of a larger one (`subsets.nested_subsets`), as scaling
     studies need."""
-    from umr_jax.data.pipeline import nested_subsets
+    from umr_jax.data.subsets import nested_subsets
 
     if not size or size >= len(questions):
         return list(questions)

@@ -6,6 +6,7 @@ import json
 
 import ml_collections
 import numpy as np
+import pytest
 
 from umr_jax.data import formats
 from umr_jax.demo import demo_paths
@@ -46,6 +47,14 @@ def test_pair_batches_resume_exactly():
             assert ids.shape[1] == 64 and width <= ids.shape[1]
             np.testing.assert_array_equal(ids[:, :width], expected[f"{key}_ids"])
             assert not got[f"{key}_mask"][:, width:].any()
+    # Two processes: each keeps half of the global batch's rows (the shared base, data.batches).
+    halves = [contrastive.PairBatches(pairs, tok, batch_size=16, hard_negatives=0, seed=2, passage_max_length=64,
+                                      process_index=i, process_count=2) for i in range(2)]
+    parts = [next(h) for h in halves]
+    for key in seq[0]:
+        np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), seq[0][key])
+    with pytest.raises(ValueError, match="batch_size 16 must divide over 3 processes"):
+        contrastive.PairBatches(pairs, tok, batch_size=16, hard_negatives=0, seed=2, process_index=0, process_count=3)
 
 
 def test_contrastive_training_improves_dev_ranking(tiny_retriever, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from umr_jax.data import formats
+from umr_jax.data.subsets import nested_subset
 from umr_jax.demo import demo_paths
 from umr_jax.models import hf_io
 from umr_jax.training import contrastive
@@ -17,10 +18,10 @@ from umr_jax.runtime import runtime_config
 
 def test_nested_subsets_of_pairs():
     pairs = list(formats.read_pairs(demo_paths()["translated_pairs"]))
-    small, large = contrastive.subset(pairs, 50, seed=4), contrastive.subset(pairs, 200, seed=4)
+    small, large = nested_subset(pairs, 50, seed=4), nested_subset(pairs, 200, seed=4)
     assert len(small) == 50 and len(large) == 200
     assert {(p.query, p.positive) for p in small} <= {(p.query, p.positive) for p in large}
-    assert contrastive.subset(pairs, 0, seed=4) == pairs
+    assert nested_subset(pairs, 0, seed=4) == pairs
 
 
 def test_pair_batches_resume_exactly():

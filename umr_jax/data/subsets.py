@@ -1,12 +1,15 @@
 """Nested subsets for scaling studies: subsets by language and size such that every smaller
-subset is contained in every larger one (prefixes of one seeded order)."""
+subset is contained in every larger one (prefixes of one seeded order): `nested_subsets` over
+records' languages, and `nested_subset`, the trainers' `data.subset_size` subsets of pairs or
+scored questions."""
 
 from __future__ import annotations
 
-from typing import Collection, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence, TypeVar
 
 import numpy as np
 
+T = TypeVar("T")
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -74,3 +77,18 @@ def nested_subsets(
     if sizes[-1] > len(order):
         raise ValueError(f"size {sizes[-1]} exceeds the {len(order)} records of languages {chosen}")
     return {size: np.sort(order[:size]) for size in sizes}
+
+
+def _lang(item: Any) -> str:
+    return item.lang
+
+
+def nested_subset(items: Sequence[T], size: int | None, seed: int, *, language: Callable[[T], str] = _lang) -> list[T]:
+    """A nested subset of `size` items (all of them when `size` is None or 0), drawn from every
+    language together: for one seed, the subset of a smaller size lies inside that of a larger
+    one (`nested_subsets` over the items' languages, `item.lang` by default), as scaling studies
+    need. The trainers draw their `data.subset_size` subsets with it."""
+    if not size or size >= len(items):
+        return list(items)
+    indices = nested_subsets([language(item) for item in items], [int(size)], seed=seed)[int(size)]
+    return [items[i] for i in indices]

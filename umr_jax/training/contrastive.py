@@ -15,13 +15,13 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
 from umr_jax.data import formats
 from umr_jax.data.batches import EpochBatches, pad_rows
-from umr_jax.data.subsets import nested_subsets
+from umr_jax.data.subsets import nested_subset
 from umr_jax.errors import InputError
+from umr_jax.numerics import l2_normalize
 from umr_jax.training import common
 from umr_jax.training.distill import jitted_encoders
 from umr_jax.training.losses import info_nce_loss
@@ -44,14 +44,6 @@ def load_pairs(data) -> list[formats.Pair]:
     if not pairs:
         raise InputError("no training pairs (check data.path, data.languages, data.min_similarity)", data.path)
     return pairs
-
-
-def subset(pairs: Sequence[formats.Pair], size: int | None, seed: int) -> list[formats.Pair]:
-    """A nested subset of `size` pairs (all when None/0); nested across sizes for one seed."""
-    if not size or size >= len(pairs):
-        return list(pairs)
-    indices = nested_subsets([p.lang for p in pairs], [size], seed=seed)[size]
-    return [pairs[i] for i in indices]
 
 
 class PairBatches(EpochBatches):
@@ -113,7 +105,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity=m.get("similarity", "dot"), scale=1.0)
-    pairs = subset(load_pairs(d), d.get("subset_size"), d.get("subset_seed", t.seed))
+    pairs = nested_subset(load_pairs(d), d.get("subset_size"), d.get("subset_seed", t.seed))
     dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
     batches = PairBatches(pairs, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),
                           seed=t.seed, query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
@@ -123,8 +115,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
 
     def loss_on_embeddings(q, p, batch):
         if m.get("similarity", "dot") == "cosine":
-            q = q / jax.numpy.maximum(jax.numpy.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
-            p = p / jax.numpy.maximum(jax.numpy.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
+            q, p = l2_normalize(q), l2_normalize(p)
         return info_nce_loss(q, p, scale=t.scale, num_hard_negatives=hard)
 
     def dev_metrics_of(params):

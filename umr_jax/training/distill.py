@@ -26,6 +26,7 @@ import numpy as np
 from umr_jax.data import formats
 from umr_jax.data.batches import EpochBatches, batch_buckets, pad_rows
 from umr_jax.data.files import expand_shards
+from umr_jax.data.subsets import nested_subset
 from umr_jax.errors import InputError
 from umr_jax.training import common
 from umr_jax.training.losses import umr_distillation_loss
@@ -78,18 +79,6 @@ def load_pseudo_labels(path: str | Path, top_k: int = 100, min_candidates: int =
     if not out:
         raise InputError("no questions in the pseudo labels; expected at least one scored question to train on", path)
     return out
-
-
-def subset_questions(questions: Sequence[ScoredQuestion], size: int | None, seed: int) -> list[ScoredQuestion]:
-    """A nested subset of `size` questions (all when None/0): for one seed, the subset of a
-    smaller size lies inside that of a larger one (`subsets.nested_subsets`), as scaling
-    studies need."""
-    from umr_jax.data.subsets import nested_subsets
-
-    if not size or size >= len(questions):
-        return list(questions)
-    indices = nested_subsets([q.lang for q in questions], [int(size)], seed=seed)[int(size)]
-    return [questions[i] for i in indices]
 
 
 class DistillBatches(EpochBatches):
@@ -217,8 +206,8 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0,
                                       passage_folder=m.get("init_passage") or None)
-    questions = subset_questions(load_pseudo_labels(d.pseudo_labels, top_k=d.top_k), d.get("subset_size"),
-                                 d.get("subset_seed", t.seed))
+    questions = nested_subset(load_pseudo_labels(d.pseudo_labels, top_k=d.top_k), d.get("subset_size"),
+                              d.get("subset_seed", t.seed))
     dev = load_pseudo_labels(d.dev_pseudo_labels, top_k=d.top_k) if d.get("dev_pseudo_labels") else []
     batches = DistillBatches(questions, setup.tokenizer, questions_per_batch=t.questions_per_batch,
                              candidates=d.candidates_per_question, seed=t.seed,

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.multiprocess import finish, launch
 from umr_jax import cli
 from umr_jax.data import formats
 from umr_jax.demo import demo_paths
@@ -287,18 +288,12 @@ def _env(cache: Path) -> dict:
 
 
 def _train(config_file: Path, output: Path, cache: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "umr_jax.cli", "train", "--config", str(config_file), "--output", str(output),
-                             *args], cwd=ROOT, env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return launch([sys.executable, "-m", "umr_jax.cli", "train", "--config", str(config_file), "--output", str(output), *args],
+                  cwd=ROOT, env=_env(cache))
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return proc.returncode, out, err
+    return finish(proc, timeout)
 
 
 def _kill_at(proc: subprocess.Popen, step: int, timeout: float = 300) -> str:

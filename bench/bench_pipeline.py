@@ -94,6 +94,7 @@ def _run_pipeline(dataset) -> dict:
 
 def throughput(n: int, batch_size: int, max_length: int) -> dict[str, dict]:
     from umr_jax.data import pipeline
+    from umr_jax.data.buckets import LengthBuckets
 
     passages = _repeat(_demo_passages(), n)
     results = {}
@@ -101,7 +102,7 @@ def throughput(n: int, batch_size: int, max_length: int) -> dict[str, dict]:
         tokenizer = _tokenizer("t5" if name == "mt5" else name)
         configs = {f"{name} grouped": dict(group_by_length=True, shuffle=False)}
         if name == "xlmr":
-            fine = pipeline.LengthBuckets((32, 64, 96, 128, 160, 192, 224, 256))
+            fine = LengthBuckets((32, 64, 96, 128, 160, 192, 224, 256))
             configs["xlmr grouped 8 buckets"] = dict(group_by_length=True, shuffle=False, buckets=fine)
             configs["xlmr shuffled"] = dict(group_by_length=False, shuffle=True)
             configs["xlmr 1 of 4 procs"] = dict(group_by_length=True, shuffle=False, process_index=0, process_count=4)

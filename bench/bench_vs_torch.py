@@ -255,7 +255,7 @@ def bench_encoding(folder: Path, size: str, dtype: str, repeats: int):
     import torch
     import transformers
 
-    from umr_jax.data.pipeline import LengthBuckets
+    from umr_jax.data.buckets import LengthBuckets
     from umr_jax.parallel import mesh as mesh_lib
     from umr_jax.retrieval.encode import TowerEncoder
 

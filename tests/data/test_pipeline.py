@@ -12,7 +12,8 @@ from transformers import AutoTokenizer
 
 from umr_jax.data import pipeline
 from umr_jax.demo import demo_paths
-from umr_jax.data.pipeline import LengthBuckets
+from umr_jax.data.buckets import LengthBuckets
+from umr_jax.data.subsets import nested_subsets
 from umr_jax.errors import InputError
 
 PATHS = demo_paths()
@@ -276,31 +277,31 @@ def test_a_bad_record_is_named(xlmr):
 
 def test_nested_subsets_are_nested_and_sized():
     langs = [q["lang"] for q in QUESTIONS]
-    subsets = pipeline.nested_subsets(langs, [10, 100, 500], seed=0)
+    subsets = nested_subsets(langs, [10, 100, 500], seed=0)
     assert [len(subsets[n]) for n in (10, 100, 500)] == [10, 100, 500]
     assert set(subsets[10]) <= set(subsets[100]) <= set(subsets[500])
-    assert pipeline.nested_subsets(langs, [100], seed=0)[100].tolist() == subsets[100].tolist()
-    assert pipeline.nested_subsets(langs, [100], seed=1)[100].tolist() != subsets[100].tolist()
+    assert nested_subsets(langs, [100], seed=0)[100].tolist() == subsets[100].tolist()
+    assert nested_subsets(langs, [100], seed=1)[100].tolist() != subsets[100].tolist()
 
 
 def test_per_language_subsets_do_not_depend_on_other_languages():
     langs = [q["lang"] for q in QUESTIONS]
-    both = pipeline.nested_subsets(langs, [5, 50], seed=3, languages=["fi", "ja"], per_language=True)
-    fi_only = pipeline.nested_subsets(langs, [5, 50], seed=3, languages=["fi"], per_language=True)
+    both = nested_subsets(langs, [5, 50], seed=3, languages=["fi", "ja"], per_language=True)
+    fi_only = nested_subsets(langs, [5, 50], seed=3, languages=["fi"], per_language=True)
     for size in (5, 50):
         picked = [langs[i] for i in both[size]]
         assert picked.count("fi") == picked.count("ja") == size
         assert [i for i in both[size] if langs[i] == "fi"] == fi_only[size].tolist()
     assert set(both[5]) <= set(both[50])
     with pytest.raises(ValueError, match="exceeds the 120 records of language 'fi'"):
-        pipeline.nested_subsets(langs, [121], seed=0, languages=["fi"], per_language=True)
+        nested_subsets(langs, [121], seed=0, languages=["fi"], per_language=True)
     with pytest.raises(ValueError, match="no records of language"):
-        pipeline.nested_subsets(langs, [1], seed=0, languages=["en"])
+        nested_subsets(langs, [1], seed=0, languages=["en"])
 
 
 def test_a_subset_feeds_a_pipeline(xlmr):
     langs = [q["lang"] for q in QUESTIONS]
-    indices = pipeline.nested_subsets(langs, [20], seed=0, languages=["ko"])[20]
+    indices = nested_subsets(langs, [20], seed=0, languages=["ko"])[20]
     subset = [QUESTIONS[i] for i in indices]
     assert len(subset) == 20 and all(r["lang"] == "ko" for r in subset)
     batches = _all(pipeline.query_batches(subset, xlmr, global_batch_size=8, process_index=0, process_count=1))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from umr_jax.parallel import mesh as mesh_lib
 from umr_jax.parallel import sharding as shd
 from umr_jax.parallel.checkpoint import Checkpointer, abstract_like
 from umr_jax.training.state import create_train_state
+from tests.multiprocess import finish, finish_all, free_port, join_flags, launch
 from tests.parallel import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,10 +71,7 @@ def _env(devices: int) -> dict:
 
 
 def _worker(*args: str, devices: int = 8, **popen) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.parallel.train_worker", *args],
-        cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
-    )
+    return launch([sys.executable, "-m", "tests.parallel.train_worker", *args], cwd=ROOT, env=_env(devices), **popen)
 
 
 def _lines(output: str) -> list[dict]:
@@ -82,13 +79,7 @@ def _lines(output: str) -> list[dict]:
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return proc.returncode, out, err
+    return finish(proc, timeout)
 
 
 @pytest.mark.slow
@@ -143,32 +134,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert Checkpointer(tmp_path / "ckpt").latest_step() == 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     rc, out, err = _finish(_worker("--ckpt", str(tmp_path / "one"), "--steps", "3", "--out", str(tmp_path / "one.npz")))
     assert rc == 0, err[-2000:]
     single = [r["loss"] for r in _lines(out) if "loss" in r]
 
-    port = _free_port()
-    procs = [
-        _worker("--ckpt", str(tmp_path / "two"), "--steps", "3", "--out", str(tmp_path / "two.npz"),
-                "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i), devices=4)
-        for i in range(2)
-    ]
-    results = []
-    try:
-        for proc in procs:
-            results.append(_finish(proc, timeout=240))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    port = free_port()
+    procs = [_worker("--ckpt", str(tmp_path / "two"), "--steps", "3", "--out", str(tmp_path / "two.npz"), *join_flags(port, i),
+                     devices=4) for i in range(2)]
+    results = finish_all(procs, timeout=240)
     for rc, out, err in results:
         assert rc == 0, err[-3000:]
     for _, out, _ in results:

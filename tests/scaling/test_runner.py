@@ -16,7 +16,8 @@ from umr_jax.data import formats
 from umr_jax.demo import demo_paths
 from umr_jax.errors import InputError
 from umr_jax.scaling import runner
-from umr_jax.training.distill import ScoredQuestion, subset_questions
+from umr_jax.data.subsets import nested_subset
+from umr_jax.training.distill import ScoredQuestion
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "demo_scaling.py")
 
@@ -82,10 +83,10 @@ def test_bad_study_configs_name_the_key(overrides, message):
 def test_question_subsets_are_nested():
     questions = [ScoredQuestion(str(i), f"q{i}", "ja" if i % 3 else "ko", ("t",), ("x",), np.zeros(1, np.float32))
                  for i in range(200)]
-    ids = {n: {q.id for q in subset_questions(questions, n, seed=3)} for n in (10, 30, 100, 200)}
+    ids = {n: {q.id for q in nested_subset(questions, n, seed=3)} for n in (10, 30, 100, 200)}
     assert [len(v) for v in ids.values()] == [10, 30, 100, 200]
     assert ids[10] < ids[30] < ids[100] < ids[200]
-    assert {q.id for q in subset_questions(questions, 30, seed=4)} != ids[30]
+    assert {q.id for q in nested_subset(questions, 30, seed=4)} != ids[30]
 
 
 @pytest.mark.slow

@@ -6,13 +6,12 @@ the last bits; with the tiny study that moves no question across the R@kt cut)."
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.multiprocess import launch, launch_processes, wait_ok
 from tests.scaling.test_runner import CONFIG, _overrides, study_data  # noqa: F401  (a fixture)
 from tests.training.conftest import tiny_retriever  # noqa: F401  (a fixture)
 from umr_jax.scaling.study import collect_results
@@ -20,31 +19,13 @@ from umr_jax.scaling.study import collect_results
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _study(output: Path, overrides: list[str], cache: Path, *processes: str) -> None:
     command = [sys.executable, "-m", "umr_jax.cli", "--compilation-cache", str(cache), "scaling", "--config", CONFIG,
                "--output", str(output), *overrides]
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                XLA_FLAGS="--xla_force_host_platform_device_count=" + ("2" if processes else "4"))
-    if processes:
-        port = _free_port()
-        commands = [command + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", i] for i in processes]
-    else:
-        commands = [command]
-    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
-    try:
-        outputs = [proc.communicate(timeout=900) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, (_, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err[-4000:]
+    procs = launch_processes(command, process_ids=processes, env=env) if processes else [launch(command, env=env)]
+    wait_ok(procs, timeout=900)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from umr_jax.config import apply_overrides
-from umr_jax.data.pipeline import nested_subsets
+from umr_jax.data.subsets import nested_subsets
 from umr_jax.errors import InputError
 from umr_jax.scaling import study
 from umr_jax.scaling.fit import PowerLaw

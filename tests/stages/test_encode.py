@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from umr_jax.parallel.mesh import make_mesh
 from umr_jax.retrieval.embeddings import EmbeddingStore
 from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, shard_rows
 from umr_jax.stages.encode import encode_to_store, owned_shards, shard_owner
+from tests.multiprocess import finish_all, launch_processes
 from tests.retrieval.towers import demo_passages, make_xlmr_tower, write_demo_tsv
 
 
@@ -172,12 +172,6 @@ def test_two_processes_split_the_shards_and_process_0_writes_the_manifest(tmp_pa
     assert _files(tmp_path / "two") == _files(tmp_path / "one")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_jax_processes_equal_one(tmp_path, xlmr_folder, tsv_100):
     def command(output, *extra):
@@ -188,20 +182,11 @@ def test_two_jax_processes_equal_one(tmp_path, xlmr_folder, tsv_100):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     single = subprocess.run(command(tmp_path / "one"), env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    port = _free_port()
-    procs = [subprocess.Popen(command(tmp_path / "two", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                                      "--process-id", str(i)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    try:
-        outputs = [proc.communicate(timeout=300) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err[-3000:]
-    assert "process 0/2: encoded 2 shards (60 passages" in outputs[0][1]
-    assert "process 1/2: encoded 2 shards (40 passages" in outputs[1][1]
+    outputs = finish_all(launch_processes(command(tmp_path / "two"), env=env), timeout=300)
+    for rc, _, err in outputs:
+        assert rc == 0, err[-3000:]
+    assert "process 0/2: encoded 2 shards (60 passages" in outputs[0][2]
+    assert "process 1/2: encoded 2 shards (40 passages" in outputs[1][2]
     assert _files(tmp_path / "two") == _files(tmp_path / "one")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +15,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from tests.multiprocess import launch, launch_processes, wait_ok
 from umr_jax.data import formats
 from umr_jax.demo import demo_paths
 from umr_jax.demo.models import PRETRAINED
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +43,12 @@ def _loop(output: Path, corpus: Path, cache: Path, *processes: str) -> list[subp
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count="
                + ("4" if not processes else "2"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     if not processes:
-        return [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
-    port = _free_port()
-    return [subprocess.Popen(command + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", i],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in processes]
+        return [launch(command, env=env)]
+    return launch_processes(command, process_ids=processes, env=env)
 
 
 def _wait(procs: list[subprocess.Popen]) -> list[str]:
-    try:
-        outputs = [proc.communicate(timeout=900) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, (_, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err[-4000:]
-    return [out for out, _ in outputs]
+    return wait_ok(procs, timeout=900)
 
 
 def _labels(folder: Path) -> list[tuple[str, list[str], np.ndarray]]:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.multiprocess import finish_all, free_port, join_flags, launch
 from umr_jax import cli
 from umr_jax.data import formats
 from umr_jax.data.formats import Context, RetrievalResult
@@ -286,27 +285,19 @@ def test_two_processes_only_process_0_writes_and_both_follow_its_resume(tmp_path
     # folder of its own: it must write nothing there and still skip chunk 0 with process 0.
     with pytest.raises(KeyboardInterrupt):
         stage1.score_retrieved(retrieved, tmp_path / "out0", scorer, top_k=TOP_K, questions_per_chunk=3, progress=StopAfterFirstShard())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    procs = [subprocess.Popen(
+    port = free_port()
+    procs = [launch(
         [sys.executable, "-m", "umr_jax.cli", "score", "--scorer", str(scorer_folder), "--retrieved", str(retrieved),
          "--output", str(tmp_path / f"out{i}"), "--top-k", str(TOP_K), "--dtype", "float32", "--questions-per-chunk", "3",
-         "--tokens-per-batch", "256", "--mesh", "data=2,fsdp=2,model=1", "--no-progress",
-         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        results = [proc.communicate(timeout=240) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in results]
+         "--tokens-per-batch", "256", "--mesh", "data=2,fsdp=2,model=1", "--no-progress", *join_flags(port, i)],
+        cwd=ROOT, env=env) for i in range(2)]  # each process writes to a folder of its own
+    results = finish_all(procs, timeout=240)
+    assert [rc for rc, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
     done_before = sum(min(len(r.ctxs), TOP_K) for r in RETRIEVED[:3])
-    assert f"; {PAIRS - done_before} scored in this run" in results[0][0]
-    assert "pseudo-labelled" not in results[1][0] and not (tmp_path / "out1").exists()  # (gloo logs to stdout)
+    assert f"; {PAIRS - done_before} scored in this run" in results[0][1]
+    assert "pseudo-labelled" not in results[1][1] and not (tmp_path / "out1").exists()  # (gloo logs to stdout)
     labels, reference = _labels(tmp_path / "out0"), _labels(uninterrupted[0])
     assert [(r.id, [c.id for c in r.ctxs]) for r in labels] == [(r.id, [c.id for c in r.ctxs]) for r in reference]
     np.testing.assert_allclose([c.score for r in labels for c in r.ctxs], [c.score for r in reference for c in r.ctxs], rtol=1e-5, atol=1e-5)

@@ -6,8 +6,10 @@ import json
 
 import ml_collections
 import numpy as np
+import pytest
 
 from umr_jax.data import formats
+from umr_jax.data.subsets import nested_subset
 from umr_jax.demo import demo_paths
 from umr_jax.models import hf_io
 from umr_jax.training import contrastive
@@ -16,10 +18,10 @@ from umr_jax.runtime import runtime_config
 
 def test_nested_subsets_of_pairs():
     pairs = list(formats.read_pairs(demo_paths()["translated_pairs"]))
-    small, large = contrastive.subset(pairs, 50, seed=4), contrastive.subset(pairs, 200, seed=4)
+    small, large = nested_subset(pairs, 50, seed=4), nested_subset(pairs, 200, seed=4)
     assert len(small) == 50 and len(large) == 200
     assert {(p.query, p.positive) for p in small} <= {(p.query, p.positive) for p in large}
-    assert contrastive.subset(pairs, 0, seed=4) == pairs
+    assert nested_subset(pairs, 0, seed=4) == pairs
 
 
 def test_pair_batches_resume_exactly():
@@ -46,6 +48,14 @@ def test_pair_batches_resume_exactly():
             assert ids.shape[1] == 64 and width <= ids.shape[1]
             np.testing.assert_array_equal(ids[:, :width], expected[f"{key}_ids"])
             assert not got[f"{key}_mask"][:, width:].any()
+    # Two processes: each keeps half of the global batch's rows (the shared base, data.batches).
+    halves = [contrastive.PairBatches(pairs, tok, batch_size=16, hard_negatives=0, seed=2, passage_max_length=64,
+                                      process_index=i, process_count=2) for i in range(2)]
+    parts = [next(h) for h in halves]
+    for key in seq[0]:
+        np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), seq[0][key])
+    with pytest.raises(ValueError, match="batch_size 16 must divide over 3 processes"):
+        contrastive.PairBatches(pairs, tok, batch_size=16, hard_negatives=0, seed=2, process_index=0, process_count=3)
 
 
 def test_contrastive_training_improves_dev_ranking(tiny_retriever, tmp_path):

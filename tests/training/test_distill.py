@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from umr_jax.data import formats
+from umr_jax.data.batches import pad_rows
 from umr_jax.demo import demo_paths
 from umr_jax.models import hf_io
 from umr_jax.training import distill
@@ -132,9 +133,9 @@ def test_teacher_rank_metrics_equal_one_question_at_a_time(tiny_retriever, pseud
     tok, pad = setup.tokenizer, setup.tokenizer.pad_token_id
     ranks, agree = [], []
     for q in questions:
-        q_ids, q_mask = common.pad_rows(tok([q.question], max_length=32, truncation=True)["input_ids"], 32, pad)
+        q_ids, q_mask = pad_rows(tok([q.question], max_length=32, truncation=True)["input_ids"], 32, pad)
         p_tok = tok(list(q.titles), list(q.texts), max_length=96, truncation="only_second")["input_ids"]
-        p_ids, p_mask = common.pad_rows(p_tok, max(map(len, p_tok)), pad)
+        p_ids, p_mask = pad_rows(p_tok, max(map(len, p_tok)), pad)
         student = np.asarray(encode_p(setup.params, p_ids, p_mask), np.float64) @ np.asarray(encode_q(setup.params, q_ids, q_mask), np.float64)[0]
         best = int(np.argmax(q.scores))
         ranks.append(1 + int(np.sum(student > student[best])))

@@ -22,13 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.multiprocess import finish, launch
 from umr_jax import cli
 from umr_jax.data import formats
 from umr_jax.demo import demo_paths
 from umr_jax.errors import InputError
 from umr_jax.parallel.checkpoint import Checkpointer, latest_saved_config
 from umr_jax.training import common
-from umr_jax.training.runner import RESUMABLE_WITH_CHANGES, config_differences, train_loop
+from umr_jax.training.runner import RESUMABLE_WITH_CHANGES, config_differences, migrate_config, train_loop
 from umr_jax.runtime import runtime_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +90,58 @@ def test_config_differences_name_every_key_but_the_allow_listed_ones():
     ]
     assert RESUMABLE_WITH_CHANGES == {"output_dir", "train.log_every", "train.eval_every", "train.checkpoint_every",
                                       "train.keep_checkpoints"}
+
+
+def old_style(config: dict, mesh: dict | None = None, rules="data_parallel") -> dict:
+    """`config` as the code before the runtime object saved it with its checkpoints (git log -S
+    sharding_rules): no `runtime` section; the train mesh as a top-level `mesh` dict (the configs
+    wrote `c.mesh = dict(data=-1, fsdp=1, model=1)`) and the rule set as `sharding_rules`."""
+    old = {key: value for key, value in config.items() if key != "runtime"}
+    old["mesh"] = dict(data=-1, fsdp=1, model=1) if mesh is None else mesh
+    old["sharding_rules"] = rules
+    return old
+
+
+def test_an_old_config_compares_as_its_runtime_train_mesh_and_rules():
+    current = {"train": {"learning_rate": 1.0}, "runtime": runtime_config().to_dict()}
+    assert config_differences(old_style(current), current) == []
+    assert config_differences(old_style(current, mesh={"data": -1}), current) == []  # the axes left out were 1
+    fsdp = {"train": {"learning_rate": 1.0}, "runtime": runtime_config(train=dict(mesh="fsdp=4,data=-1", rules="fsdp")).to_dict()}
+    assert config_differences(old_style(current, mesh={"data": -1, "fsdp": 4, "model": 1}, rules="fsdp"), fsdp) == []
+    assert config_differences(old_style(current), fsdp) == [
+        "runtime.train.mesh: 'data=-1,fsdp=1,model=1' -> 'data=-1,fsdp=4,model=1'",
+        "runtime.train.rules: 'data_parallel' -> 'fsdp'"]
+    pairs = [["batch", ["data", "fsdp"]], ["embed", None]]
+    with_pairs = {"train": {"learning_rate": 1.0}, "runtime": runtime_config(train=dict(rules=pairs)).to_dict()}
+    assert config_differences(old_style(current, rules=pairs), with_pairs) == []
+    # The other roles of an old config are the defaults (the old code had no such settings).
+    scored = {"train": {"learning_rate": 1.0}, "runtime": runtime_config(score=dict(mesh="data=2,fsdp=-1")).to_dict()}
+    assert config_differences(old_style(current), scored) == ["runtime.score.mesh: 'data=1,fsdp=-1,model=1' -> 'data=2,fsdp=-1,model=1'"]
+    assert migrate_config(current) is current and migrate_config({"train": {}}) == {"train": {}}
+
+
+def test_an_old_run_folder_resumes_with_the_same_settings_and_is_refused_with_others(tmp_path, caplog):
+    """A checkpoint whose config the old code wrote (top-level mesh and sharding_rules) resumes
+    under the current spelling of the same settings without --resume-anyway; another mesh or
+    rule set is refused, naming the difference."""
+    current = {"train": {"learning_rate": 1.0, "log_every": 1}, "data": {"subset_size": 0}, "runtime": runtime_config().to_dict()}
+    w, steps = _toy_run(tmp_path, old_style(current), 4)  # what the old code saved, checkpoints at steps 2 and 4
+    assert (w, steps) == (1 + 2 + 3 + 4, [1, 2, 3, 4])
+    saved = latest_saved_config(tmp_path)
+    assert saved[0] == 4 and "runtime" not in saved[1] and saved[1]["mesh"] == {"data": -1, "fsdp": 1, "model": 1}
+
+    other = {**current, "runtime": runtime_config(train=dict(mesh="data=-1,fsdp=2,model=1")).to_dict()}
+    with pytest.raises(InputError) as refused:
+        _toy_run(tmp_path, other, 6)
+    assert str(refused.value) == (
+        f"{tmp_path}: the checkpoint of step 4 was made with another config (runtime.train.mesh: 'data=-1,fsdp=1,model=1' "
+        "-> 'data=-1,fsdp=2,model=1'); rerun with the saved config, or pass --resume-anyway to continue with this one")
+    with pytest.raises(InputError, match=r"\(runtime.train.rules: 'data_parallel' -> 'fsdp'\)"):
+        _toy_run(tmp_path, {**current, "runtime": runtime_config(train=dict(rules="fsdp")).to_dict()}, 6)
+
+    caplog.set_level(logging.WARNING, logger="umr_jax.training.runner")
+    assert _toy_run(tmp_path, current, 6) == (1 + 2 + 3 + 4 + 5 + 6, [5, 6])  # resumed, and not a word
+    assert [r for r in caplog.records if r.name == "umr_jax.training.runner"] == []
 
 
 class Batches:
@@ -220,6 +273,29 @@ def test_cli_refuses_a_changed_config_in_one_line(tmp_path, tiny_retriever, pseu
     assert latest_saved_config(checkpoints)[0] == 3
 
 
+def test_cli_checks_an_old_run_folder_under_the_current_spelling(tmp_path, tiny_retriever, pseudo_labels, capsys):
+    """`umr-jax train`'s resume check on a run folder the old code made: the same settings pass,
+    another rule set is refused in one line naming it."""
+    from umr_jax.config import load_config
+
+    config_file = write_config(tmp_path, tiny_retriever, pseudo_labels)
+    config = load_config(config_file)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpointer = Checkpointer(checkpoints, async_save=False)
+    checkpointer.save(3, {"w": jnp.zeros(2)}, config=old_style(config.to_dict()), force=True)
+    checkpointer.close()
+    common.check_resume(tmp_path / "run", config)  # no error: the same settings
+
+    rc = cli.main(["train", "--config", str(config_file), "runtime.train.rules=fsdp"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert err.splitlines()[-1:] == [
+        f"umr-jax train: error: {checkpoints}: the checkpoint of step 3 was made with another config "
+        "(runtime.train.rules: 'data_parallel' -> 'fsdp'); rerun with the saved config, "
+        "or pass --resume-anyway to continue with this one"]
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_cli_passes_resume_anyway_to_the_trainer(tmp_path, tiny_retriever, pseudo_labels, monkeypatch, capsys):
     from umr_jax.training import distill
 
@@ -287,18 +363,12 @@ def _env(cache: Path) -> dict:
 
 
 def _train(config_file: Path, output: Path, cache: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "umr_jax.cli", "train", "--config", str(config_file), "--output", str(output),
-                             *args], cwd=ROOT, env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return launch([sys.executable, "-m", "umr_jax.cli", "train", "--config", str(config_file), "--output", str(output), *args],
+                  cwd=ROOT, env=_env(cache))
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return proc.returncode, out, err
+    return finish(proc, timeout)
 
 
 def _kill_at(proc: subprocess.Popen, step: int, timeout: float = 300) -> str:

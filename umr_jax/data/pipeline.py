@@ -28,165 +28,23 @@ rows `[p * batch, (p + 1) * batch)` of each global batch. Each process therefore
 whole global batches (it needs every row's length to agree on the bucket); the fast Rust
 tokenizers make that cheap next to the model (bench/bench_pipeline.py measures it).
 
-Scaling studies: `nested_subsets` draws subsets by language and size such that every smaller
-subset is contained in every larger one (prefixes of one seeded order).
+Around it: `buckets.LengthBuckets` (the padded lengths), `featurizers` (records -> token ids
+per field: `QueryFeaturizer`, `PassageFeaturizer`), and for scaling studies
+`subsets.nested_subsets`, subsets by language and size such that every smaller subset is
+contained in every larger one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from typing import Any, Collection, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import grain
 import numpy as np
 
+from umr_jax.data.buckets import LengthBuckets
+from umr_jax.data.featurizers import Featurizer, PassageFeaturizer, QueryFeaturizer, Records, record_field
 from umr_jax.errors import InputError
-
-# Random-access records: `len(records)` and `records[i]` -> a dict or an object with attributes.
-Records = Sequence[Any]
-
-# ---------------------------------------------------------------------------------------------
-# Length buckets
-
-
-@dataclasses.dataclass(frozen=True)
-class LengthBuckets:
-    """Ascending padded lengths; a sequence of length n is padded to the smallest one >= n."""
-
-    lengths: tuple[int, ...]
-
-    def __post_init__(self):
-        lengths = tuple(int(n) for n in self.lengths)
-        if not lengths or any(n <= 0 for n in lengths) or list(lengths) != sorted(set(lengths)):
-            raise ValueError(f"bucket lengths must be positive and strictly ascending, got {self.lengths}")
-        object.__setattr__(self, "lengths", lengths)
-
-    @classmethod
-    def powers_of_two(cls, max_length: int, min_length: int = 16) -> "LengthBuckets":
-        """`min_length, 2*min_length, ...` up to `max_length` (which is always the last bucket)."""
-        if max_length < 1 or min_length < 1:
-            raise ValueError(f"lengths must be positive, got min_length={min_length} max_length={max_length}")
-        lengths = []
-        n = min(min_length, max_length)
-        while n < max_length:
-            lengths.append(n)
-            n *= 2
-        lengths.append(max_length)
-        return cls(tuple(lengths))
-
-    @classmethod
-    def half_powers_of_two(cls, max_length: int, min_length: int = 16) -> "LengthBuckets":
-        """Powers of two and the points half-way between: `64, 96, 128, 192, 256, 384, 512`, up
-        to `max_length` (always the last). At most a third of a batch is padding, against half
-        with powers of two, for twice the compiled shapes."""
-        base = cls.powers_of_two(max_length, min_length).lengths
-        lengths = set(base)
-        lengths.update(n + n // 2 for n in base[:-1] if n % 2 == 0 and n + n // 2 < max_length)
-        return cls(tuple(sorted(lengths)))
-
-    @property
-    def max_length(self) -> int:
-        return self.lengths[-1]
-
-    def index(self, length: int) -> int:
-        """Index of the bucket a sequence of `length` tokens is padded to."""
-        for i, bucket in enumerate(self.lengths):
-            if length <= bucket:
-                return i
-        raise ValueError(f"sequence of {length} tokens is longer than the largest bucket ({self.max_length})")
-
-    def padded(self, length: int) -> int:
-        """The padded length for a sequence of `length` tokens (callers truncate to max_length first)."""
-        return self.lengths[self.index(min(length, self.max_length))]
-
-
-# ---------------------------------------------------------------------------------------------
-# Featurizers: records -> token ids per field
-
-
-class Featurizer(Protocol):
-    """Turns records into token ids.
-
-    `fields` are the output prefixes ("" for one sequence; "query_", "passage_" for pairs),
-    `max_lengths` the truncation length of each field, `metadata` the record keys copied into
-    batches as strings, `pad_id` the padding token id.
-    """
-
-    fields: tuple[str, ...]
-    max_lengths: Mapping[str, int]
-    metadata: tuple[str, ...]
-    pad_id: int
-
-    def tokenize(self, records: Records, indices: Sequence[int], source: str | None) -> dict[str, list[list[int]]]:
-        """Token ids per field, one list per record, each at most `max_lengths[field]` long."""
-        ...
-
-
-def record_field(record: Any, key: str) -> Any:
-    """`record[key]` for a mapping, `record.key` for an object (e.g. a `formats.Passage`);
-    None if absent."""
-    if isinstance(record, Mapping):
-        return record.get(key)
-    return getattr(record, key, None)
-
-
-def _texts(records: Sequence[Any], indices: Sequence[int], key: str, source: str | None, optional: bool = False) -> list[str]:
-    out = []
-    for record, index in zip(records, indices):
-        value = record_field(record, key)
-        if value is None and optional:
-            value = ""
-        if not isinstance(value, str):
-            what = "missing" if value is None else f"a {type(value).__name__}, not a string"
-            raise InputError(f"record {index}: field {key!r} is {what}", path=source)
-        out.append(value)
-    return out
-
-
-def _pad_id(tokenizer) -> int:
-    if tokenizer.pad_token_id is None:
-        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no pad token")
-    return int(tokenizer.pad_token_id)
-
-
-class QueryFeaturizer:
-    """One text per record (a question, a query), tokenized with special tokens and truncated."""
-
-    def __init__(self, tokenizer, max_length: int = 64, text_key: str = "question", metadata: tuple[str, ...] = ("id", "lang")):
-        self.tokenizer = tokenizer
-        self.text_key = text_key
-        self.fields = ("",)
-        self.max_lengths = {"": max_length}
-        self.metadata = tuple(metadata)
-        self.pad_id = _pad_id(tokenizer)
-
-    def tokenize(self, records, indices, source):
-        texts = _texts(records, indices, self.text_key, source)
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_lengths[""])["input_ids"]
-        return {"": ids}
-
-
-class PassageFeaturizer:
-    """A passage as the pair (title, text): `<s> title </s></s> text </s>` for XLM-R,
-    `[CLS] title [SEP] text [SEP]` for BERT, `title </s> text </s>` for T5. Truncation takes
-    tokens from the longer of the two, so the title survives."""
-
-    def __init__(self, tokenizer, max_length: int = 256, title_key: str = "title", text_key: str = "text", metadata: tuple[str, ...] = ("id",)):
-        self.tokenizer = tokenizer
-        self.title_key = title_key
-        self.text_key = text_key
-        self.fields = ("",)
-        self.max_lengths = {"": max_length}
-        self.metadata = tuple(metadata)
-        self.pad_id = _pad_id(tokenizer)
-
-    def tokenize(self, records, indices, source):
-        titles = _texts(records, indices, self.title_key, source, optional=True)
-        texts = _texts(records, indices, self.text_key, source)
-        ids = self.tokenizer(titles, texts, truncation="longest_first", max_length=self.max_lengths[""])["input_ids"]
-        return {"": ids}
-
 
 # ---------------------------------------------------------------------------------------------
 # The bucketed, globally batched, per-process sliced dataset
@@ -503,75 +361,3 @@ def passage_batches(passages: Records, tokenizer, *, global_batch_size: int, max
     padded (for encoding a collection: every passage appears exactly once)."""
     featurizer = PassageFeaturizer(tokenizer, max_length, metadata=metadata)
     return bucketed_batches(passages, featurizer, global_batch_size=global_batch_size, shuffle=shuffle, group_by_length=group_by_length, **options)
-
-
-# ---------------------------------------------------------------------------------------------
-# Nested subsets for scaling studies
-
-
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finalizer on uint64 arrays: a fixed, version-independent bijective hash."""
-    with np.errstate(over="ignore"):
-        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-        return z ^ (z >> np.uint64(31))
-
-
-def subset_order(record_languages: Sequence[str] | np.ndarray, *, seed: int, languages: Collection[str] | None = None) -> np.ndarray:
-    """Indices of the records whose language is in `languages` (all if None), in a seeded
-    random order. Returns int64 `[n]`.
-
-    A record's place is decided by a hash of (seed, its index) alone, so the order of any set
-    of records is the restriction of one seeded order of all records: a language's records
-    come in the same order whichever other languages a study includes. Any prefix is a
-    uniformly random subset, and longer prefixes contain shorter ones.
-    """
-    langs = np.asarray(record_languages)
-    if languages is None:
-        candidates = np.arange(len(langs), dtype=np.int64)
-    else:
-        candidates = np.flatnonzero(np.isin(langs, list(languages))).astype(np.int64)
-    key = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
-    scores = _splitmix64(candidates.astype(np.uint64) ^ key)
-    return candidates[np.argsort(scores, kind="stable")]
-
-
-def nested_subsets(
-    record_languages: Sequence[str] | np.ndarray,
-    sizes: Iterable[int],
-    *,
-    seed: int,
-    languages: Collection[str] | None = None,
-    per_language: bool = False,
-) -> dict[int, np.ndarray]:
-    """Subsets of the records for a scaling study, by size: `{size: sorted int64 indices}`.
-
-    With `per_language`, a subset holds `size` records of each language in `languages` (all
-    languages present if None); otherwise `size` records drawn from those languages together.
-    Subsets are nested: for sizes a <= b, subset(a) is contained in subset(b); and a
-    language's records in a per-language subset do not depend on the other languages chosen.
-    Raises ValueError if a size exceeds the records available, naming the language.
-    """
-    langs = np.asarray(record_languages)
-    present = sorted(set(langs.tolist()))
-    chosen = present if languages is None else sorted(set(languages))
-    missing = [lang for lang in chosen if lang not in present]
-    if missing:
-        raise ValueError(f"no records of language(s) {missing}; present: {present}")
-    sizes = sorted(set(int(s) for s in sizes))
-    if not sizes or sizes[0] < 0:
-        raise ValueError(f"sizes must be non-negative, got {sizes}")
-    if per_language:
-        orders = {lang: subset_order(langs, seed=seed, languages=[lang]) for lang in chosen}
-        for lang, order in orders.items():
-            if sizes[-1] > len(order):
-                raise ValueError(f"size {sizes[-1]} exceeds the {len(order)} records of language {lang!r}")
-        return {size: np.sort(np.concatenate([orders[lang][:size] for lang in chosen])) for size in sizes}
-    order = subset_order(langs, seed=seed, languages=chosen)
-    if sizes[-1] > len(order):
-        raise ValueError(f"size {sizes[-1]} exceeds the {len(order)} records of languages {chosen}")
-    return {size: np.sort(order[:size]) for size in sizes}

@@ -35,7 +35,7 @@ import numpy as np
 from umr_jax.models import BertConfig, BertEncoderTower, DualEncoder, T5Config, T5EncoderDecoder, hf_io
 from umr_jax.parallel import mesh as mesh_lib
 from umr_jax.parallel import sharding as shd
-from umr_jax.training.common import pad_rows as _pad
+from umr_jax.data.batches import pad_rows as _pad
 from umr_jax.training.losses import info_nce_loss
 from umr_jax.training.state import create_train_state, make_optimizer, make_train_step
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 
-from umr_jax.data.pipeline import LengthBuckets
+from umr_jax.data.buckets import LengthBuckets
 from umr_jax.labeling import prompts
 from umr_jax.models import hf_io
 from umr_jax.models.t5 import T5EncoderDecoder, sequence_scores

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from umr_jax.numerics import l2_normalize
+
 
 def similarity_matrix(queries: jax.Array, passages: jax.Array, similarity: str = "dot", scale: float = 1.0) -> jax.Array:
     """Scores of every query against every passage: [n_q, embed] x [n_p, embed] -> fp32 [n_q, n_p].
@@ -24,8 +26,7 @@ def similarity_matrix(queries: jax.Array, passages: jax.Array, similarity: str =
     q = queries.astype(jnp.float32)
     p = passages.astype(jnp.float32)
     if similarity == "cosine":
-        q = q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
-        p = p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
+        q, p = l2_normalize(q), l2_normalize(p)
     elif similarity != "dot":
         raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
     scores = q @ p.T

@@ -53,6 +53,7 @@ def jitted_embed(module, param_shardings, mesh, rules, normalize: bool):
     import jax
     import flax.linen as nn
 
+    from umr_jax.numerics import l2_normalize
     from umr_jax.parallel import sharding as shd
 
     rule_list = list(shd.get_rules(rules))
@@ -62,7 +63,7 @@ def jitted_embed(module, param_shardings, mesh, rules, normalize: bool):
         with nn.logical_axis_rules(rule_list):
             out = module.apply({"params": params}, input_ids, attention_mask).astype(jax.numpy.float32)
         if normalize:  # as in the cosine training loss (dual_encoder.similarity_matrix)
-            out = out / jax.numpy.maximum(jax.numpy.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+            out = l2_normalize(out)
         return out
 
     return shd.MeshJit(embed, mesh, in_shardings=(param_shardings, batch_sharding, batch_sharding), out_shardings=batch_sharding)

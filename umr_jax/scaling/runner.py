@@ -15,7 +15,7 @@ with three more sections:
                gold answers (XOR-TyDi JSONL), the answer tokenizer, top_k and the index backend
 
 A point's size counts training examples: pairs for a contrastive source, questions (each with
-its scored candidates) for UMR. Its data are `pipeline.nested_subsets(..., seed=scaling.subset_seed)`
+its scored candidates) for UMR. Its data are `subsets.nested_subsets(..., seed=scaling.subset_seed)`
 of the source, so the subsets of one source are nested. Each point's folder holds
 
   train/          checkpoints, metrics.jsonl, best/ and final/ towers (resumes from its checkpoints)

@@ -19,7 +19,7 @@ same benchmark, and fits score against size per source (`umr_jax.scaling.fit`). 
 
 Training itself is not done here: a study is driven by any callable with the
 `TrainAndEvaluate` signature, `(source, size, point_dir) -> metrics`. Its data subset must be
-`pipeline.nested_subsets(languages_of_source, [size], seed=scaling.subset_seed)[size]`: subsets
+`subsets.nested_subsets(languages_of_source, [size], seed=scaling.subset_seed)[size]`: subsets
 are prefixes of one seeded order, so every point gets its subset independently and the subsets
 of one source are nested (1k inside 3k inside 10k ...).
 """
@@ -67,7 +67,7 @@ def scaling_config() -> ml_collections.ConfigDict:
         max_size=None,              # cap every source at this many pairs (None: no cap)
         points_per_decade=2,        # 1k, 3k, 10k, 30k, ...
         include_full_size=True,
-        subset_seed=0,              # the seed of pipeline.nested_subsets
+        subset_seed=0,              # the seed of subsets.nested_subsets
         metric="r@5kt.average",     # dotted path into each point's metrics
         metric_label="XOR-Retrieve R@5kt",
         flattening_gain=1.0,        # n*: where 10x more data adds less than this many points

@@ -1,5 +1,7 @@
-"""What the trainers share: the dual encoder from a HF folder, padded token batches,
-metric logging (JSONL + TensorBoard) and exporting towers as HF folders."""
+"""What the trainers share: the dual encoder from a HF folder, metric logging (JSONL +
+TensorBoard), exporting towers as HF folders, and the training run around a trainer's batches
+and loss. Their batches share `data.batches` (epoch/position state, per-process slicing,
+padding)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -90,28 +92,6 @@ def boxed_abstract_params(module: DualEncoder) -> Any:
     """Logically-partitioned abstract params of the dual encoder (for shardings)."""
     ids = np.ones((1, 4), np.int32)
     return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), ids, ids, ids, ids)["params"])
-
-
-def batch_buckets(query_max_length: int, passage_max_length: int, fixed_lengths: bool = False):
-    """(query, passage) `LengthBuckets` of a trainer's batches: powers of two (one compiled step
-    per bucket pair), or with `fixed_lengths` the maximum lengths only, so the step compiles
-    once (short runs, where compiling per bucket costs more than the padding)."""
-    from umr_jax.data.pipeline import LengthBuckets
-
-    if fixed_lengths:
-        return LengthBuckets((query_max_length,)), LengthBuckets((passage_max_length,))
-    return LengthBuckets.powers_of_two(query_max_length), LengthBuckets.powers_of_two(passage_max_length, 32)
-
-
-def pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded int32 ids and mask [len(rows), length]; rows longer than `length` are cut."""
-    ids = np.full((len(rows), length), pad_id, np.int32)
-    mask = np.zeros((len(rows), length), np.int32)
-    for i, row in enumerate(rows):
-        row = list(row)[:length]
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 def host_params(params: Any) -> Any:

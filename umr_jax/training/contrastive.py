@@ -15,12 +15,13 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
 from umr_jax.data import formats
-from umr_jax.data.pipeline import nested_subsets
+from umr_jax.data.batches import EpochBatches, pad_rows
+from umr_jax.data.subsets import nested_subset
 from umr_jax.errors import InputError
+from umr_jax.numerics import l2_normalize
 from umr_jax.training import common
 from umr_jax.training.distill import jitted_encoders
 from umr_jax.training.losses import info_nce_loss
@@ -45,66 +46,33 @@ def load_pairs(data) -> list[formats.Pair]:
     return pairs
 
 
-def subset(pairs: Sequence[formats.Pair], size: int | None, seed: int) -> list[formats.Pair]:
-    """A nested subset of `size` pairs (all when None/0); nested across sizes for one seed."""
-    if not size or size >= len(pairs):
-        return list(pairs)
-    indices = nested_subsets([p.lang for p in pairs], [size], seed=seed)[size]
-    return [pairs[i] for i in indices]
-
-
-class PairBatches:
-    """Deterministic, resumable global batches of pairs; state = (epoch, position)."""
+class PairBatches(EpochBatches):
+    """Deterministic, resumable global batches of pairs (each query's positive, then its hard
+    negatives); state = (epoch, position). See `data.batches.EpochBatches`."""
 
     def __init__(self, pairs: Sequence[formats.Pair], tokenizer, *, batch_size: int, hard_negatives: int, seed: int,
                  query_max_length: int = 64, passage_max_length: int = 256, process_index: int | None = None,
                  process_count: int | None = None, fixed_lengths: bool = False):
-        if len(pairs) < batch_size:
-            raise InputError(f"{len(pairs)} pairs cannot fill one batch of {batch_size}")
+        super().__init__(pairs, tokenizer, examples_per_batch=batch_size, passages_per_example=1 + hard_negatives,
+                         seed=seed, query_max_length=query_max_length, passage_max_length=passage_max_length,
+                         process_index=process_index, process_count=process_count, fixed_lengths=fixed_lengths,
+                         noun="pairs", batch_name="batch_size")
         short = next((p for p in pairs if len(p.negatives) < hard_negatives), None)
         if short is not None:
             raise InputError(f"hard_negatives={hard_negatives} but the pair for query {short.query!r} has {len(short.negatives)}")
-        self.pairs, self.tokenizer = pairs, tokenizer
-        self.batch_size, self.hard, self.seed = batch_size, hard_negatives, seed
-        self.query_buckets, self.passage_buckets = common.batch_buckets(query_max_length, passage_max_length, fixed_lengths)
-        self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
-        self.process_index = jax.process_index() if process_index is None else process_index
-        self.process_count = jax.process_count() if process_count is None else process_count
-        self.epoch, self.position = 0, 0
+        self.pairs, self.batch_size, self.hard = pairs, batch_size, hard_negatives
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.pairs) // self.batch_size
-
-    def get_state(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def set_state(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-
-    def global_batch(self) -> dict[str, np.ndarray]:
-        if self.position + self.batch_size > len(self.pairs):
-            self.epoch, self.position = self.epoch + 1, 0
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.pairs))
-        chosen = [self.pairs[i] for i in order[self.position : self.position + self.batch_size]]
-        self.position += self.batch_size
+    def build_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        chosen = [self.pairs[i] for i in indices]
         passages = []
         for p in chosen:
             passages.append(p.positive)
             passages.extend(p.negatives[: self.hard])
-        q_tok = self.tokenizer([p.query for p in chosen], max_length=self.query_max_length, truncation=True)["input_ids"]
+        q_tok = self.query_tokens([p.query for p in chosen])
         p_tok = self.tokenizer(passages, max_length=self.passage_max_length, truncation=True)["input_ids"]
-        pad = self.tokenizer.pad_token_id
-        q_ids, q_mask = common.pad_rows(q_tok, self.query_buckets.padded(max(map(len, q_tok))), pad)
-        p_ids, p_mask = common.pad_rows(p_tok, self.passage_buckets.padded(max(map(len, p_tok))), pad)
+        q_ids, q_mask = self.padded(q_tok, self.query_buckets)
+        p_ids, p_mask = self.padded(p_tok, self.passage_buckets)
         return {"query_ids": q_ids, "query_mask": q_mask, "passage_ids": p_ids, "passage_mask": p_mask}
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        batch = self.global_batch()
-        rows = self.batch_size // self.process_count
-        lo, hi = self.process_index * rows, (self.process_index + 1) * rows
-        group = 1 + self.hard
-        return {k: (v[lo * group : hi * group] if k.startswith("passage") else v[lo:hi]) for k, v in batch.items()}
 
 
 def contrastive_loss(m, t, hard_negatives: int):
@@ -113,8 +81,7 @@ def contrastive_loss(m, t, hard_negatives: int):
 
     def loss_on_embeddings(q, p, batch):
         if m.get("similarity", "dot") == "cosine":
-            q = q / jax.numpy.maximum(jax.numpy.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
-            p = p / jax.numpy.maximum(jax.numpy.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
+            q, p = l2_normalize(q), l2_normalize(p)
         return info_nce_loss(q, p, scale=t.scale, num_hard_negatives=hard_negatives)
 
     return loss_on_embeddings
@@ -130,8 +97,8 @@ def dev_metrics(setup: common.DualEncoderSetup, params: Any, pairs: Sequence[for
         chunk = pairs[start : start + 64]
         q = tok([p.query for p in chunk], max_length=query_max_length, truncation=True)["input_ids"]
         d = tok([p.positive for p in chunk], max_length=passage_max_length, truncation=True)["input_ids"]
-        q_emb.append(np.asarray(encode_q(params, *common.pad_rows(q + [[pad]] * (64 - len(q)), query_max_length, pad)))[: len(chunk)])
-        p_emb.append(np.asarray(encode_p(params, *common.pad_rows(d + [[pad]] * (64 - len(d)), passage_max_length, pad)))[: len(chunk)])
+        q_emb.append(np.asarray(encode_q(params, *pad_rows(q + [[pad]] * (64 - len(q)), query_max_length, pad)))[: len(chunk)])
+        p_emb.append(np.asarray(encode_p(params, *pad_rows(d + [[pad]] * (64 - len(d)), passage_max_length, pad)))[: len(chunk)])
     scores = np.concatenate(q_emb).astype(np.float64) @ np.concatenate(p_emb).astype(np.float64).T
     own = np.diag(scores)
     ranks = 1 + np.sum(scores > own[:, None], axis=1)
@@ -151,7 +118,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity=m.get("similarity", "dot"), scale=1.0,
                                       scan_layers=bool(m.get("scan_layers", False)))
-    pairs = subset(load_pairs(d), d.get("subset_size"), d.get("subset_seed", t.seed))
+    pairs = nested_subset(load_pairs(d), d.get("subset_size"), d.get("subset_seed", t.seed))
     dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
     batches = PairBatches(pairs, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),
                           seed=t.seed, query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,

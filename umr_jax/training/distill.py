@@ -24,7 +24,9 @@ import jax
 import numpy as np
 
 from umr_jax.data import formats
+from umr_jax.data.batches import EpochBatches, batch_buckets, pad_rows
 from umr_jax.data.files import expand_shards
+from umr_jax.data.subsets import nested_subset
 from umr_jax.errors import InputError
 from umr_jax.training import common
 from umr_jax.training.losses import umr_distillation_loss
@@ -79,66 +81,30 @@ def load_pseudo_labels(path: str | Path, top_k: int = 100, min_candidates: int =
     return out
 
 
-def subset_questions(questions: Sequence[ScoredQuestion], size: int | None, seed: int) -> list[ScoredQuestion]:
-    """A nested subset of `size` questions (all when None/0): for one seed, the subset of a
-    smaller size lies inside that of a larger one (`pipeline.nested_subsets`), as scaling
-    studies need."""
-    from umr_jax.data.pipeline import nested_subsets
-
-    if not size or size >= len(questions):
-        return list(questions)
-    indices = nested_subsets([q.lang for q in questions], [int(size)], seed=seed)[int(size)]
-    return [questions[i] for i in indices]
-
-
-class DistillBatches:
+class DistillBatches(EpochBatches):
     """Deterministic, resumable global batches of (question, sampled candidates).
 
     Epoch e visits the questions in the order of a permutation seeded by (seed, e), drops the
     last incomplete batch, and draws each question's candidates with a generator seeded by
     (seed, e, question index): the state is just (epoch, position). Every process builds the
-    same global batch and keeps its own rows (questions and their candidates).
+    same global batch and keeps its own rows (questions and their candidates); see
+    `data.batches.EpochBatches`.
     """
 
     def __init__(self, questions: Sequence[ScoredQuestion], tokenizer, *, questions_per_batch: int, candidates: int,
                  seed: int, query_max_length: int = 64, passage_max_length: int = 256,
                  process_index: int | None = None, process_count: int | None = None, fixed_lengths: bool = False):
-        if len(questions) < questions_per_batch:
-            raise InputError(f"{len(questions)} questions cannot fill one batch of {questions_per_batch}")
-        self.questions, self.tokenizer = questions, tokenizer
-        self.q, self.c, self.seed = questions_per_batch, candidates, seed
-        self.query_buckets, self.passage_buckets = common.batch_buckets(query_max_length, passage_max_length, fixed_lengths)
-        self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
-        self.process_index = jax.process_index() if process_index is None else process_index
-        self.process_count = jax.process_count() if process_count is None else process_count
-        if questions_per_batch % self.process_count:
-            raise ValueError(f"questions_per_batch {questions_per_batch} must divide over {self.process_count} processes")
-        self.epoch, self.position = 0, 0
-        self.pad_id = tokenizer.pad_token_id
+        super().__init__(questions, tokenizer, examples_per_batch=questions_per_batch, passages_per_example=candidates,
+                         seed=seed, query_max_length=query_max_length, passage_max_length=passage_max_length,
+                         process_index=process_index, process_count=process_count, fixed_lengths=fixed_lengths,
+                         noun="questions", batch_name="questions_per_batch")
+        self.questions, self.q, self.c = questions, questions_per_batch, candidates
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.questions) // self.q
-
-    def get_state(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def set_state(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-
-    def _order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.questions))
-
-    def global_batch(self) -> dict[str, np.ndarray]:
-        """The next global batch (all processes' rows), advancing the state."""
-        if self.position + self.q > len(self.questions):
-            self.epoch, self.position = self.epoch + 1, 0
-        chosen = self._order(self.epoch)[self.position : self.position + self.q]
-        self.position += self.q
+    def build_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         queries, titles, texts = [], [], []
         scores = np.zeros((self.q, self.c), np.float32)
         valid = np.zeros((self.q, self.c), bool)
-        for row, qi in enumerate(chosen):
+        for row, qi in enumerate(indices):
             question = self.questions[qi]
             rng = np.random.default_rng([self.seed, self.epoch, int(qi)])
             picks = rng.permutation(len(question.scores))[: self.c]  # shuffle the scored candidates, take C
@@ -152,26 +118,12 @@ class DistillBatches:
                 else:  # fewer candidates than C: padding slots are masked out of the loss
                     titles.append("")
                     texts.append("")
-        q_tok = self.tokenizer(queries, max_length=self.query_max_length, truncation=True)["input_ids"]
+        q_tok = self.query_tokens(queries)
         p_tok = self.tokenizer(titles, texts, max_length=self.passage_max_length, truncation="only_second")["input_ids"]
-        q_len = self.query_buckets.padded(max(map(len, q_tok)))
-        p_len = self.passage_buckets.padded(max(map(len, p_tok)))
-        q_ids, q_mask = common.pad_rows(q_tok, q_len, self.pad_id)
-        p_ids, p_mask = common.pad_rows(p_tok, p_len, self.pad_id)
+        q_ids, q_mask = self.padded(q_tok, self.query_buckets)
+        p_ids, p_mask = self.padded(p_tok, self.passage_buckets)
         return {"query_ids": q_ids, "query_mask": q_mask, "passage_ids": p_ids, "passage_mask": p_mask,
                 "lm_scores": scores, "candidate_mask": valid}
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        batch = self.global_batch()
-        q_rows = self.q // self.process_count
-        lo, hi = self.process_index * q_rows, (self.process_index + 1) * q_rows
-        out = {}
-        for key, value in batch.items():
-            if key.startswith("passage"):
-                out[key] = value[lo * self.c : hi * self.c]
-            else:
-                out[key] = value[lo:hi]
-        return out
 
 
 class TeacherRankMetrics:
@@ -194,10 +146,10 @@ class TeacherRankMetrics:
         titles = [t for q in questions for t in q.titles]
         texts = [t for q in questions for t in q.texts]
         p_tok = tok(titles, texts, max_length=passage_max_length, truncation="only_second")["input_ids"]
-        q_buckets, p_buckets = common.batch_buckets(query_max_length, passage_max_length)
+        q_buckets, p_buckets = batch_buckets(query_max_length, passage_max_length)
         q_len, p_len = q_buckets.padded(max(map(len, q_tok))), p_buckets.padded(max(map(len, p_tok)))
-        self.q_ids, self.q_mask = common.pad_rows(q_tok, q_len, pad)
-        self.p_ids, self.p_mask = common.pad_rows(p_tok, p_len, pad)
+        self.q_ids, self.q_mask = pad_rows(q_tok, q_len, pad)
+        self.p_ids, self.p_mask = pad_rows(p_tok, p_len, pad)
         self.sizes = np.array([len(q.scores) for q in questions])
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self.best = np.array([int(np.argmax(q.scores)) for q in questions])
@@ -264,8 +216,8 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0,
                                       passage_folder=m.get("init_passage") or None, scan_layers=bool(m.get("scan_layers", False)))
-    questions = subset_questions(load_pseudo_labels(d.pseudo_labels, top_k=d.top_k), d.get("subset_size"),
-                                 d.get("subset_seed", t.seed))
+    questions = nested_subset(load_pseudo_labels(d.pseudo_labels, top_k=d.top_k), d.get("subset_size"),
+                              d.get("subset_seed", t.seed))
     dev = load_pseudo_labels(d.dev_pseudo_labels, top_k=d.top_k) if d.get("dev_pseudo_labels") else []
     batches = DistillBatches(questions, setup.tokenizer, questions_per_batch=t.questions_per_batch,
                              candidates=d.candidates_per_question, seed=t.seed,

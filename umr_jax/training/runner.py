@@ -5,7 +5,8 @@ iterator position, config), step, log, checkpoint every N steps, stop on a non-f
 keeping the last good checkpoint, and turn SIGTERM into a final save and a clean exit.
 
 A checkpoint is resumed only with the config it was made with: `config_differences` compares
-the saved config with the requested one, key by key, leaving out `RESUMABLE_WITH_CHANGES`.
+the saved config with the requested one, key by key, leaving out `RESUMABLE_WITH_CHANGES`;
+a config saved before the runtime object is migrated first (`migrate_config`).
 """
 
 from __future__ import annotations
@@ -55,11 +56,61 @@ def _show(value: Any) -> str:
     return "(absent)" if value is _ABSENT else repr(value)
 
 
+def migrate_config(config: dict) -> dict:
+    """A config as the current code spells it, for comparing a checkpoint's config with a run's.
+
+    Configs from before the runtime object (umr_jax/runtime.py) kept the train mesh and rules at
+    the top level: `mesh` (a dict of axis sizes, `{"data": -1}` when absent) and `sharding_rules`
+    (a rule-set name or (logical axis, mesh axes) pairs, "data_parallel" when absent). Such a
+    config (one with either key and no `runtime`) gets them as `runtime.train.mesh`/`rules` and
+    the other roles at their defaults, as `runtime_config` writes them; any other config is
+    returned as it is. Returns a new dict."""
+    if "runtime" in config or not {"mesh", "sharding_rules"} & set(config):
+        return config
+    from umr_jax.runtime import runtime_config
+
+    train = {"mesh": config.get("mesh", {"data": -1}), "rules": config.get("sharding_rules", "data_parallel")}
+    migrated = {key: value for key, value in config.items() if key not in ("mesh", "sharding_rules")}
+    migrated["runtime"] = runtime_config(train=train).to_dict()
+    return migrated
+
+
+def _mesh_spelling(mesh: Any) -> Any:
+    """A mesh as `runtime_config` spells its defaults ("data=-1,fsdp=1,model=1": every axis, in
+    mesh order, 1 where not given), so that meshes equal as `Runtime.mesh` builds them compare
+    equal however they were written (a dict, another order, an axis of size 1 left out). A mesh
+    that does not parse, or names unknown axes, is returned as it is."""
+    from umr_jax.parallel.mesh import MESH_AXES
+    from umr_jax.runtime import parse_mesh
+
+    try:
+        sizes = parse_mesh(mesh)
+    except InputError:
+        return mesh
+    if set(sizes) - set(MESH_AXES):
+        return mesh
+    return ",".join(f"{axis}={sizes.get(axis, 1)}" for axis in MESH_AXES)
+
+
+def _comparable(config: dict) -> dict:
+    """`config` as JSON holds it (tuples are lists), migrated (`migrate_config`), with every
+    role's mesh in one spelling (`_mesh_spelling`)."""
+    config = migrate_config(json.loads(json.dumps(config)))
+    runtime = config.get("runtime")
+    if isinstance(runtime, dict):
+        for role in runtime.values():
+            if isinstance(role, dict) and "mesh" in role:
+                role["mesh"] = _mesh_spelling(role["mesh"])
+    return config
+
+
 def config_differences(saved: dict, requested: dict) -> list[str]:
     """`key: saved -> requested` for every key whose value differs (or exists on one side only),
     sorted, leaving out `RESUMABLE_WITH_CHANGES`. Both sides are compared as JSON holds them
-    (tuples are lists), since that is how a checkpoint keeps its config."""
-    saved, requested = (_flatten(json.loads(json.dumps(c))) for c in (saved, requested))
+    (tuples are lists), since that is how a checkpoint keeps its config, after `migrate_config`
+    (a checkpoint made before the runtime object resumes under the current spelling of its
+    mesh and rules), with meshes compared as the axis sizes they give (`_mesh_spelling`)."""
+    saved, requested = (_flatten(_comparable(c)) for c in (saved, requested))
     out = []
     for key in sorted(set(saved) | set(requested)):
         old, new = saved.get(key, _ABSENT), requested.get(key, _ABSENT)

@@ -40,13 +40,15 @@ def get_config():
     c.score = dict(dtype="bfloat16", reduction="mean", top_k=100, max_source_length=512, max_target_length=128,
                    tokens_per_batch=65536, questions_per_chunk=256, vocab_chunk_size=16384, scan_layers=True)
     c.model = dict(init="", init_passage="", pooling="mean", separate_towers=True, dtype="bfloat16", query_max_length=64,
-                   passage_max_length=256, scan_layers=True)
+                   passage_max_length=256, scan_layers=True, remat="minimal")
     c.data = dict(pseudo_labels="", dev_pseudo_labels="", top_k=100, candidates_per_question=16, subset_size=0,
                   fixed_lengths=False)
     # The released run's hyper-parameters. It used gradient caching (chunks of 16 queries and 8
     # passages) to fit 256 passages on one GPU; the gradient is the same without it. On a slice
     # each chip holds 16 of the 256 passages, so one chunk and no caching: compiled for v5e-16,
-    # 84 ms per step by the roofline estimate against 414 ms with chunks of 16 (docs/scale.md).
+    # 84 ms per step by the roofline estimate against 414 ms with chunks of 16, and 58 ms when
+    # the layers keep only their matmul outputs for the backward (model.remat="minimal"; the
+    # attention scores and dropout masks are recomputed; docs/scale.md).
     c.train = dict(
         questions_per_batch=16, epochs=10, learning_rate=2e-5, adam_eps=1e-8, weight_decay=0.0, warmup_steps=1237,
         grad_clip_norm=2.0, dropout=0.1, seed=12345, temperature=10.0, student_scale=1.0,

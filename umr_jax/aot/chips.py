@@ -136,6 +136,9 @@ def tpu_devices(topology: Topology) -> list:
     check_tpu_runtime()
     # libtpu looks for a TPU VM's metadata when it loads; on a CPU host these say "none" up front.
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    # libtpu takes a machine-wide lock for the chips it drives; compiling drives none, so
+    # several compiles (test workers, a sweep) may run at once.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", f"{topology.chip.name}-{math.prod(topology.shape) * topology.chip.cores_per_chip}")
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("TPU_STDERR_LOG_LEVEL", "3")

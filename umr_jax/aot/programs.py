@@ -161,13 +161,13 @@ def _architecture(ref: str, key: str):
 
 
 def _tower_config(ref: str, key: str, dtype: str, scan_layers: bool, dropout: float | None = None,
-                  pooling: str | None = None):
+                  pooling: str | None = None, remat: str = "none"):
     """(family, tower config, what it came from) of a retriever folder or preset."""
     from umr_jax.models import hf_io
 
     hf, source = _architecture(ref, key)
     model_type = hf_io.model_type_of(hf, ref)
-    options: dict[str, Any] = {"dtype": dtype, "scan_layers": scan_layers}
+    options: dict[str, Any] = {"dtype": dtype, "scan_layers": scan_layers, "remat": remat}
     if model_type in hf_io.T5_TYPES:
         if dropout is not None:
             options["dropout_rate"] = dropout
@@ -210,7 +210,8 @@ def _train_program(stage: str, config, mesh, rules, queries: int, passages: int,
     m, t = config.model, config.train
     key = "model.init" if m.get("init") or not _get(config, "loop.retriever") else "loop.retriever"  # the loop trains its retriever
     family, cfg, source = _tower_config(_get(config, key, ""), key, m.get("dtype", "bfloat16"), bool(m.get("scan_layers", False)),
-                                        dropout=t.get("dropout", 0.1), pooling=m.get("pooling") or None)
+                                        dropout=t.get("dropout", 0.1), pooling=m.get("pooling") or None,
+                                        remat=m.get("remat", "none"))
     module = common.dual_encoder_module(cfg, family, separate_towers=bool(m.separate_towers), pooling=m.get("pooling") or None,
                                         similarity=m.get("similarity", "dot"))
     optimizer = common.optimizer_for(t, total_steps=1000, warmup_steps=min(int(t.warmup_steps), 100))
@@ -225,7 +226,9 @@ def _train_program(stage: str, config, mesh, rules, queries: int, passages: int,
 
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=shd.replicated(mesh))
     forward = queries * tower_forward_flops(cfg, q_len) + passages * tower_forward_flops(cfg, p_len)
-    passes = 4 if t.grad_cache else 3  # gradient caching: a forward without gradients, then forward + backward per chunk
+    # Forward + backward = 3 forwards; gradient caching adds a forward without gradients, and
+    # remat="full" runs every layer's forward again in the backward ("minimal" recomputes no matmul).
+    passes = 3 + (1 if t.grad_cache else 0) + (1 if m.get("remat", "none") == "full" else 0)
     return Program(stage, "train", step, (state, batch, rng),
                    {"parameters": state.params, "optimizer state": state.opt_state, "batch": batch}, source,
                    {"queries": queries, "passages": passages, "query_length": q_len, "passage_length": p_len,

@@ -56,6 +56,7 @@ class BertConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     scan_layers: bool = False  # one nn.scan over the layers (params `layers`, stacked) instead of `layers_{i}`
+    remat: str = "none"  # with scan_layers: what the backward keeps of each layer (layers.REMAT_POLICIES)
 
     def replace(self, **changes: Any) -> "BertConfig":
         return dataclasses.replace(self, **changes)
@@ -169,7 +170,7 @@ class BertEncoderTower(nn.Module):
             raise ValueError("pooling='pooler' needs a model with a pooler (has_pooler=True)")
         self.embeddings = BertEmbeddings(cfg)
         if cfg.scan_layers:  # params `layers`, leaves [num_layers, ...]
-            self.layers = scanned(BertLayer, cfg.num_hidden_layers, broadcast_args=2)(cfg)
+            self.layers = scanned(BertLayer, cfg.num_hidden_layers, broadcast_args=2, remat=cfg.remat)(cfg)
         else:
             self.layers = [BertLayer(cfg) for _ in range(cfg.num_hidden_layers)]  # named layers_{i}
         if cfg.has_pooler:

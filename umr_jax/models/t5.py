@@ -68,6 +68,7 @@ class T5Config:
     param_dtype: str = "float32"
     vocab_chunk_size: int = 16384  # log-likelihood log-sum-exp in vocabulary chunks; 0 = full logits
     scan_layers: bool = False  # one nn.scan over each stack's layers (params `layers`, stacked) instead of `layers_{i}`
+    remat: str = "none"  # with scan_layers: what the backward keeps of each layer (layers.REMAT_POLICIES)
 
     def replace(self, **changes: Any) -> "T5Config":
         return dataclasses.replace(self, **changes)
@@ -229,7 +230,7 @@ class T5Stack(nn.Module):
         cross_bias = attention_bias_from_mask(encoder_mask) if self.is_decoder else None
         n_layers = cfg.num_decoder_layers if self.is_decoder else cfg.num_layers
         if cfg.scan_layers:
-            layers = scanned(T5Block, n_layers, broadcast_args=4)(cfg, self.is_decoder, name="layers")
+            layers = scanned(T5Block, n_layers, broadcast_args=4, remat=cfg.remat)(cfg, self.is_decoder, name="layers")
             x, _ = layers(x, self_bias, encoded, cross_bias, deterministic)
         for i in range(0 if cfg.scan_layers else n_layers):
             x = T5Block(cfg, self.is_decoder, name=f"layers_{i}")(

@@ -48,6 +48,7 @@ def build_dual_encoder(
     scale: float = 1.0,
     passage_folder: str | Path | None = None,
     scan_layers: bool = False,
+    remat: str = "none",
 ) -> DualEncoderSetup:
     """Load a BERT/XLM-R (or T5/mT5 encoder) tower folder and build the dual encoder around it.
 
@@ -56,10 +57,10 @@ def build_dual_encoder(
     family_type = hf_io.model_type_of(hf_io.read_hf_config(folder), folder)
     if family_type in hf_io.T5_TYPES:
         load = lambda f: hf_io.load_t5(f, encoder_only=True, pooling=pooling or "mean", dtype=dtype, dropout_rate=dropout,  # noqa: E731
-                                       scan_layers=scan_layers)
+                                       scan_layers=scan_layers, remat=remat)
     else:
         load = lambda f: hf_io.load_bert(f, pooling=pooling, dtype=dtype, hidden_dropout_prob=dropout,  # noqa: E731
-                                         attention_probs_dropout_prob=dropout, scan_layers=scan_layers)
+                                         attention_probs_dropout_prob=dropout, scan_layers=scan_layers, remat=remat)
     loaded = load(folder)
     module = dual_encoder_module(loaded.config, loaded.family, separate_towers=separate_towers, pooling=pooling,
                                  similarity=similarity, scale=scale)

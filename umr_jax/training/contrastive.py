@@ -117,7 +117,8 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity=m.get("similarity", "dot"), scale=1.0,
-                                      scan_layers=bool(m.get("scan_layers", False)))
+                                      scan_layers=bool(m.get("scan_layers", False)),
+                                      remat=m.get("remat", "none"))
     pairs = nested_subset(load_pairs(d), d.get("subset_size"), d.get("subset_seed", t.seed))
     dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
     batches = PairBatches(pairs, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),

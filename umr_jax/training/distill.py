@@ -215,7 +215,8 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0,
-                                      passage_folder=m.get("init_passage") or None, scan_layers=bool(m.get("scan_layers", False)))
+                                      passage_folder=m.get("init_passage") or None, scan_layers=bool(m.get("scan_layers", False)),
+                                      remat=m.get("remat", "none"))
     questions = nested_subset(load_pseudo_labels(d.pseudo_labels, top_k=d.top_k), d.get("subset_size"),
                               d.get("subset_seed", t.seed))
     dev = load_pseudo_labels(d.dev_pseudo_labels, top_k=d.top_k) if d.get("dev_pseudo_labels") else []

@@ -222,10 +222,11 @@ def count_hlo(hlo: str, devices: int) -> HloCounts:
                     size = result
                 n = _replica_group_size(instr.rest, devices)
                 traffic = {"all-reduce": 2 * size * (n - 1) / n, "collective-permute": size}.get(kind, size * (n - 1) / max(n, 1))
-                entry_ = collectives.setdefault(kind, {"count": 0.0, "bytes": 0.0, "traffic": 0.0})
+                entry_ = collectives.setdefault(kind, {"count": 0.0, "bytes": 0.0, "traffic": 0.0, "largest": 0.0})
                 entry_["count"] += times
                 entry_["bytes"] += times * size
                 entry_["traffic"] += times * traffic
+                entry_["largest"] = max(entry_["largest"], size)  # one op's bytes
     return HloCounts(flops, hbm, collectives, unknown)
 
 

@@ -208,7 +208,7 @@ def compile_stage_quiet(stage, config, args, topology, devices) -> dict | None:
 
 def max_batch(stage: str, config, args, topology, devices, first: dict) -> dict[str, Any]:
     """The largest value of the stage's batch key that compiles and fits: doubling from the
-    config's value, then bisecting (in multiples of the mesh's batch devices)."""
+    config's value, then bisecting (in multiples of the mesh's batch devices) to within 1/16."""
     from umr_jax.aot.programs import BATCH_KEY
     from umr_jax.config import apply_overrides
 
@@ -235,7 +235,7 @@ def max_batch(stage: str, config, args, topology, devices, first: dict) -> dict[
     if bad is None:
         return {"key": key, "value": good, "note": f"fits up to {good} (64x the config's; searched no further)",
                 "total_per_chip": good_report["memory"]["total"]}
-    while bad - good > step:
+    while bad - good > max(step, good // 16):  # to within 1/16 of the answer (each try is a compile)
         middle = (good + bad) // 2 // step * step
         if middle <= good:
             break

@@ -42,7 +42,8 @@ import numpy as np
 
 from umr_jax.data.files import AtomicFile
 from umr_jax.errors import InputError
-from umr_jax.scaling.fit import FitSettings, SourceFit, fit_sources, format_size
+from umr_jax.scaling.fit import format_size
+from umr_jax.scaling.flattening import FitSettings, SourceFit, fit_sources
 
 log = logging.getLogger(__name__)
 

@@ -432,7 +432,7 @@ def test_legacy_torch_checkpoint_loads_the_same_weights(fx, tmp_path, capsys):
     reference = hf_io.load_bert(fx / "retriever")
     assert report["family"] == "bert" and report["parameters"] == hf_io.count_params(reference.params)
     loaded = hf_io.load_bert(legacy)
-    flat, ref = hf_io._flatten(loaded.params), hf_io._flatten(reference.params)
+    flat, ref = hf_io.flatten_tree(loaded.params), hf_io.flatten_tree(reference.params)
     assert flat.keys() == ref.keys()
     for key in ref:
         np.testing.assert_array_equal(flat[key], ref[key])

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from umr_jax.data import files
+from umr_jax.data import files, reading
 from umr_jax.data import formats as F
 from umr_jax.data.validation import SeenIds, id_key
 from umr_jax.errors import InputError
@@ -87,7 +87,7 @@ def test_empty_outputs_are_valid_files(tmp_path):
 
 
 def test_json_list_streams_items_larger_than_the_read_chunk(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "_CHUNK", 64)
+    monkeypatch.setattr(reading, "_CHUNK", 64)
     results = [
         F.RetrievalResult(f"q{i}", "question " * 20, "ko", tuple(F.Context(f"p{i}-{k}", "t", "λόγος " * 30, float(k)) for k in range(5)))
         for i in range(7)
@@ -139,7 +139,7 @@ _texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_si
     st.sampled_from([None, 1, 2]),
 )
 def test_json_list_items_survive_any_chunking_and_indentation(tmp_path, monkeypatch, entries, chunk, indent):
-    monkeypatch.setattr(files, "_CHUNK", chunk)
+    monkeypatch.setattr(reading, "_CHUNK", chunk)
     predictions = [F.XorPrediction(qid, "te", tuple(texts)) for qid, texts in entries]
     path = tmp_path / "pred.json"
     path.write_text(json.dumps([F.xor_prediction_json(p) for p in predictions], indent=indent, ensure_ascii=False), encoding="utf-8")

@@ -92,7 +92,7 @@ def test_pytorch_bin_and_sharded_safetensors_equal_single_file(tmp_path):
     ref = hf_io.load_t5(tmp_path / "single").params
     for name in ("bin", "sharded"):
         other = hf_io.load_t5(tmp_path / name).params
-        flat_ref, flat_other = hf_io._flatten(ref), hf_io._flatten(other)
+        flat_ref, flat_other = hf_io.flatten_tree(ref), hf_io.flatten_tree(other)
         assert flat_ref.keys() == flat_other.keys()
         for key in flat_ref:
             np.testing.assert_array_equal(flat_ref[key], flat_other[key])

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from umr_jax.scaling.fit import (
-    ALREADY_FLAT, EXTRAPOLATED, NOT_REACHED, WITHIN_RANGE, FitSettings, PowerLaw, ScalingFitError,
-    fit_power_law, fit_sources, flattening_point, format_size,
+from umr_jax.scaling.fit import PowerLaw, ScalingFitError, fit_power_law, format_size
+from umr_jax.scaling.flattening import (
+    ALREADY_FLAT, EXTRAPOLATED, NOT_REACHED, WITHIN_RANGE, FitSettings, fit_sources, flattening_point,
 )
 
 HALF_DECADES = np.array([1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7])

@@ -26,7 +26,7 @@ import dataclasses
 import os
 from typing import Any, Iterator, Sequence
 
-from umr_jax.data import files, formats
+from umr_jax.data import formats, reading
 from umr_jax.data.formats import Fields, XorPrediction, type_name
 from umr_jax.data.validation import DUPLICATE_ID, EMPTY_TEXT, UNKNOWN_LANGUAGE, WRONG_TYPE, validated
 from umr_jax.errors import InputError
@@ -115,7 +115,7 @@ def read_xor_full_predictions(path: str | os.PathLike) -> dict[str, str]:
     """Question id -> predicted answer, from the official XOR-Full prediction file (one JSON
     object). Like the official script, each key is cut to what follows its last `_`
     (`"ja_123"` -> `"123"`); a later key with the same cut wins."""
-    predictions = files.read_json(path, "a JSON object {question id: answer}")
+    predictions = reading.read_json(path, "a JSON object {question id: answer}")
     if not isinstance(predictions, dict):
         raise InputError(f"a JSON object {{question id: answer}} is expected, got {type_name(predictions)}", path)
     answers = {}

@@ -1,6 +1,7 @@
 """Flax Linen models: T5/mT5 scorer and tower, BERT/XLM-R tower, dual encoder.
 
-Models do no I/O; `umr_jax.models.hf_io` is the one place that knows Hugging Face folders.
+Models do no I/O; `umr_jax.models.hf_io` (with the `hf_checkpoint`, `hf_config` and `hf_mapping`
+modules behind it) is the one place that knows Hugging Face folders.
 """
 
 from umr_jax.models.bert import BertConfig, BertEncoderTower

@@ -13,6 +13,10 @@ Parameter tree (names are ours; `hf_io` maps them to Hugging Face names):
   encoder/final_norm
   decoder/... as encoder plus cross_attention_norm, cross_attention/{q,k,v,o}
   lm_head [vocab, embed]            (untied models only)
+
+One cohesive thing: the T5 model (config, attention, blocks, stacks, the scorer and the tower
+built from them, and the scorer's helpers: vocabulary-chunked log-probs, sequence scores), whose
+parts only make sense together; ~450 lines.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from umr_jax.data.files import AtomicFile
-from umr_jax.scaling.fit import ALREADY_FLAT, NOT_REACHED, SourceFit, format_size
+from umr_jax.scaling.fit import format_size
+from umr_jax.scaling.flattening import ALREADY_FLAT, NOT_REACHED, SourceFit
 
 # How far right of the largest size the fitted curves are drawn (unless n* lies further).
 EXTRAPOLATE_FACTOR = 10.0

@@ -22,6 +22,9 @@ Training itself is not done here: a study is driven by any callable with the
 `subsets.nested_subsets(languages_of_source, [size], seed=scaling.subset_seed)[size]`: subsets
 are prefixes of one seeded order, so every point gets its subset independently and the subsets
 of one source are nested (1k inside 3k inside 10k ...).
+
+One cohesive thing: the bookkeeping of one study folder (plan, point results, resuming, report),
+whose parts all read and write the layout above; ~400 lines.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ import numpy as np
 
 from umr_jax.data.files import AtomicFile
 from umr_jax.errors import InputError
-from umr_jax.scaling.fit import FitSettings, SourceFit, fit_sources, format_size
+from umr_jax.scaling.fit import format_size
+from umr_jax.scaling.flattening import FitSettings, SourceFit, fit_sources
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, Iterator
 
-from umr_jax.data import files, formats
+from umr_jax.data import files, formats, reading
 from umr_jax.data.languages import KNOWN_LANGUAGES
 from umr_jax.data.validation import RecordError, SkippedRecords, validated
 
@@ -24,9 +24,9 @@ def _items(path: str | os.PathLike) -> Iterator[tuple[str, int, Any]]:
     """Raw (path, line, object) items of a retrieval file: JSON lines, or a DPR JSON list when the
     first non-blank character is '['."""
     for shard in files.expand_shards(path):
-        with files.open_binary(shard) as f:
+        with reading.open_binary(shard) as f:
             head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-        yield from (files.iter_json_array(shard) if head.startswith(b"[") else files.iter_jsonl(shard))
+        yield from (reading.iter_json_array(shard) if head.startswith(b"[") else reading.iter_jsonl(shard))
 
 
 def read_retrieved(path: str | os.PathLike, *, top_k: int, skip_invalid: SkippedRecords | None = None) -> Iterator[formats.RetrievalResult]:

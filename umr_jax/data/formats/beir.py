@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from umr_jax.data import files
+from umr_jax.data import reading
 from umr_jax.data.files import PathLike, TextSink, expand_shards
 from umr_jax.data.formats.records import Fields, Qrel, Query
 from umr_jax.data.formats.streams import jsonl_items, jsonl_sink, write_records
@@ -37,7 +37,7 @@ def _qrels_items(path: PathLike) -> Iterator[tuple[str, int, Any]]:
     for shard in expand_shards(path):
         name = os.fspath(shard)
         header_seen = False
-        for line, text in files.iter_text_lines(shard):
+        for line, text in reading.iter_text_lines(shard):
             if isinstance(text, RecordError):
                 if not header_seen:
                     raise InputError("invalid UTF-8; expected the header row 'query-id<TAB>corpus-id<TAB>score'", shard, line)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from umr_jax.data import files
+from umr_jax.data import reading
 from umr_jax.data.files import PathLike, TextSink, expand_shards
 from umr_jax.data.formats.records import Fields, Passage
 from umr_jax.data.formats.streams import jsonl_items, jsonl_sink, write_records
@@ -27,7 +27,7 @@ def iter_tsv_records(path: PathLike) -> Iterator[tuple[int, int, list[str] | Rec
     """(line where the record starts, its byte offset, its fields or a RecordError) for every
     record of a TSV with csv quoting (a quoted field may hold tabs, `""` escapes and newlines).
     Blank lines are not records."""
-    with files.open_binary(path) as f:
+    with reading.open_binary(path) as f:
         feed = _LineFeed(f)
         reader = csv.reader(feed, **TSV_DIALECT)
         while True:

@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
-from umr_jax.data import files
-from umr_jax.data.files import PathLike, ShardedWriter, TextSink, expand_shards, iter_json_array, iter_jsonl, json_dumps
+from umr_jax.data import reading
+from umr_jax.data.files import PathLike, ShardedWriter, TextSink, expand_shards, json_dumps
+from umr_jax.data.reading import iter_json_array, iter_jsonl
 from umr_jax.data.validation import INVALID_UTF8, RecordError
 from umr_jax.errors import InputError
 
@@ -39,13 +40,13 @@ def json_items(path: PathLike) -> Items:
     """The objects of a JSON-lines file or of a file holding one JSON list, told apart by the
     first non-blank character (`[`), shard by shard."""
     for shard in expand_shards(path):
-        yield from (iter_json_array(shard) if files.first_char(shard) == "[" else iter_jsonl(shard))
+        yield from (iter_json_array(shard) if reading.first_char(shard) == "[" else iter_jsonl(shard))
 
 
 def first_char(path: PathLike) -> str:
     """The first non-blank character of the file, or of its first shard ("" when blank): `[`
     starts a JSON list, `{` JSON lines."""
-    return files.first_char(expand_shards(path)[0])
+    return reading.first_char(expand_shards(path)[0])
 
 
 def text_line_items(path: PathLike) -> Items:
@@ -53,7 +54,7 @@ def text_line_items(path: PathLike) -> Items:
     `RecordError`."""
     for shard in expand_shards(path):
         name = os.fspath(shard)
-        for line, text in files.iter_text_lines(shard):
+        for line, text in reading.iter_text_lines(shard):
             if isinstance(text, RecordError) or text.strip():
                 yield name, line, text
 

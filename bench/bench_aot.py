@@ -28,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # this host compiles; with libtpu installed jax would probe for a TPU
 
 from bench_vs_torch import _append_row, _device, _versions  # noqa: E402
 

@@ -10,17 +10,9 @@ from umr_jax.errors import ModelLoadError
 from umr_jax.models import hf_io
 from umr_jax.parallel.mesh import make_mesh
 from umr_jax.retrieval.encode import TowerEncoder
-from tests.retrieval.towers import demo_passages, demo_questions, make_mt5_tower, make_xlmr_tower
+from tests.retrieval.towers import demo_passages, demo_questions, make_mt5_tower, make_xlmr_tower, encoder8, xlmr_folder  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(scope="module")
-def xlmr_folder(tmp_path_factory):
-    return make_xlmr_tower(tmp_path_factory.mktemp("xlmr") / "tower")
-
-
-@pytest.fixture(scope="module")
-def encoder8(xlmr_folder):
-    return TowerEncoder(xlmr_folder, mesh=make_mesh({"data": -1}), dtype="float32")
 
 
 def _direct(folder, first, second=None, max_length=128, **load_options):

@@ -65,3 +65,21 @@ def write_demo_tsv(path: Path, n: int) -> Path:
     """The first `n` demo passages as a DPR TSV."""
     formats.write_dpr_passages(path, demo_passages(n))
     return path
+
+
+# Fixtures shared by the tower tests (tests/retrieval) and the encode stage's (tests/stages):
+# import them by name into a test module.
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def xlmr_folder(tmp_path_factory):
+    return make_xlmr_tower(tmp_path_factory.mktemp("xlmr") / "tower")
+
+
+@pytest.fixture(scope="module")
+def encoder8(xlmr_folder):
+    from umr_jax.parallel.mesh import make_mesh
+    from umr_jax.retrieval.encode import TowerEncoder
+
+    return TowerEncoder(xlmr_folder, mesh=make_mesh({"data": -1}), dtype="float32")

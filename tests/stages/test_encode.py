@@ -23,17 +23,9 @@ from umr_jax.retrieval.embeddings import EmbeddingStore
 from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, shard_rows
 from umr_jax.stages.encode import encode_to_store, owned_shards, shard_owner
 from tests.multiprocess import finish_all, launch_processes
-from tests.retrieval.towers import demo_passages, make_xlmr_tower, write_demo_tsv
+from tests.retrieval.towers import demo_passages, make_xlmr_tower, write_demo_tsv, encoder8, xlmr_folder  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(scope="module")
-def xlmr_folder(tmp_path_factory):
-    return make_xlmr_tower(tmp_path_factory.mktemp("xlmr") / "tower")
-
-
-@pytest.fixture(scope="module")
-def encoder8(xlmr_folder):
-    return TowerEncoder(xlmr_folder, mesh=make_mesh({"data": -1}), dtype="float32")
 
 
 @pytest.fixture(scope="module")

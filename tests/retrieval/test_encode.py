@@ -10,7 +10,7 @@ from umr_jax.errors import ModelLoadError
 from umr_jax.models import hf_io
 from umr_jax.parallel.mesh import make_mesh
 from umr_jax.retrieval.encode import TowerEncoder
-from tests.retrieval.towers import demo_passages, demo_questions, make_mt5_tower, make_xlmr_tower, encoder8, xlmr_folder  # noqa: F401 (fixtures)
+from tests.retrieval.towers import demo_passages, demo_questions, make_mt5_tower, encoder8, xlmr_folder  # noqa: F401 (fixtures)
 
 
 

@@ -23,7 +23,7 @@ from umr_jax.retrieval.embeddings import EmbeddingStore
 from umr_jax.retrieval.encode import EncodeInput, TowerEncoder, shard_rows
 from umr_jax.stages.encode import encode_to_store, owned_shards, shard_owner
 from tests.multiprocess import finish_all, launch_processes
-from tests.retrieval.towers import demo_passages, make_xlmr_tower, write_demo_tsv, encoder8, xlmr_folder  # noqa: F401 (fixtures)
+from tests.retrieval.towers import demo_passages, write_demo_tsv, encoder8, xlmr_folder  # noqa: F401 (fixtures)
 
 
 

@@ -128,3 +128,18 @@ def test_bad_requests_get_one_line_errors(config, args, message):
                           capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600)
     assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_multislice_puts_the_data_axis_across_slices(tmp_path):
+    """Two v5e-16 slices: the scorer's data axis spans the slices (one FSDP group per slice),
+    32 chips in all; a mesh whose data axis the slices do not divide is refused."""
+    report, _ = compile_(tmp_path, "--config", "configs/demo.py", "--topology", "2xv5e-16", "--stage", "score",
+                         f"loop.scorer={DEMO_MODELS / 'scorer'}", "runtime.score.mesh=data=2,fsdp=-1,model=1",
+                         "runtime.score.rules=fsdp")
+    r = _by_stage(report)["score"]
+    assert report["chips"] == 32 and r["mesh"] == {"data": 2, "fsdp": 16, "model": 1} and r["fits"]
+    proc = subprocess.run([sys.executable, "-m", "umr_jax.cli", "compile", "--config", "configs/demo.py", "--topology",
+                           "2xv5e-16", "--stage", "score", f"loop.scorer={DEMO_MODELS / 'scorer'}",
+                           "runtime.score.mesh=data=1,fsdp=-1,model=1"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=600)
+    assert proc.returncode == 2 and "must be a multiple of the 2 TPU slices" in proc.stderr, proc.stderr[-2000:]

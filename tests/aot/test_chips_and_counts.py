@@ -117,3 +117,16 @@ def test_fit_candidates_shard_more_as_they_go():
     assert candidates(16, "score") == [("data=-1,fsdp=1,model=1", "data_parallel"), ("data=1,fsdp=-1,model=1", "fsdp"),
                                        ("data=1,fsdp=8,model=2", "fsdp_tp"), ("data=1,fsdp=4,model=4", "fsdp_tp"),
                                        ("data=1,fsdp=2,model=8", "fsdp_tp")]
+
+
+def test_an_unwritable_json_output_is_refused_before_compiling(tmp_path, capsys):
+    from umr_jax import cli
+
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "demo.py"
+    rc = cli.main(["compile", "--config", str(config), "--topology", "v5e-4", "--json", str(folder)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "is a folder; expected a file path" in err and "Traceback" not in err and "compiling" not in err

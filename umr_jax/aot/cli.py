@@ -60,8 +60,14 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.config import load_config
     from umr_jax.errors import UsageError
 
+    from umr_jax.outputs import check_output
+
     topology = parse_topology(args.topology, args.num_slices)
     config = load_config(args.config, args.overrides)
+    if args.json and args.json != "-":  # before minutes of compiling, not after
+        check_output(args.json, "file")
+    if args.hlo:
+        check_output(args.hlo, "folder")
     stages = args.stage or stages_of(config)
     if not stages:
         raise UsageError(f"{args.config}: no stage to compile (objective {config.get('objective')!r}); name one with --stage")

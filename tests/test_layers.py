@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1] / "umr_jax"
 
 # Lowest first. A module may import its own layer and those below it. The longest prefix wins.
 LAYERS = {
-    "umr_jax": 0, "umr_jax.errors": 0,
+    "umr_jax": 0, "umr_jax.errors": 0, "umr_jax.storage": 0,
     "umr_jax.data": 1, "umr_jax.parallel": 1,
     "umr_jax.config": 2, "umr_jax.models": 2, "umr_jax.runtime": 2, "umr_jax.outputs": 1,
     "umr_jax.evaluation": 3, "umr_jax.retrieval": 3, "umr_jax.labeling": 3,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 
 class InputError(ValueError):
@@ -24,7 +25,7 @@ class InputError(ValueError):
     """
 
     def __init__(self, message: str, path: str | os.PathLike | None = None, line: int | None = None):
-        self.path = None if path is None else os.fspath(path)
+        self.path = None if path is None else _shown(path)
         self.line = line
         self.message = message
         super().__init__(str(self))
@@ -35,6 +36,12 @@ class InputError(ValueError):
             where = self.path if self.line is None else f"{self.path}:{self.line}"
             where += ": "
         return where + self.message
+
+
+def _shown(path: str | os.PathLike) -> str:
+    """A path as a user should read it: the `gs://` URL a local mirror path stands for."""
+    storage = sys.modules.get("umr_jax.storage")  # no mirror path exists before it is imported
+    return storage.shown(path) if storage is not None else os.fspath(path)
 
 
 class ModelLoadError(ValueError):

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from umr_jax import storage
 from umr_jax.errors import InputError
 
 KINDS = ("file", "folder")
@@ -32,7 +33,9 @@ def check_output(path: str | os.PathLike, kind: str) -> None:
     file system). Raises `InputError` naming the offending path."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    path = Path(path)
+    if storage.is_remote(path):  # the bucket must exist; the work happens in its local mirror
+        storage.check_remote_output(storage.normalize(path), kind)
+    path = storage.local(path)
     if path.exists():
         if kind == "file" and path.is_dir():
             raise InputError("is a folder; expected a file path for the output", path)
@@ -66,6 +69,7 @@ def _remove(path: Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
+    storage.unpublish(path)
 
 
 def _entries(folder: Path) -> set[str] | None:
@@ -84,8 +88,15 @@ def removed_on_failure(path: str | os.PathLike) -> Iterator[None]:
     - `path` was a file: nothing (outputs are renamed into place, so it was not replaced);
     - beside `path`: new temporary files and shards named after it (`.NAME.*`, `STEM-NNNNN-of-NNNNN*`).
 
-    Only in a single-process job: on several hosts another process may be writing there."""
-    path = Path(path).absolute()
+    Only in a single-process job: on several hosts another process may be writing there. A
+    `gs://` output is brought into its local mirror first, so what the bucket held before the
+    run counts as there before (and is never removed), and removals reach the bucket."""
+    remote = storage.is_remote(path)
+    if remote:
+        storage.fetch(path)
+    path = storage.local(path).absolute()
+    if remote:  # the mirror's folders above it say nothing of the bucket's: never remove above it
+        path.parent.mkdir(parents=True, exist_ok=True)
     existed = os.path.lexists(path)
     before = _entries(path) if existed and path.is_dir() else None
     created_above = None  # the outermost missing folder above `path`: all of it will be this run's

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Protocol
 
+from umr_jax import storage
 from umr_jax.errors import InputError
 
 PathLike = str | os.PathLike
@@ -58,8 +59,9 @@ def _shard_sets(path: Path) -> dict[int, list[Path]]:
 def expand_shards(path: PathLike) -> list[Path]:
     """The files that make up `path`: the file itself when it exists, else its complete shard set
     (`name-00000-of-0000N...`, in order). Raises `InputError` when neither exists, when a shard is
-    missing, or when shard sets with different counts are mixed."""
-    path = Path(path)
+    missing, or when shard sets with different counts are mixed. A remote location (`gs://`) is
+    downloaded into the local mirror first (`storage.fetch`)."""
+    path = storage.fetch(path)
     if path.is_file():
         return [path]
     if _SHARD_RE.match(path.name) is None:
@@ -129,7 +131,7 @@ class AtomicFile:
     """
 
     def __init__(self, path: PathLike):
-        self.path = Path(path)
+        self.path = storage.local(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         self.tmp_path = Path(tmp)
@@ -160,6 +162,7 @@ class AtomicFile:
             self.discard()
             raise
         fsync_directory(self.path.parent)
+        storage.publish(target)  # in the mirror of a bucket: uploaded before the commit returns
         return target
 
     def discard(self) -> None:
@@ -236,7 +239,7 @@ class ShardedWriter:
             raise ValueError(f"num_shards must be >= 1, got {num_shards}")
         if records_per_shard is not None and records_per_shard < 1:
             raise ValueError(f"records_per_shard must be >= 1, got {records_per_shard}")
-        self.path = Path(path)
+        self.path = storage.local(path)
         self._make_sink = make_sink
         self._num_shards = num_shards
         self._records_per_shard = records_per_shard
@@ -296,6 +299,7 @@ class ShardedWriter:
         for old in stale:
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()
+            storage.unpublish(old)
         try:
             for atomic, target in zip(self._files, targets):
                 atomic.rename_into_place(target)
@@ -303,6 +307,8 @@ class ShardedWriter:
             self.abort()
             raise
         fsync_directory(self.path.parent)
+        for target in targets:
+            storage.publish(target)
         self._files, self._sinks = [], []
         self.paths = targets
         return targets

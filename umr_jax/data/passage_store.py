@@ -18,6 +18,7 @@ from typing import IO, Iterator
 
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.errors import InputError
 from umr_jax.data.files import AtomicFile, PathLike
 from umr_jax.data.formats import DPR_HEADER, Passage, TSV_DIALECT, iter_tsv_records, parse_dpr_row
@@ -30,10 +31,12 @@ _CHUNK_ROWS = 1 << 16
 def index_path_for(tsv_path: PathLike) -> Path:
     """`passages.tsv.idx` beside `passages.tsv` when that folder is writable (or the index is
     already there); otherwise (a read-only collection, or the demo corpus inside an installed
-    package) a file under `$XDG_CACHE_HOME/umr-jax/passage-index/` named after the TSV's path."""
-    tsv_path = Path(tsv_path)
+    package, or the local mirror of a `gs://` collection, whose bucket it would be uploaded to) a
+    file under `$XDG_CACHE_HOME/umr-jax/passage-index/` named after the TSV's path."""
+    tsv_path = storage.local(tsv_path)
     beside = tsv_path.with_name(tsv_path.name + INDEX_SUFFIX)
-    if beside.is_file() or os.access(tsv_path.parent, os.W_OK) and not _inside_package(tsv_path):
+    mirrored = storage.url_of(tsv_path) is not None
+    if not mirrored and (beside.is_file() or os.access(tsv_path.parent, os.W_OK) and not _inside_package(tsv_path)):
         return beside
     digest = hashlib.sha256(str(tsv_path.resolve()).encode("utf-8")).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "umr-jax" / "passage-index"
@@ -130,7 +133,7 @@ class PassageStore:
     """
 
     def __init__(self, tsv_path: PathLike, *, index_path: PathLike | None = None, rebuild: bool = False):
-        self.tsv_path = Path(tsv_path)
+        self.tsv_path = storage.fetch(tsv_path)
         self.index_path = Path(index_path) if index_path is not None else index_path_for(self.tsv_path)
         if not self.tsv_path.is_file():
             raise InputError("no such file; expected a DPR passage TSV", self.tsv_path)

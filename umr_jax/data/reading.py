@@ -14,13 +14,16 @@ import os
 import re
 from typing import IO, Any, Iterator
 
+from umr_jax import storage
 from umr_jax.data.files import PathLike
 from umr_jax.data.validation import INVALID_UTF8, MALFORMED, RecordError
 from umr_jax.errors import InputError
 
 
 def open_binary(path: PathLike) -> IO[bytes]:
-    """`path` opened for binary reading, gunzipped when the name ends in `.gz`."""
+    """`path` opened for binary reading, gunzipped when the name ends in `.gz` (a `gs://` file is
+    read from its local mirror, downloaded first when stale)."""
+    path = storage.fetch(path)
     try:
         return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
     except OSError as err:

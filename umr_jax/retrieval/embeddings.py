@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.data.files import atomic_write_bytes  # noqa: F401  (index and run files are written with it too)
 from umr_jax.errors import InputError
 
@@ -113,8 +114,10 @@ class EmbeddingStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike, ids_path: str | os.PathLike | None = None) -> "EmbeddingStore":
-        """A shard folder (with manifest.json) or a single .npy (with an optional ids file)."""
-        path = Path(path)
+        """A shard folder (with manifest.json) or a single .npy (with an optional ids file); a gs://
+        one is read from its local mirror."""
+        path = storage.fetch(path)
+        ids_path = storage.fetch(ids_path) if ids_path else None
         if path.is_dir():
             manifest_path = path / MANIFEST
             if not manifest_path.is_file():

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.errors import InputError
 from umr_jax.retrieval.embeddings import EmbeddingStore, read_ids
 
@@ -261,7 +262,7 @@ class Index:
 
     @classmethod
     def open(cls, folder: str | os.PathLike, *, devices=None) -> "Index":
-        folder = Path(folder)
+        folder = storage.fetch(folder)  # a gs:// index is read from its local mirror
         meta_path = folder / INDEX_FILE
         if not meta_path.is_file():
             raise InputError(f"no {INDEX_FILE}: not a finished index (build still running or killed?)", folder)

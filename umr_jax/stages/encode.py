@@ -32,6 +32,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.errors import InputError
 from umr_jax.retrieval.embeddings import MANIFEST, shard_name, write_manifest, write_shard
 from umr_jax.retrieval.encode import (DEFAULT_MAX_LENGTH, EncodeInput, TowerEncoder, count_rows, iter_input_shards,
@@ -153,7 +154,7 @@ def encode_to_store(
 
         process_index, process_count = jax.process_index(), jax.process_count()
     barrier = barrier or _default_barrier(process_count)
-    folder = Path(output)
+    folder = storage.local(output)
     max_length = max_length or DEFAULT_MAX_LENGTH[source.kind]
     settings = {
         **source.fingerprint(),
@@ -176,7 +177,7 @@ def _encode(stage: StageFolder, encoder: TowerEncoder, source: EncodeInput, sett
         resumed = stage.begin(settings, leftovers=_embedding_files(folder))
         total = count_rows(source)  # a DPR TSV: builds (validating every row) or opens its offset index
         if resumed:
-            (folder / MANIFEST).unlink(missing_ok=True)  # rewritten at the end; never stale meanwhile
+            storage.remove(folder / MANIFEST)  # rewritten at the end; never stale meanwhile
     barrier("umr-jax-encode-start")
     if process_index != 0:
         stage.follow(settings)  # process 0 wrote them: every host agrees on the settings
@@ -220,6 +221,8 @@ def _encode(stage: StageFolder, encoder: TowerEncoder, source: EncodeInput, sett
     if not rows_per_shard:
         raise InputError(f"no {source.kind} to encode", source.path)
     barrier("umr-jax-encode-done")
+    if process_index == 0:
+        stage.refresh()  # a bucket folder: the other hosts' shards, to check them (and index them next)
     report = EncodeReport(folder, sum(rows_per_shard), len(rows_per_shard), dim, output_dtype, encoded, skipped,
                           encoded_rows, seconds, manifest=False)
     if process_index == 0:

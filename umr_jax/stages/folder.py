@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from umr_jax import storage
 from umr_jax.data.files import AtomicFile
 from umr_jax.errors import InputError
 
@@ -131,6 +132,7 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+    storage.unpublish(path)
 
 
 def _read_holder(fd: int) -> str:
@@ -153,7 +155,8 @@ class StageFolder:
 
     def __init__(self, path: str | os.PathLike, stage: str, *, settings_file: str | None = None,
                  labels: Mapping[str, str] | None = None, ignore: Iterable[str] = ()):
-        self.path = Path(path)
+        self.path = storage.local(path)
+        self.url = storage.url_of(self.path)  # a gs:// folder, worked on in its local mirror
         self.stage = stage
         self.settings_file = settings_file
         self.labels = dict(labels or {})
@@ -171,13 +174,16 @@ class StageFolder:
         with `remove_on_failure=False` (a driver whose sub-stages keep their own work) or when
         `keep_if()`, asked at the failure, says the work is worth keeping. An interruption
         (Ctrl-C, SIGTERM, kill) removes nothing."""
+        if self.url is not None:  # what reached the bucket (a run on another machine) is here too
+            storage.fetch(self.url)
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"exists and is not a folder; expected the {self.stage} output folder", self.path)
         if not writer:
             yield self
             return
         created = None  # the outermost folder this session makes: the output or a missing folder above it
-        for folder in (self.path, *self.path.absolute().parents):
+        # (in a bucket's mirror only the output itself: the mirror's folders above it are not the bucket's)
+        for folder in (self.path,) if self.url is not None else (self.path, *self.path.absolute().parents):
             if folder.exists():
                 break
             created = folder
@@ -187,19 +193,36 @@ class StageFolder:
         # A refused lock removes nothing: the run that holds it may have made the folder a moment
         # ago, both of them seeing it missing.
         lock.acquire()
+        remote_lock = None
+        if self.url is not None:
+            remote_lock = storage.RemoteLock(self.url, self.stage)
+            try:
+                remote_lock.acquire()
+            except BaseException:
+                lock.release()
+                raise
+            storage.fetch(self.url)  # anything the previous holder uploaded after the first look
+            before = set(os.listdir(self.path))
         try:
             yield self
         except Exception:
             if remove_on_failure and not self._recorded_this_session and not (keep_if is not None and keep_if()):
                 lock.release()
                 if created is not None:
-                    shutil.rmtree(created, ignore_errors=True)
+                    _remove(created)
                 else:
                     for name in set(os.listdir(self.path)) - before:
                         _remove(self.path / name)
             raise
         finally:
             lock.release()
+            if remote_lock is not None:
+                remote_lock.release()
+
+    def refresh(self) -> None:
+        """A folder in a bucket: bring its mirror up to date (what other hosts uploaded)."""
+        if self.url is not None:
+            storage.fetch(self.url)
 
     def keep(self) -> None:
         """Say that this session wrote work worth keeping: a failure no longer removes the folder."""
@@ -306,6 +329,8 @@ class StageFolder:
         """For processes other than the writer, after the writer's `begin`: check that the folder
         holds `settings` and use their fingerprint for `record_shard`/`shard_is_recorded`."""
         settings = dict(settings)
+        if self.url is not None:  # the writer on another host uploaded them
+            storage.fetch(self.path / self.settings_file)
         saved = self.saved_settings()
         if saved is None or differing_keys(saved, settings, self.ignore):
             found = "none" if saved is None else "; ".join(describe_differences(saved, settings, self.labels, self.ignore))

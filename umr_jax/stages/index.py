@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.data.files import make_output_temp_dir
 from umr_jax.errors import InputError
 from umr_jax.retrieval.embeddings import EmbeddingStore, atomic_write_bytes, read_ids
@@ -25,7 +26,7 @@ def build(embeddings: str | os.PathLike, output: str | os.PathLike, runtime, *, 
     if runtime.is_writer:
         build_index(embeddings, output, backend=backend, ids_path=ids, k=k, scann_options=scann_options)
     runtime.barrier(f"umr-jax-index-{output}")
-    return Path(output)
+    return storage.local(output)
 
 
 def check_unique_ids(store: EmbeddingStore) -> None:
@@ -73,13 +74,13 @@ def build_index(
     it created."""
     store = EmbeddingStore.open(embeddings, ids_path)
     check_unique_ids(store)
-    output = Path(output)
+    output = storage.local(output)
     if backend not in ("scann", "exact"):
         raise InputError(f"unknown index backend {backend!r}; choose scann or exact")
     stage = StageFolder(output, "index build")
     with stage.session():
         stage.sweep_temporaries()
-        (output / INDEX_FILE).unlink(missing_ok=True)
+        storage.remove(output / INDEX_FILE)
         _build_index(store, embeddings, output, backend, ids_path, k, scann_options)
     return output
 
@@ -102,10 +103,12 @@ def _build_index(store: EmbeddingStore, embeddings: str | os.PathLike, output: P
         tmp = make_output_temp_dir(output, prefix=".scann.", suffix=".tmp")  # swept if a kill leaves it
         searcher.serialize(str(tmp), relative_path=True)  # the folder may move or be copied to a bucket
         shutil.rmtree(output / "scann", ignore_errors=True)
+        storage.unpublish(output / "scann")
         os.replace(tmp, output / "scann")
+        storage.publish(output / "scann")  # before index.json, which says the index is whole
         meta["scann"] = settings
     else:
-        meta["embeddings"] = str(Path(embeddings).absolute())
-        meta["embedding_ids"] = str(Path(ids_path).absolute()) if ids_path else None
+        meta["embeddings"] = storage.location(storage.local(embeddings))  # a gs:// URL stays one
+        meta["embedding_ids"] = storage.location(storage.local(ids_path)) if ids_path else None
     data = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
     atomic_write_bytes(output / INDEX_FILE, lambda f: f.write(data))

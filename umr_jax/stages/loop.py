@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from umr_jax import storage
 from umr_jax.stages import evaluate, index, retrieve, score, train
 from umr_jax.stages.folder import StageFolder, write_json
 from umr_jax.stages.steps import Retriever, run_once
@@ -48,7 +49,7 @@ class UmrLoop:
         from umr_jax.runtime import Runtime
 
         self.config = config
-        self.output = Path(output_dir or config.output_dir)
+        self.output = storage.local(output_dir or config.output_dir)
         self.runtime = runtime or Runtime.from_config(config)
         self.on_stage = on_stage or (lambda i, s: None)
         self.resume_anyway = resume_anyway

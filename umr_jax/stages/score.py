@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.data.validation import SkippedRecords
 from umr_jax.errors import InputError
@@ -155,7 +156,7 @@ def score_retrieved(
     if questions_per_chunk < 1:
         raise ValueError(f"questions_per_chunk must be >= 1, got {questions_per_chunk}")
     progress = progress or Progress()
-    output = Path(output)
+    output = storage.local(output)
     settings = Stage1Settings.of(scorer, top_k)
     if retrieved_input is None:
         retrieved_input = inspect_retrieved(retrieved, top_k=top_k, skip_invalid=skip_invalid)
@@ -181,7 +182,7 @@ def score_retrieved(
             if plan.complete:
                 manifest = load_json(output / MANIFEST, MANIFEST_FORMAT)
                 return {**manifest, "last_run": {"pairs_scored": 0, "pairs_resumed": manifest["pairs"], "elapsed_seconds": 0.0}}
-            (output / MANIFEST).unlink(missing_ok=True)
+            storage.remove(output / MANIFEST)
             plan.state["runs"] += 1
             dump_json(output / STATE, plan.state)
         elif done_mask.all():  # nothing left to score: process 0 only writes what remains
@@ -242,7 +243,7 @@ def score_retrieved(
             dump_json(output / STATE, plan.state)
         for index, count, path in finished_shards(output):
             if count != num_shards:
-                path.unlink(missing_ok=True)  # an earlier chunking's shards, all rescored or reused by now
+                storage.remove(path)  # an earlier chunking's shards, all rescored or reused by now
         state = plan.state
         manifest = {
             "format": MANIFEST_FORMAT,

@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
+from umr_jax import storage
 from umr_jax.errors import InputError
 
 
@@ -32,23 +33,24 @@ class Retriever:
 
 def retriever_in(folder: str | Path) -> Retriever:
     """The towers an export folder holds (query_encoder/ and passage_encoder/, or one encoder/)."""
-    folder = Path(folder)
+    folder = storage.local(folder)
+    where = storage.location  # a folder in a bucket is recorded by its URL: any machine can load it
     if (folder / "query_encoder").is_dir():
-        return Retriever(str(folder / "query_encoder"), str(folder / "passage_encoder"))
+        return Retriever(where(folder / "query_encoder"), where(folder / "passage_encoder"))
     if (folder / "encoder").is_dir():
-        return Retriever(str(folder / "encoder"), str(folder / "encoder"))
+        return Retriever(where(folder / "encoder"), where(folder / "encoder"))
     raise InputError("no exported towers (query_encoder/ and passage_encoder/, or encoder/)", folder)
 
 
 def run_once(name: str, marker: Path, action: Callable[[], Any], runtime, on_stage: Callable[[str], None] | None = None) -> bool:
     """Run `action()` on every process unless `marker` exists; then wait for every process and
     check that the stage left its marker. Returns True when the stage ran."""
-    if marker.exists():
+    if storage.exists(marker):
         return False
     if on_stage is not None:
         on_stage(name)
     action()
     runtime.barrier(f"umr-jax-{name}-{marker}")
-    if not marker.exists():
+    if not storage.exists(marker):
         raise RuntimeError(f"stage {name} finished without writing {marker}")
     return True

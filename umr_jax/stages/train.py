@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from umr_jax import storage
 from umr_jax.errors import InputError
 from umr_jax.stages.folder import StageFolder, write_json
 from umr_jax.stages.steps import Retriever, retriever_in
@@ -30,7 +31,7 @@ class Trained:
 
 def _chosen_folder(summary: dict, output: Path) -> Path:
     best = summary.get("best_dir")
-    return Path(best) if best and (output / "best").is_dir() else Path(summary["final_dir"])
+    return storage.local(best) if best and (output / "best").is_dir() else storage.local(summary["final_dir"])
 
 
 @contextlib.contextmanager
@@ -40,7 +41,7 @@ def locked(output: str | Path, runtime) -> Iterator[StageFolder]:
     or the data did not load) removes what it created; once `config.json` is written, training
     has started and its checkpoints are kept whatever happens (Orbax removes its own unfinished
     steps)."""
-    output = Path(output)
+    output = storage.local(output)
     stage = StageFolder(output, "train")
     with stage.session(writer=runtime.is_writer, keep_if=lambda: (output / "config.json").is_file()):
         if runtime.is_writer:
@@ -53,9 +54,9 @@ def train(config, output: str | Path, runtime, *, resume_anyway: bool = False) -
     as it is. Raises `InterruptedError` when training stopped before its last step (a SIGTERM):
     run again to resume. `resume_anyway`: resume a checkpoint made with another config (see
     `training.runner.RESUMABLE_WITH_CHANGES`)."""
-    output = Path(output)
+    output = storage.local(output)
     done = output / DONE
-    if not done.is_file():
+    if not storage.exists(done):
         objective = config.get("objective", "distill")
         if objective == "distill":
             from umr_jax.training.distill import train as run
@@ -75,7 +76,8 @@ def train(config, output: str | Path, runtime, *, resume_anyway: bool = False) -
 
 def finished(output: str | Path) -> Trained:
     """What a finished train folder recorded in its `DONE.json`."""
-    output = Path(output)
+    output = storage.local(output)
+    storage.fetch(output)  # a bucket folder finished elsewhere: its record and exports
     record = json.loads((output / DONE).read_text(encoding="utf-8"))
     folder = _chosen_folder(record["summary"], output)
     # Folders of earlier versions of the scaling study hold only the summary.

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.data import formats, pipeline
 from umr_jax.data.files import expand_shards
 from umr_jax.errors import InputError, ModelLoadError
@@ -239,8 +240,9 @@ class EncodeInput:
     @classmethod
     def passages(cls, path: str | os.PathLike, format: str = "auto") -> "EncodeInput":
         """A passage collection; `format` "auto" decides by the suffix (.tsv / .jsonl, .json),
-        else by the first line (`id<TAB>text<TAB>title` header or a JSON object)."""
-        path = Path(path)
+        else by the first line (`id<TAB>text<TAB>title` header or a JSON object). A gs:// input
+        is read from its local mirror."""
+        path = storage.fetch(path)
         if format == "auto":
             format = detect_passage_format(path)
         if format not in PASSAGE_FORMATS:
@@ -250,7 +252,7 @@ class EncodeInput:
     @classmethod
     def queries(cls, path: str | os.PathLike) -> "EncodeInput":
         """An XOR-TyDi question file (JSON lines `{id, question, lang, answers?}`)."""
-        return cls("queries", Path(path), QUESTION_FORMAT)
+        return cls("queries", storage.fetch(path), QUESTION_FORMAT)
 
     def files(self) -> list[Path]:
         """The files that make up the input (a file, or a complete shard set of JSON lines)."""
@@ -266,7 +268,7 @@ class EncodeInput:
         parts = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in self.files()]
         return {
             "kind": self.kind,
-            "input": str(self.path.absolute()),
+            "input": storage.location(self.path),  # a gs:// input by its URL: any machine resumes
             "input_format": self.format,
             "input_files": hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16],
         }

@@ -235,12 +235,15 @@ class EncodeInput:
     kind: str
     path: Path
     format: str
+    known_languages: frozenset[str] | None = None  # questions: the language codes accepted (None: the known ones)
 
     @classmethod
     def passages(cls, path: str | os.PathLike, format: str = "auto") -> "EncodeInput":
-        """A passage collection; `format` "auto" decides by the suffix (.tsv / .jsonl, .json),
-        else by the first line (`id<TAB>text<TAB>title` header or a JSON object)."""
+        """A passage collection; `format` "dpr-passages" (or "dpr-tsv"), "passages-jsonl", or
+        "auto", which decides by the suffix (.tsv / .jsonl, .json), else by the first line (`id<TAB>text<TAB>title` header or a JSON object)."""
         path = Path(path)
+        if format == "dpr-passages":  # the format table's name; "dpr-tsv" is what encode.json records
+            format = "dpr-tsv"
         if format == "auto":
             format = detect_passage_format(path)
         if format not in PASSAGE_FORMATS:
@@ -248,9 +251,10 @@ class EncodeInput:
         return cls("passages", path, format)
 
     @classmethod
-    def queries(cls, path: str | os.PathLike) -> "EncodeInput":
-        """An XOR-TyDi question file (JSON lines `{id, question, lang, answers?}`)."""
-        return cls("queries", Path(path), QUESTION_FORMAT)
+    def queries(cls, path: str | os.PathLike, known_languages=None) -> "EncodeInput":
+        """An XOR-TyDi question file (JSON lines `{id, question, lang, answers?}`), its languages
+        among `known_languages` (default: the known codes)."""
+        return cls("queries", Path(path), QUESTION_FORMAT, None if known_languages is None else frozenset(known_languages))
 
     def files(self) -> list[Path]:
         """The files that make up the input (a file, or a complete shard set of JSON lines)."""
@@ -341,7 +345,7 @@ def iter_input_shards(source: EncodeInput, shard_size: int, wanted: Callable[[in
     if source.format == "passages-jsonl":
         stream = formats.read_passages_jsonl(source.path)
     elif source.format == QUESTION_FORMAT:
-        stream = formats.read_questions(source.path)
+        stream = formats.read_questions(source.path, known_languages=source.known_languages)
     else:
         raise ValueError(f"unknown input format {source.format!r}")
     for index in itertools.count():

@@ -109,3 +109,64 @@ def _build_index(store: EmbeddingStore, embeddings: str | os.PathLike, output: P
         meta["embedding_ids"] = str(Path(ids_path).absolute()) if ids_path else None
     data = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
     atomic_write_bytes(output / INDEX_FILE, lambda f: f.write(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# Search: query embeddings (an encode folder or a .npy) -> the .npz of ids and scores, or a run file
+
+SEARCH_FORMATS = ("npz", "trec-run", "retrieval")
+
+
+def read_query_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[str], Path | None]:
+    """Query embeddings fp32 [nq, dim], their ids and the question file they were encoded from:
+    an `umr-jax encode --queries` folder (manifest + shards; ids and the question file from it),
+    or a `.npy` matrix (ids: row numbers; no question file)."""
+    from umr_jax.retrieval.embeddings import EmbeddingStore, load_matrix
+    from umr_jax.stages.encode import SETTINGS_FILE
+
+    path = Path(path)
+    if not path.is_dir():
+        matrix = np.asarray(load_matrix(path), np.float32)
+        return matrix, [str(i) for i in range(matrix.shape[0])], None
+    store = EmbeddingStore.open(path)
+    blocks, ids = [], []
+    for matrix, shard_ids in store.iter_shards():
+        blocks.append(np.asarray(matrix, np.float32))
+        ids.extend(shard_ids)
+    settings = StageFolder(path, "encode", settings_file=SETTINGS_FILE).saved_settings() or {}
+    questions = Path(settings["input"]) if settings.get("kind") == "queries" and settings.get("input") else None
+    return np.concatenate(blocks) if blocks else np.zeros((0, store.dim), np.float32), ids, questions
+
+
+def write_search_results(output: str | os.PathLike, format: str, query_ids: list[str], ids: np.ndarray, scores: np.ndarray, *,
+                         questions: str | os.PathLike | None = None, known_languages=None, tag: str = "umr-jax") -> list[Path]:
+    """Write a search's neighbours `ids` [nq, k] and `scores` [nq, k] for the queries `query_ids`:
+    "npz" (arrays ids and scores), "trec-run" (`qid Q0 docid rank score tag`) or "retrieval"
+    (JSON lines; question text and language from the question file `questions`, passages by id
+    only, their title and text left empty). Atomic. Returns the paths written."""
+    from umr_jax.data import formats
+
+    output = Path(output)
+    if format == "npz":
+        atomic_write_bytes(output, lambda f: np.savez(f, ids=ids, scores=scores))
+        return [output]
+    if format == "trec-run":
+        entries = [formats.TrecRunEntry(query_id=qid, doc_id=str(ids[i, r]), rank=r + 1, score=float(scores[i, r]), tag=tag)
+                   for i, qid in enumerate(query_ids) for r in range(ids.shape[1])]
+        return formats.write_trec_run(output, entries)
+    if format != "retrieval":
+        raise ValueError(f"format must be one of {SEARCH_FORMATS}, got {format!r}")
+    if questions is None:
+        raise InputError("the retrieval format needs each query's question and language, and the query embeddings name no "
+                         "question file; expected an `umr-jax encode --queries` folder, or the questions given")
+    by_id = {q.id: q for q in formats.read_questions(questions, known_languages=known_languages)}
+    results = []
+    for i, qid in enumerate(query_ids):
+        question = by_id.get(qid)
+        if question is None:
+            raise InputError(f"no question with id {qid!r} (an encoded query); expected the question file the queries were "
+                             "encoded from", questions)
+        ctxs = tuple(formats.Context(id=str(ids[i, r]), title="", text="", score=float(scores[i, r])) for r in range(ids.shape[1]))
+        results.append(formats.RetrievalResult(id=qid, question=question.question, lang=question.lang, ctxs=ctxs,
+                                               answers=question.answers))
+    return formats.write_retrieval(output, results)

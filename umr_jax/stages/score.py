@@ -168,7 +168,7 @@ def score_retrieved(
         if coordinator.is_writer:
             try:
                 stack.enter_context(stage.session())  # refused while another run writes here
-                plan = plan_resume(stage, settings, layout, retrieved_input.path, resume_from)
+                plan = plan_resume(stage, settings, layout, retrieved_input.path, resume_from, retrieved_input.known_languages)
             except InputError as err:
                 error = err
         coordinator.share_error(error)
@@ -191,7 +191,8 @@ def score_retrieved(
         skipped = SkippedRecords() if skip_invalid else None
         started_at, seconds, pairs_scored, pairs_resumed = time.monotonic(), 0.0, 0, 0
         progress.started(retrieved_input.pairs)
-        for index, chunk in enumerate(_chunks(read_retrieved(retrieved, top_k=top_k, skip_invalid=skipped), questions_per_chunk)):
+        for index, chunk in enumerate(_chunks(read_retrieved(retrieved, top_k=top_k, skip_invalid=skipped,
+                                                                   known_languages=retrieved_input.known_languages), questions_per_chunk)):
             pairs = [ScorePair((r.id, ctx.id), r.question, ctx.title, ctx.text, r.lang) for r in chunk for ctx in r.ctxs]
             if done_mask[index]:
                 pairs_resumed += len(pairs)

@@ -36,7 +36,7 @@ import numpy as np
 
 from umr_jax.data import formats, pipeline
 from umr_jax.data.files import expand_shards
-from umr_jax.errors import InputError, ModelLoadError
+from umr_jax.errors import InputError, ModelLoadError, with_hint
 
 PASSAGE_FORMATS = ("dpr-tsv", "passages-jsonl")
 QUESTION_FORMAT = "xor-questions"
@@ -99,9 +99,9 @@ class TowerEncoder:
         model_type = hf_io.model_type_of(hf_io.read_hf_config(self.folder), self.folder)
         is_t5 = model_type in hf_io.T5_TYPES
         if is_t5 and not as_tower:
-            raise ModelLoadError(
-                f"{self.folder}: a {model_type} folder is an encoder-decoder; pass --as-tower to encode with its encoder"
-            )
+            raise with_hint(ModelLoadError(f"{self.folder}: a {model_type} folder is an encoder-decoder; load it as a tower "
+                                           "(as_tower) to encode with its encoder"),
+                            "--as-tower", "pass --as-tower to encode with its encoder")
         allowed = ("mean", "cls") if is_t5 else ("mean", "cls", "pooler")
         if pooling is not None and pooling not in allowed:
             raise ModelLoadError(f"{self.folder}: pooling {pooling!r} is not available for a {model_type} tower; choose {', '.join(allowed)}")

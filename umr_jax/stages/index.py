@@ -117,34 +117,47 @@ def _build_index(store: EmbeddingStore, embeddings: str | os.PathLike, output: P
 SEARCH_FORMATS = ("npz", "trec-run", "retrieval")
 
 
-def read_query_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[str], Path | None]:
-    """Query embeddings fp32 [nq, dim], their ids and the question file they were encoded from:
-    an `umr-jax encode --queries` folder (manifest + shards; ids and the question file from it),
-    or a `.npy` matrix (ids: row numbers; no question file)."""
-    from umr_jax.retrieval.embeddings import EmbeddingStore, load_matrix
+def encoded_from(folder: str | os.PathLike) -> tuple[str, Path, str] | None:
+    """(kind, input file, input format) an `umr-jax encode` folder was made from (its encode.json),
+    or None for anything else (a .npy, a folder without the record)."""
     from umr_jax.stages.encode import SETTINGS_FILE
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    settings = StageFolder(folder, "encode", settings_file=SETTINGS_FILE).saved_settings() or {}
+    if not settings.get("input") or settings.get("kind") not in ("passages", "queries"):
+        return None
+    return settings["kind"], Path(settings["input"]), str(settings.get("input_format", ""))
+
+
+def read_query_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """Query embeddings fp32 [nq, dim] and their ids: an `umr-jax encode --queries` folder
+    (manifest + shards, ids from it) or a `.npy` matrix (ids: row numbers)."""
+    from umr_jax.retrieval.embeddings import EmbeddingStore, load_matrix
 
     path = Path(path)
     if not path.is_dir():
         matrix = np.asarray(load_matrix(path), np.float32)
-        return matrix, [str(i) for i in range(matrix.shape[0])], None
+        return matrix, [str(i) for i in range(matrix.shape[0])]
     store = EmbeddingStore.open(path)
     blocks, ids = [], []
     for matrix, shard_ids in store.iter_shards():
         blocks.append(np.asarray(matrix, np.float32))
         ids.extend(shard_ids)
-    settings = StageFolder(path, "encode", settings_file=SETTINGS_FILE).saved_settings() or {}
-    questions = Path(settings["input"]) if settings.get("kind") == "queries" and settings.get("input") else None
-    return np.concatenate(blocks) if blocks else np.zeros((0, store.dim), np.float32), ids, questions
+    return np.concatenate(blocks) if blocks else np.zeros((0, store.dim), np.float32), ids
 
 
 def write_search_results(output: str | os.PathLike, format: str, query_ids: list[str], ids: np.ndarray, scores: np.ndarray, *,
-                         questions: str | os.PathLike | None = None, known_languages=None, tag: str = "umr-jax") -> list[Path]:
+                         questions: str | os.PathLike | None = None, passages: str | os.PathLike | None = None,
+                         passages_format: str = "auto", known_languages=None, tag: str = "umr-jax") -> list[Path]:
     """Write a search's neighbours `ids` [nq, k] and `scores` [nq, k] for the queries `query_ids`:
     "npz" (arrays ids and scores), "trec-run" (`qid Q0 docid rank score tag`) or "retrieval"
-    (JSON lines; question text and language from the question file `questions`, passages by id
-    only, their title and text left empty). Atomic. Returns the paths written."""
+    (JSON lines: each query's question and language from the question file `questions`, each
+    passage's title and text from the collection `passages`). Atomic. Returns the paths written."""
     from umr_jax.data import formats
+    from umr_jax.retrieval.encode import EncodeInput
+    from umr_jax.retrieval.retrieve import attach_passages, fetch_passages
 
     output = Path(output)
     if format == "npz":
@@ -156,17 +169,15 @@ def write_search_results(output: str | os.PathLike, format: str, query_ids: list
         return formats.write_trec_run(output, entries)
     if format != "retrieval":
         raise ValueError(f"format must be one of {SEARCH_FORMATS}, got {format!r}")
-    if questions is None:
-        raise InputError("the retrieval format needs each query's question and language, and the query embeddings name no "
-                         "question file; expected an `umr-jax encode --queries` folder, or the questions given")
+    if questions is None or passages is None:
+        raise ValueError("the retrieval format needs the question file and the passage collection")
     by_id = {q.id: q for q in formats.read_questions(questions, known_languages=known_languages)}
-    results = []
-    for i, qid in enumerate(query_ids):
-        question = by_id.get(qid)
-        if question is None:
+    ordered = []
+    for qid in query_ids:
+        if qid not in by_id:
             raise InputError(f"no question with id {qid!r} (an encoded query); expected the question file the queries were "
                              "encoded from", questions)
-        ctxs = tuple(formats.Context(id=str(ids[i, r]), title="", text="", score=float(scores[i, r])) for r in range(ids.shape[1]))
-        results.append(formats.RetrievalResult(id=qid, question=question.question, lang=question.lang, ctxs=ctxs,
-                                               answers=question.answers))
-    return formats.write_retrieval(output, results)
+        ordered.append(by_id[qid])
+    collection = EncodeInput.passages(passages, passages_format)
+    found = fetch_passages(collection.path, collection.format, np.unique(ids).tolist())
+    return formats.write_retrieval(output, attach_passages(ordered, ids, scores, found))

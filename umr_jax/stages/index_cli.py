@@ -9,8 +9,9 @@ matrix (float16/float32), optionally with an ids file (one id per line). `search
 query embeddings Q from an `umr-jax encode --queries` folder or a `.npy` [nq, dim]
 (`--query-embeddings` is the old name of `--queries`) and writes, by `--format`: `npz`, arrays
 `ids` [nq, k] (the ids, or row numbers when there are none) and `scores` [nq, k] (fp32); a
-`trec-run`; or `retrieval` JSON lines (questions from the file the folder was encoded from, or
-`--questions`; passages by id). Query ids come from the encode folder (row numbers for a .npy).
+`trec-run`; or `retrieval` JSON lines (questions and passages from the files the query and passage
+folders were encoded from, or `--questions` and `--passages`). Query ids come from the encode
+folder (row numbers for a .npy).
 Exact search spans every local device on its own one-axis mesh: no --mesh.
 """
 
@@ -21,7 +22,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from umr_jax.parallel.cli_flags import non_negative_int, positive_int
-    from umr_jax.stages.encode_cli import add_known_language
+    from umr_jax.stages.encode_cli import add_known_language, add_passages_format
     from umr_jax.stages.index import SEARCH_FORMATS
 
     sub = parser.add_subparsers(dest="index_command", metavar="ACTION", required=True)
@@ -53,7 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="npz (arrays ids and scores, default), trec-run, or retrieval JSON lines")
     search.add_argument("--tag", default="umr-jax", help="run tag of --format trec-run (default umr-jax)")
     search.add_argument("--questions", metavar="FILE",
-                        help="--format retrieval: the question file (default: the one the encode folder was made from)")
+                        help="--format retrieval: the question file (default: the one the query folder was encoded from)")
+    search.add_argument("--passages", metavar="FILE",
+                        help="--format retrieval: the collection (default: the one the index's embeddings were encoded from)")
+    add_passages_format(search)
     add_known_language(search)
 
 
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.parallel.cli_flags import emit
     from umr_jax.retrieval.index import Index, ScannOptions
     from umr_jax.stages.encode_cli import known_languages
-    from umr_jax.stages.index import build_index, read_query_embeddings, write_search_results
+    from umr_jax.stages.index import build_index, encoded_from, read_query_embeddings, write_search_results
 
     if args.index_command == "build":
         check_output(args.output, "folder")
@@ -89,15 +93,25 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "trec-run" and (not args.tag or any(ch.isspace() for ch in args.tag)):
         raise UsageError(f"--tag {args.tag!r}: a TREC run tag is one word")
     check_output(args.output, "file")
-    queries, query_ids, questions = read_query_embeddings(args.queries)
-    questions = args.questions or questions
-    if args.format == "retrieval" and questions is None:
-        raise InputError("--format retrieval needs each query's question and language: give --questions FILE (a .npy "
-                         "names no question file)", args.queries)
+    questions, passages, passages_format = args.questions, args.passages, args.passages_format
+    if args.format == "retrieval":
+        made = encoded_from(args.queries)
+        if questions is None and made is not None and made[0] == "queries":
+            questions = made[1]
+        if questions is None:
+            raise InputError("--format retrieval needs each query's question and language, and these query embeddings "
+                             "name no question file: give --questions FILE", args.queries)
+        made = encoded_from(Index.meta_of(args.index).get("embeddings", ""))
+        if passages is None and made is not None and made[0] == "passages":
+            passages, passages_format = made[1], "auto"
+        if passages is None:
+            raise InputError("--format retrieval needs the passages' titles and texts, and the index's embeddings name no "
+                             "collection: give --passages FILE", args.index)
+    queries, query_ids = read_query_embeddings(args.queries)
     ids, scores = Index.open(args.index).search(queries, args.top_k)
     with removed_on_failure(args.output):
-        paths = write_search_results(args.output, args.format, query_ids, ids, scores, questions=questions,
-                                     known_languages=known_languages(args), tag=args.tag)
+        paths = write_search_results(args.output, args.format, query_ids, ids, scores, questions=questions, passages=passages,
+                                     passages_format=passages_format, known_languages=known_languages(args), tag=args.tag)
     emit(args, {"paths": [str(p) for p in paths], "format": args.format, "queries": int(ids.shape[0]), "top_k": int(ids.shape[1])},
          f"{', '.join(map(str, paths))}: top-{ids.shape[1]} for {ids.shape[0]:,} queries ({args.format})")
     return 0

@@ -31,7 +31,7 @@ import numpy as np
 
 from umr_jax.data import formats
 from umr_jax.data.validation import SkippedRecords
-from umr_jax.errors import InputError
+from umr_jax.errors import InputError, with_hint
 from umr_jax.labeling.scorer import QuestionLikelihoodScorer, ScorePair
 from umr_jax.stages.folder import file_sha256
 from umr_jax.stages.score_folder import (MANIFEST, MANIFEST_FORMAT, STATE, VERSION, ScoreFolder, Stage1Settings, dump_json,
@@ -217,8 +217,9 @@ def score_retrieved(
                 seconds += time.monotonic() - t0
                 bad = np.flatnonzero(~np.isfinite(scores))
                 if bad.size:  # never write a shard no reader accepts
-                    raise FloatingPointError(f"the scorer gave {bad.size} non-finite score(s), the first for (question id, passage id) "
-                                             f"{pairs[bad[0]].key}; score with --dtype float32 to check the numerics")
+                    raise with_hint(FloatingPointError(f"the scorer gave {bad.size} non-finite score(s), the first for (question id, "
+                                                       f"passage id) {pairs[bad[0]].key}; score in float32 to check the numerics"),
+                                    "--dtype", "rerun with --dtype float32")
                 pairs_scored += len(to_score)
             path = None
             if coordinator.is_writer:

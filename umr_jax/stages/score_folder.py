@@ -193,7 +193,7 @@ class ScoreFolder(StageFolder):
 
         return (f"this folder holds pseudo labels made with {', '.join(show(saved, k) for k in keys)}; "
                 f"this run asks for {', '.join(show(requested, k) for k in keys)}. "
-                "Score into a new --output folder (or delete this one) to relabel")
+                "Score into a new output folder (or delete this one) to relabel")
 
 
 @dataclasses.dataclass

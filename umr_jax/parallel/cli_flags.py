@@ -1,7 +1,9 @@
 """Command-line flags the commands share, and the argparse types for counts.
 
   --coordinator HOST:PORT --num-processes N --process-id I   (GPU/CPU clusters; TPU VMs need none)
+  --quiet, --verbose, --no-progress, --json                  (every command: `add_output_flags`)
   `positive_int` (--top-k, --iterations, ...), `non_negative_int`
+  `say` (a progress line or note), `emit` (the result: text, or one JSON object under --json)
 
 The device mesh flags (--mesh/--rules) belong to the runtime: `umr_jax.runtime.add_runtime_flags`.
 """

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from umr_jax import __version__
+from umr_jax.parallel.cli_flags import add_output_flags, settle_output_flags
 
 # name -> (module, one-line help). Order is the order of the UMR data flow.
 BUILT: dict[str, tuple[str, str]] = {
@@ -50,7 +51,42 @@ def _build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
+        for leaf in leaf_parsers(p):
+            add_output_flags(leaf)
+            leaf.set_defaults(_options=frozenset(leaf._option_string_actions))
     return parser
+
+
+def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that parse a whole command line: `parser` itself, or those of its actions
+    (`umr-jax index build`, `umr-jax data validate`, ...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return [leaf for child in action.choices.values() for leaf in leaf_parsers(child)]
+    return [parser]
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's leaf parser by its full name ("encode", "index search", ...)."""
+    parsers: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child_name, child in action.choices.items():
+                    walk(child, f"{name} {child_name}".strip())
+                return
+        parsers[name] = parser
+
+    walk(_build_parser(), "")
+    return parsers
+
+
+def _with_hints(err: Exception, options: frozenset[str]) -> str:
+    """The error's message plus those of its hints whose flag the running command has."""
+    from umr_jax.errors import hints_for
+
+    return "; ".join([str(err), *hints_for(err, options)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,14 +100,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # The one place where anticipated failures become `umr-jax CMD: error: path[:line]: what is
     # wrong; what is expected` and exit status 1. Anything else is a bug: it keeps its traceback.
+    settle_output_flags(args)
+    options = getattr(args, "_options", frozenset())
     try:
         enable_compilation_cache(args.compilation_cache if args.compilation_cache is not None else default_compilation_cache())
         return int(args._run(args) or 0)
     except UsageError as err:
-        print(f"umr-jax {args.command}: error: {err}", file=sys.stderr)
+        print(f"umr-jax {args.command}: error: {_with_hints(err, options)}", file=sys.stderr)
         return 2
     except (InputError, ModelLoadError, MissingDependencyError) as err:
-        message = str(err)
+        message = _with_hints(err, options)
     except OSError as err:
         message = describe_os_error(err)
         if message is None:

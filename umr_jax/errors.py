@@ -13,6 +13,28 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import NamedTuple
+
+
+class FlagHint(NamedTuple):
+    """Advice that names a command-line flag (`FlagHint("--known-language", "accept others with
+    --known-language CODE")`). Code below the commands cannot know which command runs it, so it
+    attaches the advice to the error instead of writing the flag into the message; `umr_jax.cli`
+    appends it only when the running command has that flag. A message itself names no flag."""
+
+    flag: str
+    text: str
+
+
+def with_hint(err: Exception, flag: str, text: str) -> Exception:
+    """`err` with one more `FlagHint` (returned, for `raise with_hint(InputError(...), ...)`)."""
+    err.hints = (*getattr(err, "hints", ()), FlagHint(flag, text))  # type: ignore[attr-defined]
+    return err
+
+
+def hints_for(err: Exception, options) -> list[str]:
+    """The texts of `err`'s hints whose flag is among `options` (a command's option strings)."""
+    return [hint.text for hint in getattr(err, "hints", ()) if hint.flag in options]
 
 
 class InputError(ValueError):

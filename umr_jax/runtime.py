@@ -23,7 +23,10 @@ Config keys (all optional; the defaults below):
   runtime.train.mesh  = "data=-1,fsdp=1,model=1"   runtime.train.rules  = "data_parallel"
 A mesh is written as the `--mesh` flag writes it (axis=size pairs, one size may be -1) or as a
 dict; rules are a rule-set name (`data_parallel`, `fsdp`, `fsdp_tp`) or a list of
-(logical axis, mesh axes) pairs. A command's `--mesh`/`--rules` flags set its role's two keys.
+(logical axis, mesh axes) pairs. A command's `--mesh [ROLE:]SPEC` / `--rules [ROLE:]NAME` flags
+set a role's two keys: `--mesh score:data=1,fsdp=-1,model=4` is
+`runtime.score.mesh=data=1,fsdp=-1,model=4`; without ROLE they set the command's own role (encode,
+retrieve, score, train) or every role (loop, scaling, compile, demo).
 """
 
 from __future__ import annotations
@@ -73,18 +76,71 @@ def runtime_config(**roles: Mapping[str, Any]):
                "rules": roles.get(name, {}).get("rules", DEFAULT_RULES[name])} for name in ROLES})
 
 
-def add_runtime_flags(parser: argparse.ArgumentParser, role: str | None = None) -> None:
-    """The multi-host flags, and (with `role`) --mesh/--rules, which set that role's keys."""
+def role_flag(kind: str):
+    """argparse type of --mesh / --rules: `[ROLE:]VALUE` -> (ROLE or None, VALUE). A rule set
+    name is checked here (a usage error); a mesh's axes when the runtime is built."""
+
+    def parse(text: str) -> tuple[str | None, str]:
+        from umr_jax.parallel.sharding import RULE_SETS
+
+        head, sep, rest = text.partition(":")
+        role, value = (head, rest) if sep else (None, text)
+        if role is not None and role not in ROLES:
+            raise argparse.ArgumentTypeError(f"{text!r}: {role!r} is not a role; expected [ROLE:]{kind.upper()} with ROLE "
+                                             f"one of {', '.join(ROLES)}")
+        if kind == "rules" and value not in RULE_SETS:
+            raise argparse.ArgumentTypeError(f"{text!r}: unknown rule set {value!r}; choose from {', '.join(sorted(RULE_SETS))}")
+        return role, value
+
+    parse.__name__ = kind  # argparse names the type in its messages
+    return parse
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser, role: str | None = None, roles: tuple[str, ...] = (), *,
+                      distributed: bool = True) -> None:
+    """The multi-host flags, and --mesh/--rules for the role(s) the command runs.
+
+    One spelling everywhere: `--mesh [ROLE:]SPEC` and `--rules [ROLE:]NAME`, repeatable, where
+    `--mesh score:data=1,fsdp=-1,model=4` is `runtime.score.mesh=data=1,fsdp=-1,model=4`. A
+    command with one `role` (encode, retrieve, score, train) takes them without ROLE; a command
+    with several `roles` (loop, scaling, compile, demo) applies one without ROLE to all of them.
+    `distributed=False`: no multi-host flags (`umr-jax compile` joins no job)."""
     from umr_jax.parallel.cli_flags import add_distributed_flags
     from umr_jax.parallel.sharding import RULE_SETS
 
-    add_distributed_flags(parser)
-    if role is None:
+    if distributed:
+        add_distributed_flags(parser)
+    if role is None and not roles:
         return
-    where = "this host's devices" if PER_HOST[role] else "every host's devices"
-    group = parser.add_argument_group(f"device mesh of the {role} role ({where}; config keys runtime.{role}.mesh/rules)")
-    group.add_argument("--mesh", help=f"mesh axis sizes, one may be -1 (default {DEFAULT_MESH[role]})")
-    group.add_argument("--rules", choices=sorted(RULE_SETS), help=f"sharding rule set (default {DEFAULT_RULES[role]})")
+    if role is not None:
+        where = "this host's devices" if PER_HOST[role] else "every host's devices"
+        group = parser.add_argument_group(f"device mesh of the {role} role ({where}; config keys runtime.{role}.mesh/rules)")
+        group.add_argument("--mesh", type=role_flag("mesh"), action="append", metavar="SPEC",
+                           help=f"mesh axis sizes, e.g. data=1,fsdp=-1,model=4; one may be -1 (default {DEFAULT_MESH[role]})")
+        group.add_argument("--rules", type=role_flag("rules"), action="append", metavar="NAME",
+                           help=f"sharding rule set: {', '.join(sorted(RULE_SETS))} (default {DEFAULT_RULES[role]})")
+        return
+    names = ", ".join(roles)
+    group = parser.add_argument_group(f"device meshes of the roles ({names}; config keys runtime.<role>.mesh/rules)")
+    group.add_argument("--mesh", type=role_flag("mesh"), action="append", metavar="[ROLE:]SPEC",
+                       help=f"mesh axis sizes of ROLE ({names}), e.g. score:data=1,fsdp=-1,model=4 (the same as "
+                            f"runtime.score.mesh=data=1,fsdp=-1,model=4); without ROLE, of every role; repeatable")
+    group.add_argument("--rules", type=role_flag("rules"), action="append", metavar="[ROLE:]NAME",
+                       help=f"sharding rule set of ROLE ({', '.join(sorted(RULE_SETS))}), e.g. score:fsdp_tp; without "
+                            "ROLE, of every role; repeatable")
+
+
+def _flag_entries(value: Any) -> list[tuple[str | None, Any]]:
+    """--mesh/--rules as parsed (a list of (role, value)), or as a plain value (a spec string or
+    a rule list set in code): [(role or None, value)]."""
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, tuple) and len(v) == 2 and (v[0] is None or v[0] in ROLES)
+                                       and isinstance(v[1], str) for v in value):
+        return list(value)
+    if isinstance(value, tuple) and len(value) == 2 and (value[0] is None or value[0] in ROLES) and isinstance(value[1], str):
+        return [value]
+    return [(None, value)]
 
 
 def _rules_value(rules: Any) -> str | tuple:
@@ -116,18 +172,25 @@ class Runtime:
     @classmethod
     def from_config(cls, config: Any = None, args: argparse.Namespace | None = None, role: str | None = None) -> "Runtime":
         """From `config.runtime` (defaults where absent), with `args`' --mesh/--rules (when given)
-        overriding `role`'s keys and its --coordinator/--num-processes/--process-id joining a job."""
+        overriding the keys of the role they name, or, without a role, of `role` (every role when
+        `role` is None), and its --coordinator/--num-processes/--process-id joining a job. Given
+        several times, the last one for a role wins."""
         section = config.get("runtime", None) if config is not None else None
         layouts = {}
         for name in ROLES:
             part = (section.get(name, None) if section is not None else None) or {}
             layouts[name] = RoleLayout(part.get("mesh", DEFAULT_MESH[name]), _rules_value(part.get("rules", DEFAULT_RULES[name])),
                                        f"runtime.{name}.mesh")
-        if args is not None and role is not None:
-            mesh, rules = getattr(args, "mesh", None), getattr(args, "rules", None)
-            layouts[role] = RoleLayout(mesh if mesh is not None else layouts[role].mesh,
-                                       _rules_value(rules) if rules is not None else layouts[role].rules,
-                                       "--mesh" if mesh is not None else layouts[role].where)
+        if args is not None:
+            for key in ("mesh", "rules"):
+                for named, value in _flag_entries(getattr(args, key, None)):
+                    if named is not None and role is not None and named != role:
+                        raise InputError(f"--{key} {named}:{value}: this command runs the {role} role only; "
+                                         f"give --{key} {value}")
+                    for target in [named] if named is not None else [role] if role is not None else list(ROLES):
+                        old = layouts[target]
+                        layouts[target] = (RoleLayout(value, old.rules, "--mesh") if key == "mesh"
+                                           else RoleLayout(old.mesh, _rules_value(value), old.where))
         runtime = cls(layouts, getattr(args, "coordinator", None), getattr(args, "num_processes", None),
                       getattr(args, "process_id", None))
         runtime.check()

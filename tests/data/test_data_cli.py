@@ -82,7 +82,7 @@ def test_convert_errors(tmp_path, capsys):
     assert "no conversion from trec-run to retrieval" in capsys.readouterr().err
     F.write_beir_queries(tmp_path / "queries.jsonl", samples.BEIR_QUERIES)
     assert cli.main(["data", "convert", "--from", "beir-queries", "--to", "xor-questions", str(tmp_path / "queries.jsonl"), str(tmp_path / "q.jsonl")]) == 2
-    assert "give lang (--lang)" in capsys.readouterr().err
+    assert "BEIR queries carry no language: give lang, the questions' language; give it with --lang CODE" in capsys.readouterr().err
     (tmp_path / "bad.jsonl").write_text('{"id": "1", "question": "x", "lang": "ar", "ctxs": "none"}\n')
     assert cli.main(["data", "convert", "--from", "retrieval", "--to", "dpr-json", str(tmp_path / "bad.jsonl"), str(tmp_path / "out.json")]) == 1
     assert capsys.readouterr().err.strip() == f"umr-jax data: error: {tmp_path}/bad.jsonl:1: field 'ctxs' must be a list, got string"

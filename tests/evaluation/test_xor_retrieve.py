@@ -161,7 +161,8 @@ def test_missing_punkt_says_how_to_get_it(monkeypatch):
         xor.word_tokenizer("nltk")
     message = str(err.value)
     assert f"python -m nltk.downloader {xor.punkt_resource_name()}" in message
-    assert "--tokenizer nltk-line" in message
+    assert "use the tokenizer nltk-line" in message and "--" not in message.replace(" -m ", "")  # loop configs have no flag
+    assert [(h.flag, h.text) for h in err.value.hints] == [("--tokenizer", "--tokenizer nltk-line needs no data")]
     # nltk-line needs no Punkt data.
     assert xor.word_tokenizer("nltk-line")("a b.") == ["a", "b", "."]
 

@@ -38,8 +38,9 @@ def test_passage_encoding_equals_direct_tower_call(xlmr_folder, encoder8):
 
 def test_t5_tower_encodes_queries_as_a_direct_call(tmp_path):
     folder = make_mt5_tower(tmp_path / "mt5")
-    with pytest.raises(ModelLoadError, match="pass --as-tower"):
+    with pytest.raises(ModelLoadError, match="load it as a tower") as refused:
         TowerEncoder(folder, mesh=make_mesh({"data": -1}))
+    assert [hint.flag for hint in refused.value.hints] == ["--as-tower"]  # shown by commands that have it
     encoder = TowerEncoder(folder, mesh=make_mesh({"data": -1}), as_tower=True, dtype="float32")
     questions = demo_questions(14)
     embeddings, ids = encoder.encode_records(questions, kind="queries", batch_size=8)

@@ -111,7 +111,7 @@ def test_an_old_folder_refuses_other_settings_naming_them(scorer, old_folder):
     with pytest.raises(InputError) as err:
         score_retrieved("retrieved.jsonl", labels, named, top_k=3, questions_per_chunk=3)
     assert str(err.value) == (f"{labels / STATE}: this folder holds pseudo labels made with reduction='mean'; this run asks for "
-                              "reduction='sum'. Score into a new --output folder (or delete this one) to relabel")
+                              "reduction='sum'. Score into a new output folder (or delete this one) to relabel")
     assert named.keys == [] and _files(labels) == before
 
 

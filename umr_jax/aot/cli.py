@@ -4,12 +4,15 @@ what they need: memory against HBM, FLOPs against the analytic count, every coll
 roofline estimate of step time and MFU from the chip's published peaks.
 
   umr-jax compile --config configs/umr_xor_retrieve_loop.py --topology v5e-16
-  umr-jax compile --config configs/webfaq_scaling.py --topology v4-32 --stage contrastive --json out.json
+  umr-jax compile --config configs/webfaq_scaling.py --topology v4-32 --stage contrastive --json-out out.json
   umr-jax compile --config configs/umr_xor_retrieve_loop.py --topology v5e-16 --stage score \\
-      runtime.score.mesh=data=1,fsdp=4,model=4 runtime.score.rules=fsdp_tp --max-batch
+      --mesh score:data=1,fsdp=4,model=4 --rules score:fsdp_tp --max-batch --json
 
 The programs are the ones the stages run (see `aot.programs`), on the meshes and rules the
-config's `runtime` section gives each role (`--mesh/--rules` set them for every stage named).
+config's `runtime` section gives each role; `--mesh ROLE:SPEC` / `--rules ROLE:NAME` set a role's
+(the same as `runtime.ROLE.mesh=SPEC`), and without ROLE every role's. `--json` prints every
+number as one JSON object on stdout (the report then goes to stderr); `--json-out FILE` writes
+it to a file (`--json FILE` is the old spelling of that).
 Model architectures come from the folders the config names, or the preset of their name
 (e.g. mt5-xl-lm-adapt, mcontriever, xlm-roberta-base) when the folder is not here. Needs the
 TPU compiler: pip install -e ".[tpu]" (it runs on CPU-only machines).
@@ -28,7 +31,7 @@ HEADROOM = 0.2  # what the defaults promise to leave free on every chip
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from umr_jax.aot.programs import STAGES
-    from umr_jax.parallel.sharding import RULE_SETS
+    from umr_jax.runtime import ROLES, add_runtime_flags
 
     parser.add_argument("--config", required=True, help="config file (configs/*.py, optionally path.py:arg)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -39,13 +42,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-slices", type=int, default=1, help="multislice: this many slices of --topology (default 1)")
     parser.add_argument("--stage", action="append", choices=STAGES,
                         help="stage to compile (repeatable; default: every stage the config describes)")
-    parser.add_argument("--mesh", help="mesh axis sizes for every stage named (default: the config's runtime.<role>.mesh)")
-    parser.add_argument("--rules", choices=sorted(RULE_SETS), help="sharding rule set for every stage named")
+    add_runtime_flags(parser, roles=ROLES, distributed=False)
     parser.add_argument("--max-batch", action="store_true",
                         help="also find the largest batch that fits (score.tokens_per_batch, encode.batch_size, "
                              "train.questions_per_batch or train.batch_size; one compile per try)")
-    parser.add_argument("--json", metavar="FILE", help="write every number as JSON here ('-' for stdout)")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE", action=_JsonFlag,
+                        help="print every number as one JSON object on stdout (the report goes to stderr); "
+                             "--json FILE, the old spelling of --json-out FILE, still works")
+    parser.add_argument("--json-out", metavar="FILE", help="write every number as JSON to FILE")
     parser.add_argument("--hlo", metavar="DIR", help="write each optimised HLO here (<stage>.hlo.txt)")
+
+
+class _JsonFlag(argparse.Action):
+    """`--json` (stdout) or the old `--json FILE`. A KEY=VALUE right after a bare `--json` is a
+    config override, not a file name: it goes back to the overrides."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if value != "-" and "=" in value and not value.endswith(".json"):
+            namespace.json_overrides = [*getattr(namespace, "json_overrides", []), value]
+            value = "-"
+        setattr(namespace, self.dest, value)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,36 +75,42 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.aot.programs import stages_of
     from umr_jax.config import load_config
     from umr_jax.errors import UsageError
-
     from umr_jax.outputs import check_output
+    from umr_jax.parallel.cli_flags import say
 
+    if args.json not in (None, "-"):  # the old spelling: --json FILE
+        if args.json_out:
+            raise UsageError("--json FILE is the old spelling of --json-out FILE; give one of them")
+        args.json_out, args.json = args.json, None
+    to_stdout = args.json == "-"
+    report_to = sys.stderr if to_stdout else sys.stdout
     topology = parse_topology(args.topology, args.num_slices)
-    config = load_config(args.config, args.overrides)
-    if args.json and args.json != "-":  # before minutes of compiling, not after
-        check_output(args.json, "file")
+    config = load_config(args.config, [*getattr(args, "json_overrides", []), *args.overrides])
+    if args.json_out:  # before minutes of compiling, not after
+        check_output(args.json_out, "file")
     if args.hlo:
         check_output(args.hlo, "folder")
     stages = args.stage or stages_of(config)
     if not stages:
         raise UsageError(f"{args.config}: no stage to compile (objective {config.get('objective')!r}); name one with --stage")
     devices = tpu_devices(topology)
-    print(f"compiling for {topology.describe()}", file=sys.stderr)
+    say(args, f"compiling for {topology.describe()}")
     reports = []
     for stage in stages:
-        print(f"compiling {stage} ...", file=sys.stderr, flush=True)
+        say(args, f"compiling {stage} ...")
         report = compile_stage(stage, config, args, topology, devices)
         if args.max_batch and report["fits"]:
             report["max_batch"] = max_batch(stage, config, args, topology, devices, report)
         reports.append(report)
-        print(render(report), flush=True)
-    if args.json:
-        text = json.dumps({"topology": topology.name, "chips": topology.chips, "stages": reports}, indent=2, default=float)
-        if args.json == "-":
-            print(text)
-        else:
-            from umr_jax.data.files import atomic_write_bytes
+        print(render(report), file=report_to, flush=True)
+    result = {"topology": topology.name, "chips": topology.chips, "stages": reports}
+    if to_stdout:
+        print(json.dumps(result, default=float))
+    if args.json_out:
+        from umr_jax.data.files import atomic_write_bytes
 
-            atomic_write_bytes(args.json, lambda f: f.write(text.encode() + b"\n"))
+        text = json.dumps(result, indent=2, default=float)
+        atomic_write_bytes(args.json_out, lambda f: f.write(text.encode() + b"\n"))
     return 0 if all(r["fits"] for r in reports) else 1
 
 
@@ -97,7 +119,7 @@ def _layout(stage: str, config, args):
     from umr_jax.runtime import Runtime
 
     role = ROLE[stage]
-    return Runtime.from_config(config, args, role=role), role
+    return Runtime.from_config(config, args), role  # --mesh without ROLE: every role
 
 
 def _program(stage: str, config, args, devices):

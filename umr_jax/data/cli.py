@@ -22,6 +22,7 @@ from umr_jax.data import formats
 from umr_jax.errors import InputError
 from umr_jax.data.languages import KNOWN_LANGUAGES, XOR_LANGUAGES
 from umr_jax.data.validation import SkippedRecords
+from umr_jax.parallel.cli_flags import emit, result_stream
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,17 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + [f"  {f.name:<16} {f.description}" for f in formats.FORMATS.values()]
         + ["conversions (convert --from A --to B):"]
         + [f"  {source:<16} -> {', '.join(ts)}" for source, ts in targets.items()]
+        + [f"the same names everywhere (retrieve --format, encode --passages-format, index search --format); "
+           f"{formats.aliases_of(names)}"]
     )
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     validate = sub.add_parser("validate", help="check files before a long job: counts per language, exit 0 when valid")
-    validate.add_argument("--format", required=True, choices=names, metavar="FORMAT", help="the files' format (see 'umr-jax data --help')")
+    validate.add_argument("--format", required=True, type=formats.canonical_format, choices=names, metavar="FORMAT", help="the files' format (see 'umr-jax data --help')")
     validate.add_argument("files", nargs="+", metavar="FILE", help="files (or shard sets name.jsonl; webfaq: parquet files or folders)")
     _add_reader_options(validate)
 
     convert = sub.add_parser("convert", help="convert a file between formats (atomic, optionally sharded)")
-    convert.add_argument("--from", dest="source_format", required=True, choices=names, metavar="FORMAT", help="input format (see 'umr-jax data --help')")
-    convert.add_argument("--to", dest="target_format", required=True, choices=names, metavar="FORMAT", help="output format")
+    convert.add_argument("--from", dest="source_format", required=True, type=formats.canonical_format, choices=names, metavar="FORMAT", help="input format (see 'umr-jax data --help')")
+    convert.add_argument("--to", dest="target_format", required=True, type=formats.canonical_format, choices=names, metavar="FORMAT", help="output format")
     convert.add_argument("input", metavar="IN", help="input file (webfaq: a parquet file or a folder of them)")
     convert.add_argument("output", metavar="OUT", help="output file (shards are named OUT-00000-of-0000N...)")
     shards = convert.add_mutually_exclusive_group()
@@ -96,6 +99,8 @@ def _validate(args: argparse.Namespace) -> int:
     options = _reader_options(args)
     sources: list[Any] = [args.files] if args.format == "webfaq" else args.files
     status = 0
+    out = result_stream(args)
+    reports = []
     for source in sources:
         skipped = SkippedRecords() if args.skip_invalid else None
         records = 0
@@ -109,14 +114,20 @@ def _validate(args: argparse.Namespace) -> int:
                 queries.add(fmt.query_of(record))
         name = " ".join(source) if isinstance(source, list) else source
         verdict = "valid" if not skipped else "INVALID"
-        print(f"{name}: {verdict}, {records} {args.format} records")
+        print(f"{name}: {verdict}, {records} {args.format} records", file=out)
         if fmt.query_of is not None:
-            print(f"  {len(queries)} distinct queries")
+            print(f"  {len(queries)} distinct queries", file=out)
         for code, count in sorted(per_language.items()):
-            print(f"  {code:<6} {count}")
+            print(f"  {code:<6} {count}", file=out)
+        report = {"file": name, "valid": not skipped, "records": records, "languages": dict(sorted(per_language.items()))}
+        if fmt.query_of is not None:
+            report["queries"] = len(queries)
         if skipped:
             status = 1
-            _print_skipped(skipped)
+            _print_skipped(skipped, out)
+            report["skipped"] = {"total": skipped.total, "by_reason": dict(skipped.counts)}
+        reports.append(report)
+    emit(args, {"format": args.format, "valid": status == 0, "files": reports}, None)
     return status
 
 
@@ -136,12 +147,17 @@ def _convert(args: argparse.Namespace) -> int:
     except ValueError as err:
         if isinstance(err, InputError):
             raise
-        raise UsageError(str(err)) from None
-    print(f"read {report.read} {args.source_format} records, wrote {report.written} {args.target_format} records to:")
+        usage = UsageError(str(err))
+        usage.hints = getattr(err, "hints", ())  # type: ignore[attr-defined]
+        raise usage from None
+    out = result_stream(args)
+    print(f"read {report.read} {args.source_format} records, wrote {report.written} {args.target_format} records to:", file=out)
     for path in report.paths:
-        print(f"  {path}")
+        print(f"  {path}", file=out)
     if report.skipped:
-        _print_skipped(report.skipped)
+        _print_skipped(report.skipped, out)
+    emit(args, {"from": args.source_format, "to": args.target_format, "read": report.read, "written": report.written,
+                "paths": [str(p) for p in report.paths], "skipped": report.skipped.total if report.skipped else 0}, None)
     return 0
 
 
@@ -149,12 +165,12 @@ def _index(args: argparse.Namespace) -> int:
     from umr_jax.data.passage_store import PassageStore
 
     store = PassageStore(args.tsv, rebuild=args.rebuild)
-    print(f"{store.index_path}: {len(store)} passages indexed")
+    emit(args, {"index": str(store.index_path), "passages": len(store)}, f"{store.index_path}: {len(store)} passages indexed")
     store.close()
     return 0
 
 
-def _print_skipped(skipped: SkippedRecords) -> None:
-    print(f"skipped {skipped.total} invalid records:")
+def _print_skipped(skipped: SkippedRecords, out=None) -> None:
+    print(f"skipped {skipped.total} invalid records:", file=out)
     for line in skipped.summary_lines():
-        print(f"  {line}")
+        print(f"  {line}", file=out)

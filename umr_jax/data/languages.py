@@ -58,4 +58,4 @@ def describe_codes(codes) -> str:
     if len(codes) <= 12:
         return ", ".join(codes)
     familiar = [c for c in ("ar", "bn", "en", "fi", "ja", "ko", "ru", "te", "ara", "eng") if c in codes]
-    return f"the {len(codes)} known codes (such as {', '.join(familiar or codes[:6])}; accept others with known_languages or --known-language)"
+    return f"the {len(codes)} known codes (such as {', '.join(familiar or codes[:6])}; readers accept others given known_languages)"

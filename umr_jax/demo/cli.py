@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--make-models", action="store_true",
                         help="make the tiny scorer and retriever here (OUTPUT/models, about 5 minutes on 2 cores) "
                              "instead of using the ones shipped with the package, which the same code made")
+    parser.add_argument("--resume-anyway", action="store_true",
+                        help="let an interrupted training stage resume its checkpoint even if it was made with another "
+                             "config (logged as a warning); without it such a resume is refused")
+    from umr_jax.runtime import ROLES, add_runtime_flags
+
+    add_runtime_flags(parser, roles=ROLES)  # --mesh ROLE:SPEC, as runtime.ROLE.mesh=SPEC (default: data parallel)
 
 
 SCORER_WHAT = ("tiny mT5 scorer (d_model 64, 2+2 layers), pre-trained to name a passage's subject in a "
@@ -116,10 +122,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from umr_jax.outputs import check_output
+    from umr_jax.parallel.cli_flags import emit
+    from umr_jax.runtime import Runtime
     from umr_jax.stages.loop import UmrLoop
 
     logging.basicConfig(level=logging.WARNING)
-    console = Console()
+    console = Console(stderr=args.json)  # under --json stdout holds only the JSON object
+    quiet = args.quiet
     started = time.time()
     output = Path(args.output)
     check_output(output, "folder")
@@ -130,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
     with config.unlocked():
         config.loop.retriever = retriever
         config.loop.scorer = scorer
-    loop = UmrLoop(config, on_stage=lambda i, s: console.print(f"[dim]iteration {i}: {s}[/dim]"))
+    runtime = Runtime.from_config(config, args).start()
+    loop = UmrLoop(config, runtime=runtime, resume_anyway=args.resume_anyway,
+                   on_stage=lambda i, s: quiet or console.print(f"[dim]iteration {i}: {s}[/dim]"))
     history = loop.run(args.iterations)
 
     table = Table(title="XOR-Retrieve on the demo dev questions (R@kt, %; tokens: nltk-line)")
@@ -172,4 +183,5 @@ def run(args: argparse.Namespace) -> int:
     if spent:
         console.print("time by stage (this run): " + ", ".join(f"{k} {v:.0f}s" for k, v in spent.items()))
     (output / "demo_summary.json").write_text(json.dumps({"history": history, "timings": loop.timings}, indent=2, default=str))
+    emit(args, {"output": str(output), "history": history, "timings": loop.timings}, None)
     return 0

@@ -1,11 +1,15 @@
 """`umr-jax evaluate`: XOR-Retrieve R@kt, XOR-Full F1/EM/BLEU, IR metrics, report comparison.
 
-  umr-jax evaluate xor-retrieve --gold GOLD.jsonl --predictions PRED [--tokenizer nltk|nltk-line] [--json] [--output R.json]
+  umr-jax evaluate xor-retrieve --gold GOLD.jsonl --run RUN [--tokenizer nltk|nltk-line] [--json] [--output R.json]
   umr-jax evaluate xor-full --gold GOLD.jsonl --predictions PRED.json [--json] [--output R.json]
   umr-jax evaluate ir --qrels QRELS --run RUN [--queries QUERIES.jsonl] [--json] [--output R.json]
   umr-jax evaluate compare REPORT.json REPORT.json ... [--json]
 
-Without `--json` a Markdown table per language is printed; with it, exactly one JSON object.
+A retrieval run (`--run`) is a file in one of the formats `umr-jax data` names: `retrieval`
+JSON lines, a `dpr-json` list, `xor-predictions` (the official prediction file) or a `trec-run`
+(ir only). xor-full's `--predictions` is another thing: answers, not passages. (`xor-retrieve
+--predictions` is the old name of its `--run`.) Without `--json` a Markdown table per language is
+printed; with it, exactly one JSON object.
 `--output` also saves the JSON report, for `compare`. Exit status: 0 on success, 1 for bad
 input or a missing tool or data file (one line on stderr), 2 for bad arguments.
 """
@@ -27,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     xor_retrieve.add_argument("--gold", required=True, help="XOR-TyDi gold JSON lines {id, question, answers, lang}")
     xor_retrieve.add_argument(
-        "--predictions",
-        required=True,
-        help="official prediction file (JSON list of {id, lang, ctxs: [passage text, ...]}) or retrieval JSON lines {id, question, lang, ctxs: [{id, title, text, score}]}",
+        "--run", "--predictions", dest="run", required=True, metavar="RUN",
+        help="retrieval run: xor-predictions (the official JSON list {id, lang, ctxs: [passage text, ...]}), retrieval JSON "
+             "lines {id, question, lang, ctxs: [{id, title, text, score}]} or a dpr-json list; --predictions is the old name",
     )
     xor_retrieve.add_argument(
         "--tokenizer",
@@ -54,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="nDCG@10, Recall@100 and MRR@10 per language, computed by ir_measures; queries missing from the run score 0 (trec_eval -c).",
     )
     ir.add_argument("--qrels", required=True, help="TREC qrels (qid 0 docid rel) or BEIR qrels TSV (query-id corpus-id score, with header)")
-    ir.add_argument("--run", required=True, help="TREC run (qid Q0 docid rank score tag) or retrieval JSON lines {id, lang, ctxs: [{id, ...}]}")
+    ir.add_argument("--run", required=True, metavar="RUN",
+                    help="retrieval run: trec-run (qid Q0 docid rank score tag), retrieval JSON lines {id, lang, ctxs: [{id, ...}]} "
+                         "or a dpr-json list")
     ir.add_argument("--queries", help="JSON lines {id, lang, ...} giving each query's language (default: the run's 'lang', else one group 'all')")
     _add_output_arguments(ir)
 
@@ -86,17 +92,17 @@ def _run_xor_retrieve(args: argparse.Namespace) -> int:
 
     tokenize = xor.word_tokenizer(args.tokenizer)
     gold_answers = readers.read_xor_gold_answers(args.gold)
-    result = xor.xor_retrieve_r_at_kt(gold_answers, readers.iter_xor_predictions(args.predictions), tokenize)
+    result = xor.xor_retrieve_r_at_kt(gold_answers, readers.iter_xor_predictions(args.run), tokenize)
     if args.tokenizer == "nltk-line":
-        _note("tokenizer nltk-line: word_tokenize without Punkt sentence splitting, a close approximation of the official figures")
+        _note(args, "tokenizer nltk-line: word_tokenize without Punkt sentence splitting, a close approximation of the official figures")
     if result.predictions_not_in_gold:
-        _note(f"{result.predictions_not_in_gold} predicted question(s) are not in the gold file and were ignored")
+        _note(args, f"{result.predictions_not_in_gold} predicted question(s) are not in the gold file and were ignored")
     if result.yes_no_only:
-        _note(f"{result.yes_no_only} predicted question(s) have only yes/no answers and were skipped, as in the official script")
+        _note(args, f"{result.yes_no_only} predicted question(s) have only yes/no answers and were skipped, as in the official script")
     if result.missing_predictions:
-        _note(f"{result.missing_predictions} gold question(s) have no prediction and are not counted, as in the official script")
+        _note(args, f"{result.missing_predictions} gold question(s) have no prediction and are not counted, as in the official script")
     if result.duplicate_predictions:
-        _note(f"warning: {result.duplicate_predictions} question id(s) are predicted more than once in {args.predictions}; "
+        _warn(f"{result.duplicate_predictions} question id(s) are predicted more than once in {args.run}; "
               "every prediction is counted, as in the official script")
     return _emit(args, result.to_json())
 
@@ -108,7 +114,7 @@ def _run_xor_full(args: argparse.Namespace) -> int:
     predictions = readers.read_xor_full_predictions(args.predictions)
     result = xor.xor_full_scores(gold, predictions)
     if result.missing_predictions:
-        _note(f"{result.missing_predictions} gold question(s) have no prediction and score 0, as in the official script")
+        _note(args, f"{result.missing_predictions} gold question(s) have no prediction and score 0, as in the official script")
     return _emit(args, result.to_json())
 
 
@@ -120,11 +126,11 @@ def _run_ir(args: argparse.Namespace) -> int:
     query_langs = readers.read_query_langs(args.queries) if args.queries else ranked_run.langs
     result = ir.ir_scores(qrels, ranked_run.rankings, query_langs)
     if result.missing_run:
-        _note(f"{result.missing_run} qrels query(ies) have no results in the run and score 0")
+        _note(args, f"{result.missing_run} qrels query(ies) have no results in the run and score 0")
     if result.run_queries_without_qrels:
-        _note(f"{result.run_queries_without_qrels} run query(ies) have no judgements and were ignored")
+        _note(args, f"{result.run_queries_without_qrels} run query(ies) have no judgements and were ignored")
     if ir.UNKNOWN_LANG in result.queries:
-        _note(f"{result.queries[ir.UNKNOWN_LANG]} qrels query(ies) have no known language; pass --queries to place them")
+        _note(args, f"{result.queries[ir.UNKNOWN_LANG]} qrels query(ies) have no known language; pass --queries to place them")
     return _emit(args, result.to_json())
 
 
@@ -153,8 +159,14 @@ def _emit(args: argparse.Namespace, result: dict) -> int:
     return 0
 
 
-def _note(message: str) -> None:
-    print(f"umr-jax evaluate: {message}", file=sys.stderr)
+def _note(args: argparse.Namespace, message: str) -> None:
+    """A note on how the numbers were counted: on stderr, not under --quiet."""
+    if not args.quiet:
+        print(f"umr-jax evaluate: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"umr-jax evaluate: warning: {message}", file=sys.stderr)
 
 
 _COMMANDS = {

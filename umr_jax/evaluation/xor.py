@@ -27,7 +27,7 @@ from collections import Counter
 from typing import Callable, Iterable, Mapping, Sequence
 
 from umr_jax.data.formats import XorPrediction
-from umr_jax.errors import MissingDependencyError
+from umr_jax.errors import MissingDependencyError, with_hint
 from umr_jax.evaluation.readers import XorFullGold
 
 R_AT_KT_KS = (2, 5)
@@ -78,11 +78,11 @@ def word_tokenizer(name: str) -> WordTokenizer:
         nltk_tokenize.sent_tokenize("Punkt is here.")
     except LookupError:
         resource = punkt_resource_name()
-        raise MissingDependencyError(
+        raise with_hint(MissingDependencyError(
             f"NLTK's Punkt sentence splitter data ('{resource}') is not installed, and the official R@kt "
             f"tokenizer needs it. Get it with:  python -m nltk.downloader {resource}  "
-            f"(or pass --tokenizer nltk-line for a close approximation that needs no data)"
-        ) from None
+            f"(or use the tokenizer nltk-line, a close approximation that needs no data)"
+        ), "--tokenizer", "--tokenizer nltk-line needs no data") from None
     return nltk_tokenize.word_tokenize
 
 

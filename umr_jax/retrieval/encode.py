@@ -37,7 +37,7 @@ import numpy as np
 from umr_jax import storage
 from umr_jax.data import formats, pipeline
 from umr_jax.data.files import expand_shards
-from umr_jax.errors import InputError, ModelLoadError
+from umr_jax.errors import InputError, ModelLoadError, with_hint
 
 PASSAGE_FORMATS = ("dpr-tsv", "passages-jsonl")
 QUESTION_FORMAT = "xor-questions"
@@ -100,9 +100,9 @@ class TowerEncoder:
         model_type = hf_io.model_type_of(hf_io.read_hf_config(self.folder), self.folder)
         is_t5 = model_type in hf_io.T5_TYPES
         if is_t5 and not as_tower:
-            raise ModelLoadError(
-                f"{self.folder}: a {model_type} folder is an encoder-decoder; pass --as-tower to encode with its encoder"
-            )
+            raise with_hint(ModelLoadError(f"{self.folder}: a {model_type} folder is an encoder-decoder; load it as a tower "
+                                           "(as_tower) to encode with its encoder"),
+                            "--as-tower", "pass --as-tower to encode with its encoder")
         allowed = ("mean", "cls") if is_t5 else ("mean", "cls", "pooler")
         if pooling is not None and pooling not in allowed:
             raise ModelLoadError(f"{self.folder}: pooling {pooling!r} is not available for a {model_type} tower; choose {', '.join(allowed)}")
@@ -236,13 +236,16 @@ class EncodeInput:
     kind: str
     path: Path
     format: str
+    known_languages: frozenset[str] | None = None  # questions: the language codes accepted (None: the known ones)
 
     @classmethod
     def passages(cls, path: str | os.PathLike, format: str = "auto") -> "EncodeInput":
-        """A passage collection; `format` "auto" decides by the suffix (.tsv / .jsonl, .json),
-        else by the first line (`id<TAB>text<TAB>title` header or a JSON object). A gs:// input
-        is read from its local mirror."""
+        """A passage collection; `format` "dpr-passages" (or "dpr-tsv"), "passages-jsonl", or
+        "auto", which decides by the suffix (.tsv / .jsonl, .json), else by the first line (`id<TAB>text<TAB>title` header or a JSON object). A gs:// input is read from
+        its local mirror."""
         path = storage.fetch(path)
+        if format == "dpr-passages":  # the format table's name; "dpr-tsv" is what encode.json records
+            format = "dpr-tsv"
         if format == "auto":
             format = detect_passage_format(path)
         if format not in PASSAGE_FORMATS:
@@ -250,9 +253,10 @@ class EncodeInput:
         return cls("passages", path, format)
 
     @classmethod
-    def queries(cls, path: str | os.PathLike) -> "EncodeInput":
-        """An XOR-TyDi question file (JSON lines `{id, question, lang, answers?}`)."""
-        return cls("queries", storage.fetch(path), QUESTION_FORMAT)
+    def queries(cls, path: str | os.PathLike, known_languages=None) -> "EncodeInput":
+        """An XOR-TyDi question file (JSON lines `{id, question, lang, answers?}`), its languages
+        among `known_languages` (default: the known codes)."""
+        return cls("queries", storage.fetch(path), QUESTION_FORMAT, None if known_languages is None else frozenset(known_languages))
 
     def files(self) -> list[Path]:
         """The files that make up the input (a file, or a complete shard set of JSON lines)."""
@@ -343,7 +347,7 @@ def iter_input_shards(source: EncodeInput, shard_size: int, wanted: Callable[[in
     if source.format == "passages-jsonl":
         stream = formats.read_passages_jsonl(source.path)
     elif source.format == QUESTION_FORMAT:
-        stream = formats.read_questions(source.path)
+        stream = formats.read_questions(source.path, known_languages=source.known_languages)
     else:
         raise ValueError(f"unknown input format {source.format!r}")
     for index in itertools.count():

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from umr_jax import storage
-from umr_jax.errors import InputError
+from umr_jax.errors import InputError, with_hint
 from umr_jax.retrieval.embeddings import EmbeddingStore, read_ids
 
 INDEX_FILE = "index.json"
@@ -207,7 +207,8 @@ def _import_scann():
     try:
         from scann.scann_ops.py import scann_ops_pybind
     except ImportError as err:
-        raise InputError(f"the scann backend needs the `scann` package ({err}); use --backend exact, or pip install scann") from None
+        raise with_hint(InputError(f"the scann backend needs the `scann` package ({err}); use the exact backend, or pip install scann"),
+                        "--backend", "--backend exact needs nothing more") from None
     return scann_ops_pybind
 
 
@@ -260,13 +261,20 @@ class Index:
     _exact: ExactSearcher | None = None
     _scann: Any = None
 
-    @classmethod
-    def open(cls, folder: str | os.PathLike, *, devices=None) -> "Index":
+    @staticmethod
+    def meta_of(folder: str | os.PathLike) -> dict[str, Any]:
+        """The index folder's `index.json` (backend, rows, dim, the embeddings it was built from)."""
         folder = storage.fetch(folder)  # a gs:// index is read from its local mirror
         meta_path = folder / INDEX_FILE
         if not meta_path.is_file():
             raise InputError(f"no {INDEX_FILE}: not a finished index (build still running or killed?)", folder)
-        meta = _read_meta(meta_path)
+        return _read_meta(meta_path)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, *, devices=None) -> "Index":
+        folder = storage.fetch(folder)
+        meta_path = folder / INDEX_FILE
+        meta = cls.meta_of(folder)
         if meta.get("has_ids") and not (folder / "ids.txt").is_file():
             raise InputError(f"no such file, but {INDEX_FILE} says the index has ids; expected the ids.txt "
                              "`umr-jax index build` writes: rebuild the index", folder / "ids.txt")

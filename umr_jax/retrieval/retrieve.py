@@ -2,7 +2,7 @@
 
     encoder = TowerEncoder("/models/mcontriever", mesh=mesh)            # the query tower
     results = retrieve(encoder, Index.open("index/"), questions, "psgs_w100.tsv", top_k=100)
-    write_results("dev_run.jsonl", results, "jsonl")                    # or dpr-json, xor-predictions, trec
+    write_results("dev_run.jsonl", results, "retrieval")                # or dpr-json, xor-predictions, trec-run
 
 Questions are encoded with the same code as `umr-jax encode --queries` (bucketed batches over
 the mesh, fp32 embeddings); the index returns passage ids (or row numbers, for an index built
@@ -22,7 +22,7 @@ import numpy as np
 from umr_jax.data import formats
 from umr_jax.errors import InputError
 
-OUTPUT_FORMATS = ("jsonl", "dpr-json", "xor-predictions", "trec")
+OUTPUT_FORMATS = ("retrieval", "dpr-json", "xor-predictions", "trec-run")  # the format table's names
 
 
 def fetch_passages(path: str | os.PathLike, format: str, keys: Iterable[str | int]) -> dict[str | int, formats.Passage]:
@@ -106,18 +106,19 @@ def retrieve(encoder, index, questions: Sequence[formats.Question], passages_pat
     return attach_passages(questions, ids, scores, passages)
 
 
-def write_results(path: str | os.PathLike, results: Sequence[formats.RetrievalResult], format: str = "jsonl",
+def write_results(path: str | os.PathLike, results: Sequence[formats.RetrievalResult], format: str = "retrieval",
                   *, tag: str = "umr-jax") -> list[Path]:
-    """Write `results` atomically as our JSON lines ("jsonl"), DPR's JSON list ("dpr-json"), the
-    official XOR-Retrieve prediction file ("xor-predictions") or a TREC run ("trec", run `tag`).
-    Returns the paths written."""
-    if format == "jsonl":
+    """Write `results` atomically as our JSON lines ("retrieval"), DPR's JSON list ("dpr-json"),
+    the official XOR-Retrieve prediction file ("xor-predictions") or a TREC run ("trec-run", run
+    `tag`); the old names "jsonl" and "trec" are accepted. Returns the paths written."""
+    format = formats.canonical_format(format)
+    if format == "retrieval":
         return formats.write_retrieval(path, results)
     if format == "dpr-json":
         return formats.write_dpr_json(path, results)
     if format == "xor-predictions":
         return formats.write_xor_predictions(path, (formats.retrieval_to_xor_prediction(r) for r in results))
-    if format == "trec":
+    if format == "trec-run":
         entries: list[Any] = []
         for r in results:
             entries.extend(formats.retrieval_to_trec_run(r, tag))

@@ -32,15 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume-anyway", action="store_true",
                         help="let a point's interrupted training resume its checkpoint even if it was made with another "
                              "config (logged as a warning); without it such a resume is refused")
-    add_runtime_flags(parser)  # meshes per role: runtime.{encode,train}.mesh/rules overrides
+    add_runtime_flags(parser, roles=("encode", "train"))  # --mesh ROLE:SPEC, as runtime.ROLE.mesh=SPEC
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     import logging
     import sys
 
     from umr_jax.config import load_config
     from umr_jax.outputs import check_output
+    from umr_jax.parallel.cli_flags import emit, say
     from umr_jax.runtime import Runtime
     from umr_jax.scaling.fit import format_size
     from umr_jax.scaling.runner import run_scaling
@@ -56,18 +58,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = run_scaling(config, args.output, report_only=args.report_only, dry_run=args.dry_run, runtime=runtime,
                           resume_anyway=args.resume_anyway,
-                          on_stage=lambda s: print(f"  {s}", flush=True))
+                          on_stage=lambda s: say(args, f"  {s}"))
     except InterruptedError as err:
         print(f"umr-jax scaling: {err}", file=sys.stderr)
         return 3
     if args.dry_run:
         finished = set(out["finished"])
-        print(f"{len(out['plan'])} points ({len(finished)} finished):")
-        for point in out["plan"]:
-            print(f"  {point.source:<12} n={format_size(point.size):>6}  {'finished' if point in finished else 'to train'}")
+        lines = [f"{len(out['plan'])} points ({len(finished)} finished):"]
+        lines += [f"  {point.source:<12} n={format_size(point.size):>6}  {'finished' if point in finished else 'to train'}"
+                  for point in out["plan"]]
+        emit(args, {"plan": [{"source": point.source, "size": point.size, "finished": point in finished} for point in out["plan"]]},
+             "\n".join(lines))
         return 0
     report = out.get("report")
-    if report is not None:
-        print(report.markdown.read_text(encoding="utf-8"))
-        print(f"report: {report.markdown} {report.png} {report.svg} {report.json}")
+    if report is None:
+        emit(args, {"output": str(args.output), "report": None}, None)
+        return 0
+    emit(args, {"output": str(args.output), "report": json.loads(report.json.read_text(encoding="utf-8")),
+                "files": [str(p) for p in (report.markdown, report.png, report.svg, report.json)]},
+         report.markdown.read_text(encoding="utf-8") + f"\nreport: {report.markdown} {report.png} {report.svg} {report.json}")
     return 0

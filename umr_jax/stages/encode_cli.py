@@ -14,17 +14,24 @@ skips every finished shard; a rerun with other settings is refused. See
 from __future__ import annotations
 
 import argparse
-import sys
+
+
+def add_passages_format(parser: argparse.ArgumentParser) -> None:
+    """--passages-format, in the format table's names (shared with retrieve)."""
+    from umr_jax.data.formats.table import aliases_of, canonical_format
+
+    parser.add_argument("--passages-format", type=canonical_format, choices=["auto", "dpr-passages", "passages-jsonl"],
+                        default="auto", help="default: by the suffix (.tsv / .jsonl), else by the first line ("
+                        + aliases_of(["dpr-passages"]) + ")")
 
 
 def add_tower_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --as-tower, --pooling, --dtype, --batch-size, --no-progress (shared with retrieve)."""
+    """--model, --as-tower, --pooling, --dtype, --batch-size (shared with retrieve)."""
     parser.add_argument("--model", required=True, metavar="DIR", help="Hugging Face model folder of the tower")
     parser.add_argument("--as-tower", action="store_true", help="a T5/mT5 folder: encode with its encoder stack")
     parser.add_argument("--pooling", choices=["mean", "cls", "pooler"], help="default: what the folder declares, else mean")
     parser.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16", help="compute dtype (default bfloat16)")
     parser.add_argument("--batch-size", type=int, default=256, help="rows per batch, rounded up to a multiple of the batch devices (default 256)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--passages", metavar="FILE", help="passages: DPR TSV (id, text, title) or JSON lines {id, title, text}")
     source.add_argument("--queries", metavar="FILE", help="questions: XOR-TyDi JSON lines {id, question, lang}")
-    parser.add_argument("--passages-format", choices=["auto", "dpr-tsv", "passages-jsonl"], default="auto",
-                        help="default: by the suffix (.tsv / .jsonl), else by the first line")
+    add_known_language(parser)
+    add_passages_format(parser)
     parser.add_argument("--output", required=True, metavar="DIR", help="embeddings folder to write (or resume)")
     add_tower_arguments(parser)
     parser.add_argument("--max-length", type=int, help="truncation length in tokens (default 256 for passages, 64 for queries)")
@@ -82,6 +89,20 @@ class RichProgress:
             self._progress = None
 
 
+def add_known_language(parser: argparse.ArgumentParser) -> None:
+    """--known-language (shared with retrieve and score): language codes accepted besides the
+    known ones."""
+    parser.add_argument("--known-language", action="append", default=[], metavar="CODE",
+                        help="accept this language code in the questions too (repeatable)")
+
+
+def known_languages(args: argparse.Namespace):
+    """The codes a reader accepts: the known ones plus --known-language (None: the known ones)."""
+    from umr_jax.data.languages import KNOWN_LANGUAGES
+
+    return frozenset(KNOWN_LANGUAGES) | frozenset(args.known_language) if args.known_language else None
+
+
 def check_sizes(args: argparse.Namespace, *names: str) -> None:
     """Each `--name` given must be a positive integer (max lengths at least 2 tokens)."""
     from umr_jax.errors import InputError
@@ -104,7 +125,7 @@ def check_not_empty(source) -> None:
     elif source.format == "passages-jsonl":
         records = formats.read_passages_jsonl(source.path)
     else:
-        records = formats.read_questions(source.path)
+        records = formats.read_questions(source.path, known_languages=source.known_languages)
     records = iter(records)
     first = next(records, None)
     getattr(records, "close", lambda: None)()
@@ -115,6 +136,7 @@ def check_not_empty(source) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from umr_jax.outputs import check_output
+    from umr_jax.parallel.cli_flags import emit, say
     from umr_jax.runtime import Runtime
 
     check_sizes(args, "batch_size", "shard_size", "max_length")
@@ -125,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     from umr_jax.retrieval.encode import EncodeInput, TowerEncoder
     from umr_jax.stages.encode import encode_to_store
 
-    source = EncodeInput.passages(args.passages, args.passages_format) if args.passages else EncodeInput.queries(args.queries)
+    source = (EncodeInput.passages(args.passages, args.passages_format) if args.passages
+              else EncodeInput.queries(args.queries, known_languages(args)))
     source.fingerprint()  # a missing input fails before the model loads
     check_not_empty(source)  # and so does an empty one
     mesh, rules = runtime.mesh_and_rules("encode")
@@ -139,8 +162,13 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     where = f"process {jax.process_index()}/{jax.process_count()}: " if jax.process_count() > 1 else ""
     rate = f", {report.rows_per_second:,.0f} {label}/s" if report.encoded_rows else ""
-    print(f"{where}encoded {len(report.encoded_shards)} shards ({report.encoded_rows:,} {label}{rate}), "
-          f"{len(report.skipped_shards)} already done", file=sys.stderr)
+    say(args, f"{where}encoded {len(report.encoded_shards)} shards ({report.encoded_rows:,} {label}{rate}), "
+              f"{len(report.skipped_shards)} already done")
+    result = {"folder": str(report.folder), "kind": source.kind, "complete": bool(report.manifest),
+              "encoded_shards": len(report.encoded_shards), "skipped_shards": len(report.skipped_shards),
+              "encoded_rows": report.encoded_rows, "rows_per_second": report.rows_per_second}
     if report.manifest:
-        print(f"{report.folder}: {report.total_rows:,} {label} x {report.dim} ({report.dtype}) in {report.num_shards} shards")
+        result.update(rows=report.total_rows, dim=report.dim, dtype=report.dtype, shards=report.num_shards)
+    emit(args, result, f"{report.folder}: {report.total_rows:,} {label} x {report.dim} ({report.dtype}) in {report.num_shards} shards"
+         if report.manifest else None)
     return 0

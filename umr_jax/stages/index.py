@@ -112,3 +112,75 @@ def _build_index(store: EmbeddingStore, embeddings: str | os.PathLike, output: P
         meta["embedding_ids"] = storage.location(storage.local(ids_path)) if ids_path else None
     data = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
     atomic_write_bytes(output / INDEX_FILE, lambda f: f.write(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# Search: query embeddings (an encode folder or a .npy) -> the .npz of ids and scores, or a run file
+
+SEARCH_FORMATS = ("npz", "trec-run", "retrieval")
+
+
+def encoded_from(folder: str | os.PathLike) -> tuple[str, Path, str] | None:
+    """(kind, input file, input format) an `umr-jax encode` folder was made from (its encode.json),
+    or None for anything else (a .npy, a folder without the record)."""
+    from umr_jax.stages.encode import SETTINGS_FILE
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    settings = StageFolder(folder, "encode", settings_file=SETTINGS_FILE).saved_settings() or {}
+    if not settings.get("input") or settings.get("kind") not in ("passages", "queries"):
+        return None
+    return settings["kind"], Path(settings["input"]), str(settings.get("input_format", ""))
+
+
+def read_query_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """Query embeddings fp32 [nq, dim] and their ids: an `umr-jax encode --queries` folder
+    (manifest + shards, ids from it) or a `.npy` matrix (ids: row numbers)."""
+    from umr_jax.retrieval.embeddings import EmbeddingStore, load_matrix
+
+    path = Path(path)
+    if not path.is_dir():
+        matrix = np.asarray(load_matrix(path), np.float32)
+        return matrix, [str(i) for i in range(matrix.shape[0])]
+    store = EmbeddingStore.open(path)
+    blocks, ids = [], []
+    for matrix, shard_ids in store.iter_shards():
+        blocks.append(np.asarray(matrix, np.float32))
+        ids.extend(shard_ids)
+    return np.concatenate(blocks) if blocks else np.zeros((0, store.dim), np.float32), ids
+
+
+def write_search_results(output: str | os.PathLike, format: str, query_ids: list[str], ids: np.ndarray, scores: np.ndarray, *,
+                         questions: str | os.PathLike | None = None, passages: str | os.PathLike | None = None,
+                         passages_format: str = "auto", known_languages=None, tag: str = "umr-jax") -> list[Path]:
+    """Write a search's neighbours `ids` [nq, k] and `scores` [nq, k] for the queries `query_ids`:
+    "npz" (arrays ids and scores), "trec-run" (`qid Q0 docid rank score tag`) or "retrieval"
+    (JSON lines: each query's question and language from the question file `questions`, each
+    passage's title and text from the collection `passages`). Atomic. Returns the paths written."""
+    from umr_jax.data import formats
+    from umr_jax.retrieval.encode import EncodeInput
+    from umr_jax.retrieval.retrieve import attach_passages, fetch_passages
+
+    output = Path(output)
+    if format == "npz":
+        atomic_write_bytes(output, lambda f: np.savez(f, ids=ids, scores=scores))
+        return [output]
+    if format == "trec-run":
+        entries = [formats.TrecRunEntry(query_id=qid, doc_id=str(ids[i, r]), rank=r + 1, score=float(scores[i, r]), tag=tag)
+                   for i, qid in enumerate(query_ids) for r in range(ids.shape[1])]
+        return formats.write_trec_run(output, entries)
+    if format != "retrieval":
+        raise ValueError(f"format must be one of {SEARCH_FORMATS}, got {format!r}")
+    if questions is None or passages is None:
+        raise ValueError("the retrieval format needs the question file and the passage collection")
+    by_id = {q.id: q for q in formats.read_questions(questions, known_languages=known_languages)}
+    ordered = []
+    for qid in query_ids:
+        if qid not in by_id:
+            raise InputError(f"no question with id {qid!r} (an encoded query); expected the question file the queries were "
+                             "encoded from", questions)
+        ordered.append(by_id[qid])
+    collection = EncodeInput.passages(passages, passages_format)
+    found = fetch_passages(collection.path, collection.format, np.unique(ids).tolist())
+    return formats.write_retrieval(output, attach_passages(ordered, ids, scores, found))

@@ -18,7 +18,7 @@ from umr_jax.retrieval.retrieve import retrieve as retrieve_results, write_resul
 def retrieve(model: str | os.PathLike, index: str | os.PathLike, questions: str | os.PathLike, passages: str | os.PathLike,
              output: str | os.PathLike, runtime, *, top_k: int = 100, max_length: int = 64, batch_size: int = 256,
              dtype: str = "bfloat16", pooling: str | None = None, as_tower: bool = False, passages_format: str = "auto",
-             format: str = "jsonl", tag: str = "umr-jax", progress=None,
+             format: str = "retrieval", tag: str = "umr-jax", progress=None,
              scan_layers: bool = False) -> list[formats.RetrievalResult]:
     """Retrieve for every question of `questions` with the query tower in `model`; returns the
     results (on every process) after the writer has written them to `output`."""

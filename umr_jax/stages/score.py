@@ -32,7 +32,7 @@ import numpy as np
 from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.data.validation import SkippedRecords
-from umr_jax.errors import InputError
+from umr_jax.errors import InputError, with_hint
 from umr_jax.labeling.scorer import QuestionLikelihoodScorer, ScorePair
 from umr_jax.stages.folder import file_sha256
 from umr_jax.stages.score_folder import (MANIFEST, MANIFEST_FORMAT, STATE, VERSION, ScoreFolder, Stage1Settings, dump_json,
@@ -169,7 +169,7 @@ def score_retrieved(
         if coordinator.is_writer:
             try:
                 stack.enter_context(stage.session())  # refused while another run writes here
-                plan = plan_resume(stage, settings, layout, retrieved_input.path, resume_from)
+                plan = plan_resume(stage, settings, layout, retrieved_input.path, resume_from, retrieved_input.known_languages)
             except InputError as err:
                 error = err
         coordinator.share_error(error)
@@ -192,7 +192,8 @@ def score_retrieved(
         skipped = SkippedRecords() if skip_invalid else None
         started_at, seconds, pairs_scored, pairs_resumed = time.monotonic(), 0.0, 0, 0
         progress.started(retrieved_input.pairs)
-        for index, chunk in enumerate(_chunks(read_retrieved(retrieved, top_k=top_k, skip_invalid=skipped), questions_per_chunk)):
+        for index, chunk in enumerate(_chunks(read_retrieved(retrieved, top_k=top_k, skip_invalid=skipped,
+                                                                   known_languages=retrieved_input.known_languages), questions_per_chunk)):
             pairs = [ScorePair((r.id, ctx.id), r.question, ctx.title, ctx.text, r.lang) for r in chunk for ctx in r.ctxs]
             if done_mask[index]:
                 pairs_resumed += len(pairs)
@@ -217,8 +218,9 @@ def score_retrieved(
                 seconds += time.monotonic() - t0
                 bad = np.flatnonzero(~np.isfinite(scores))
                 if bad.size:  # never write a shard no reader accepts
-                    raise FloatingPointError(f"the scorer gave {bad.size} non-finite score(s), the first for (question id, passage id) "
-                                             f"{pairs[bad[0]].key}; score with --dtype float32 to check the numerics")
+                    raise with_hint(FloatingPointError(f"the scorer gave {bad.size} non-finite score(s), the first for (question id, "
+                                                       f"passage id) {pairs[bad[0]].key}; score in float32 to check the numerics"),
+                                    "--dtype", "rerun with --dtype float32")
                 pairs_scored += len(to_score)
             path = None
             if coordinator.is_writer:

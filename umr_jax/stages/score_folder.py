@@ -193,7 +193,7 @@ class ScoreFolder(StageFolder):
 
         return (f"this folder holds pseudo labels made with {', '.join(show(saved, k) for k in keys)}; "
                 f"this run asks for {', '.join(show(requested, k) for k in keys)}. "
-                "Score into a new --output folder (or delete this one) to relabel")
+                "Score into a new output folder (or delete this one) to relabel")
 
 
 @dataclasses.dataclass
@@ -207,7 +207,7 @@ class Plan:
 
 
 def plan_resume(stage: ScoreFolder, settings: Stage1Settings, layout: dict, retrieved: str,
-                resume_from: str | os.PathLike | None) -> Plan:
+                resume_from: str | os.PathLike | None, known_languages=None) -> Plan:
     """What a run into `stage` (locked) does: refuses other settings, sweeps temporaries, and
     finds the shards done and the scores it can reuse."""
     stage.begin(dataclasses.asdict(settings), leftovers=stage.leftovers(), write=False)  # state.json is ours to write
@@ -226,9 +226,9 @@ def plan_resume(stage: ScoreFolder, settings: Stage1Settings, layout: dict, retr
     for index, count, path in finished_shards(output):
         if count == num_shards and index in done:
             continue
-        add_scores(known, formats.read_retrieval(path))
+        add_scores(known, formats.read_retrieval(path, known_languages=known_languages))
     if resume_from is not None:
-        add_scores(known, read_scored(resume_from))
+        add_scores(known, read_scored(resume_from, known_languages))
     complete = (output / MANIFEST).exists() and len(done) == num_shards
     state["shards_done"] = sorted(done)
     return Plan(state, done, known, complete)

@@ -7,7 +7,8 @@ contrastive training on pairs (objective "contrastive"), as the config says.
 Resumes from the latest checkpoint in the output folder, if it was made with the same config
 (logging, evaluation and checkpoint cadence and output paths may differ); a checkpoint made with
 another config is refused, naming each differing key, unless --resume-anyway. SIGTERM saves and
-exits cleanly. The config is written to OUTPUT/config.json.
+exits cleanly. The config is written to OUTPUT/config.json. Prints where it stopped and the
+retrievers it exported (`--json`: the summary as one JSON object).
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import logging
 
     from umr_jax.config import load_config
     from umr_jax.errors import InputError
     from umr_jax.outputs import check_output
+    from umr_jax.parallel.cli_flags import emit
     from umr_jax.runtime import Runtime
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -54,5 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     with locked(output, runtime):  # one writer per run folder
         summary = train(config, output_dir=output, runtime=runtime, resume_anyway=args.resume_anyway)
-    print(json.dumps(summary, default=str))
+    emit(args, summary, f"{output}: {summary['reason']} at step {summary['steps']} of {summary['total_steps']}"
+         + (f"; best retriever {summary['best_dir']}" if summary.get("best_dir") else "")
+         + (f"; final retriever {summary['final_dir']}" if summary.get("final_dir") else ""))
     return 0 if summary["reason"] in ("done", "preempted") else 1

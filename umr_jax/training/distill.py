@@ -68,7 +68,7 @@ def load_pseudo_labels(path: str | Path, top_k: int = 100, min_candidates: int =
             if r.scorer is None:
                 raise InputError(f"record {number} (question {r.id!r}) has no 'scorer': this is a retrieval file whose scores "
                                  "are the retriever's, not pseudo labels; expected LM-scored pseudo labels, which come from "
-                                 "`umr-jax score --retrieved FILE --output DIR` (then data.pseudo_labels=DIR)", file)
+                                 "`umr-jax score --run FILE --output DIR` (then data.pseudo_labels=DIR)", file)
             ctxs = r.ctxs[:top_k]
             if len(ctxs) < min_candidates:
                 raise InputError(f"question {r.id!r} has {len(ctxs)} scored candidates, need at least {min_candidates}", file)

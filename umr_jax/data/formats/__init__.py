@@ -27,6 +27,10 @@ set. Names ending in `.gz` are gzip-compressed (JSON lines and TSV formats).
 | `xor-predictions` | JSON list `[{id, lang, ctxs: [passage text, ...]}]`     | `XorPrediction` |
 | `trec-run`        | `qid Q0 docid rank score tag` lines                     | `TrecRunEntry`  |
 
+These names are the one vocabulary of every command's format option (`retrieve --format`,
+`encode --passages-format`, `index search --format`, `data convert --from/--to`); the old
+spellings `jsonl`, `trec` and `dpr-tsv` are still accepted (`FORMAT_ALIASES`, `canonical_format`).
+
 TREC qrels (`qid iteration docid relevance` lines, `read_trec_qrels` -> `Qrel`) are read for
 evaluation only; they are not in the format table.
 
@@ -133,14 +137,15 @@ from umr_jax.data.formats.retrieval import (
     xor_prediction_json,
 )
 from umr_jax.data.formats.streams import first_char, json_items, json_list_items, jsonl_items, parquet_items, text_line_items, write_records
-from umr_jax.data.formats.table import CONVERSIONS, FORMATS, ConversionReport, Format, convert, open_format, sink_for
+from umr_jax.data.formats.table import (CONVERSIONS, FORMAT_ALIASES, FORMATS, ConversionReport, Format, aliases_of, canonical_format,
+                                        convert, open_format, sink_for)
 from umr_jax.data.formats.trec import parse_trec_line, parse_trec_qrel, read_trec_qrels, read_trec_run, retrieval_to_trec_run, write_trec_run
 from umr_jax.data.validation import RecordError, SkippedRecords
 from umr_jax.errors import InputError
 
 __all__ = [
-    "BEIR_CORPUS_SCHEMA", "BEIR_QRELS_HEADER", "check_language", "Context", "ConversionReport",
-    "CONVERSIONS", "convert", "DPR_HEADER", "Fields", "first_char", "Format", "FORMATS",
+    "aliases_of", "BEIR_CORPUS_SCHEMA", "BEIR_QRELS_HEADER", "canonical_format", "check_language", "Context", "ConversionReport",
+    "CONVERSIONS", "convert", "DPR_HEADER", "Fields", "first_char", "Format", "FORMAT_ALIASES", "FORMATS",
     "InputError", "iter_tsv_records", "json_items", "json_list_items", "jsonl_items", "known_codes",
     "MKQA_ANSWER_TYPES", "MKQA_SCHEMA", "mkqa_to_questions", "MkqaAnswer", "MkqaExample",
     "open_format", "Pair", "PAIR_SCHEMA", "PAIRS_PARQUET_COLUMNS", "parquet_items",

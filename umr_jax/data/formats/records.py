@@ -12,6 +12,7 @@ from typing import Any, Collection
 
 from umr_jax.data.languages import KNOWN_LANGUAGES, describe_codes
 from umr_jax.data.validation import EMPTY_TEXT, MISSING_FIELD, UNKNOWN_LANGUAGE, WRONG_TYPE, RecordError
+from umr_jax.errors import with_hint
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -225,7 +226,8 @@ def type_name(value: Any) -> str:
 def check_language(code: str, known: Collection[str], path: str | None = None, line: int | None = None) -> str:
     """`code` when it is in `known`; else `RecordError(unknown language)` naming the known codes."""
     if code not in known:
-        raise RecordError(UNKNOWN_LANGUAGE, f"unknown language code {code!r}; expected one of {describe_codes(known)}", path, line)
+        raise with_hint(RecordError(UNKNOWN_LANGUAGE, f"unknown language code {code!r}; expected one of {describe_codes(known)}", path, line),
+                        "--known-language", f"accept it with --known-language {code}")
     return code
 
 

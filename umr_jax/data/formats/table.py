@@ -33,6 +33,7 @@ from umr_jax.data.formats.retrieval import (
 )
 from umr_jax.data.formats.trec import read_trec_run, retrieval_to_trec_run, write_trec_run
 from umr_jax.data.validation import SkippedRecords
+from umr_jax.errors import with_hint
 
 _SINKS = {**questions.SINKS, **passages.SINKS, **beir.SINKS, **pairs.SINKS, **retrieval.SINKS, **trec.SINKS}
 
@@ -81,6 +82,22 @@ FORMATS: dict[str, Format] = {
         Format("trec-run", "TREC run: qid Q0 docid rank score tag", read_trec_run, write_trec_run, query_of=lambda e: e.query_id),
     )
 }
+
+
+# Old spellings the commands still accept, each for one name of the table above.
+FORMAT_ALIASES: dict[str, str] = {"jsonl": "retrieval", "trec": "trec-run", "dpr-tsv": "dpr-passages"}
+
+
+def canonical_format(name: str) -> str:
+    """The format table's name for `name` (itself, or the name an old spelling stands for):
+    the argparse type of every command's format option."""
+    return FORMAT_ALIASES.get(name, name)
+
+
+def aliases_of(names) -> str:
+    """'old names: jsonl = retrieval, trec = trec-run' for the aliases of `names` ('' if none)."""
+    pairs = [f"{old} = {new}" for old, new in FORMAT_ALIASES.items() if new in names]
+    return f"old names: {', '.join(pairs)}" if pairs else ""
 
 
 def open_format(name: str, source: PathLike | Sequence[PathLike], *, skip_invalid: SkippedRecords | None = None, **options: Any) -> Iterator[Any]:
@@ -159,7 +176,8 @@ def convert(
         raise ValueError(f"no conversion from {source_format} to {target_format}; possible: {possible}")
     if key == ("beir-queries", "xor-questions"):
         if not options.get("lang"):
-            raise ValueError("BEIR queries carry no language: give lang (--lang) for the questions")
+            raise with_hint(ValueError("BEIR queries carry no language: give lang, the questions' language"),
+                            "--lang", "give it with --lang CODE")
         check_language(options["lang"], known_codes(options.get("known_languages")))
     skipped = SkippedRecords() if skip_invalid else None
     records = open_format(source_format, source, skip_invalid=skipped, **options)

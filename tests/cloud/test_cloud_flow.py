@@ -51,10 +51,10 @@ def stage_commands(passages: str, questions: str, out: str) -> list[list[str]]:
         ["index", "build", "--embeddings", f"{out}/emb", "--backend", "exact", "--output", f"{out}/index"],
         ["retrieve", "--model", retriever, "--index", f"{out}/index", "--queries", questions, "--passages", passages,
          "--top-k", "4", "--dtype", "float32", "--output", f"{out}/run.jsonl"],
-        ["score", "--scorer", scorer, "--retrieved", f"{out}/run.jsonl", "--output", f"{out}/labels", "--top-k", "4",
+        ["score", "--model", scorer, "--run", f"{out}/run.jsonl", "--output", f"{out}/labels", "--top-k", "4",
          "--dtype", "float32", "--questions-per-chunk", "2", "--no-progress"],
         ["evaluate", "xor-retrieve", "--gold", questions, "--json", "--tokenizer", "nltk-line", "--output", f"{out}/eval.json",
-         "--predictions", f"{out}/run.jsonl"],
+         "--run", f"{out}/run.jsonl"],
     ]
 
 

@@ -1,6 +1,9 @@
 """Orbax checkpoints that hold the train state, the config and the data-iterator state, and
 restore onto any mesh; plus the SIGTERM guard that turns a TPU preemption into a final save.
 
+A folder in a bucket (`gs://...`, or the local mirror path standing for one: `umr_jax.storage`)
+is written there directly by Orbax, whose tensorstore writes Cloud Storage itself.
+
 Layout: `<dir>/<step>/{state, config, data}` managed by `ocp.CheckpointManager`: async saves
 every `save_interval_steps`, the last `max_to_keep` kept, and a step directory only appears
 once it is complete (Orbax commits atomically), so a killed save never looks finished.
@@ -18,6 +21,9 @@ from typing import Any
 import numpy as np
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from umr_jax import storage
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +32,7 @@ class Checkpointer:
     """Save and restore `(state, config, data_state)` by step."""
 
     def __init__(self, directory: str | Path, *, save_interval_steps: int = 1000, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = Path(directory).absolute()
+        self.directory = epath.Path(storage.orbax_location(directory))
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=save_interval_steps,
             max_to_keep=max_to_keep,
@@ -95,7 +101,7 @@ class Checkpointer:
 def latest_saved_config(directory: str | Path) -> tuple[int, dict] | None:
     """(step, config) of the latest checkpoint in `directory`, read without creating or changing
     anything there and without restoring the state; None when there is no checkpoint."""
-    directory = Path(directory).absolute()
+    directory = epath.Path(storage.orbax_location(directory))
     if not directory.is_dir():
         return None
     # Opened without `create` and never asked to save, it writes nothing there (Orbax's read_only

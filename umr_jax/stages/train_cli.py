@@ -7,7 +7,10 @@ contrastive training on pairs (objective "contrastive"), as the config says.
 Resumes from the latest checkpoint in the output folder, if it was made with the same config
 (logging, evaluation and checkpoint cadence and output paths may differ); a checkpoint made with
 another config is refused, naming each differing key, unless --resume-anyway. SIGTERM saves and
-exits cleanly. The config is written to OUTPUT/config.json.
+exits cleanly. The resolved config is written to OUTPUT/config.json before the first step. A
+progress bar (step, steps/s, time left, last loss) is drawn on a terminal; the log line every
+train.log_every steps has the loss, steps/s, examples/s, tokens/s, MFU (on TPUs and GPUs) and
+the time left, as OUTPUT/metrics.jsonl and OUTPUT/tensorboard do.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume-anyway", action="store_true",
                         help="resume the output folder's checkpoint even if it was made with another config "
                              "(the differences are logged as a warning); without it such a resume is refused")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none when stderr is not a terminal; the log lines stay)")
     add_runtime_flags(parser, role="train")
 
 
@@ -51,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"objective must be 'distill' or 'contrastive', got {objective!r}", args.config)
     from umr_jax.stages.train import locked
+    from umr_jax.training.progress import TrainingProgress
 
     with locked(output, runtime):  # one writer per run folder
-        summary = train(config, output_dir=output, runtime=runtime, resume_anyway=args.resume_anyway)
+        summary = train(config, output_dir=output, runtime=runtime, resume_anyway=args.resume_anyway,
+                        progress=TrainingProgress.for_terminal(enabled=not args.no_progress))
     print(json.dumps(summary, default=str))
     return 0 if summary["reason"] in ("done", "preempted") else 1

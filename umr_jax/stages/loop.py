@@ -18,11 +18,10 @@ iteration i (retriever R_i; R_0 = `loop.retriever`):
   pseudo_labels/    the scorer's question likelihoods for train (and dev) candidates   [i < N]
   train/            R_{i+1}, distilled from them, exported as HF folders               [i < N]
 
-OUTPUT/tensorboard/ holds one event file per iteration (its R@kt tables at step i as
-`eval/r@2kt/average`, `eval/r@2kt/<lang>`, ..., and its training's summary as `train/steps`,
-`train/best/<dev metric>`), written once the iteration is done, and the loop's key
-hyper-parameters (`HPARAMS`) for TensorBoard's hparams view; each training run's own step-by-step
-metrics are in `iter{i}/train/tensorboard/`.
+OUTPUT/tensorboard/ holds each iteration's R@kt tables at step i (`eval/r@2kt/average`,
+`eval/r@2kt/<lang>`, ...) and its training's summary (`train/steps`, `train/best/<dev metric>`),
+written once each is done, and the loop's key hyper-parameters (`HPARAMS`) for TensorBoard's
+hparams view; each training run's own step-by-step metrics are in `iter{i}/train/tensorboard/`.
 """
 
 from __future__ import annotations
@@ -136,18 +135,21 @@ class UmrLoop:
         return {"iterations": iterations, **config_values(self.config, HPARAMS)}
 
     def write_summaries(self, record: dict) -> None:
-        """An iteration's evaluation and training summary as OUTPUT/tensorboard/...iter{i} (module
-        docstring), once: a rerun finds the file and leaves it. The writing process writes."""
+        """An iteration's evaluation and its training summary in OUTPUT/tensorboard (module
+        docstring), each an event file of its own (`iter0001`, `iter0001-train`) written once:
+        a rerun finds them and leaves them, and the last iteration of a run that a longer run
+        trains later gets its training file then. The writing process writes."""
         if not self.runtime.is_writer:
             return
         from umr_jax.training.summaries import write_scalars
 
-        i = record["iteration"]
-        train_summary = record.get("train") or {}
-        values = {"eval": record.get("eval") or {},
-                  "train": {"steps": train_summary.get("steps"),
-                            "best": {k: v for k, v in (train_summary.get("best") or {}).items() if k != "step"}}}
-        write_scalars(self.output / "tensorboard", f"iter{i:04d}", step=i, values=values)
+        i, board = record["iteration"], self.output / "tensorboard"
+        if record.get("eval"):
+            write_scalars(board, f"iter{i:04d}", step=i, values={"eval": record["eval"]})
+        if record.get("train"):
+            summary = record["train"]
+            best = {k: v for k, v in (summary.get("best") or {}).items() if k != "step"}
+            write_scalars(board, f"iter{i:04d}-train", step=i, values={"train": {"steps": summary.get("steps"), "best": best}})
 
     def _run(self, iterations: int) -> list[dict]:
         c = self.config.loop

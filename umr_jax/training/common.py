@@ -1,6 +1,6 @@
 """What the trainers share: the dual encoder from a HF folder, metric logging (JSONL +
-TensorBoard), exporting towers as HF folders, and the training run around a trainer's batches
-and loss. Their batches share `data.batches` (epoch/position state, per-process slicing,
+TensorBoard, with the run's speed from `speed.StepMeter`), the resolved config.json, exporting
+towers as HF folders, and the training run around a trainer's batches and loss. Their batches share `data.batches` (epoch/position state, per-process slicing,
 padding)."""
 
 from __future__ import annotations
@@ -368,12 +368,12 @@ def run_dual_encoder_training(
     Returns a summary: reason ("done" or "preempted"), steps, total_steps, best, best_dir, final_dir.
     """
     from umr_jax.models.flops import dual_encoder_step_flops
-    from umr_jax.parallel.peaks import peak_flops
-    from umr_jax.training.speed import StepMeter, describe
     from umr_jax.parallel import sharding as shd
     from umr_jax.parallel.checkpoint import Checkpointer
+    from umr_jax.parallel.peaks import peak_flops
     from umr_jax.retrieval.embeddings import atomic_write_bytes
     from umr_jax.training.runner import train_loop
+    from umr_jax.training.speed import StepMeter, describe
     from umr_jax.training.state import state_from_params
 
     t = config.train

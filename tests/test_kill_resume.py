@@ -364,12 +364,12 @@ def json_files_of(run: Path) -> list[str]:
 
 
 def _metrics_by_step(path: Path) -> dict[tuple[str, int], dict]:
-    """metrics.jsonl as {(split, step): values without the wall time}; a step redone after a
-    resume is logged again, and must log the same values."""
+    """metrics.jsonl as {(split, step): values without the wall time and the speed measured}; a
+    step redone after a resume is logged again, and must log the same values."""
     seen: dict[tuple[str, int], dict] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
-        key, values = (record.pop("split"), record.pop("step")), _drop(record, {"time"})
+        key, values = (record.pop("split"), record.pop("step")), _drop(record, {"time", "speed"})
         assert seen.setdefault(key, values) == values, f"{path}: step {key} logged {values} after {seen[key]}"
     return seen
 

@@ -165,3 +165,39 @@ def test_report_writes_figures_table_and_json(tmp_path):
 def test_report_without_finished_points_says_so(tmp_path):
     with pytest.raises(InputError, match="no finished points"):
         study.write_report(tmp_path, small_config())
+
+
+def test_points_reach_tensorboard_once_with_their_hyper_parameters(tmp_path):
+    """Each finished point: its metrics at step = its size in its source's run (a curve per
+    source), and its own run with its hyper-parameters; a resumed study writes nothing twice;
+    the report adds the baseline at step 0 and the points a study made before had no files for."""
+    from umr_jax.training.summaries import read_hparams, read_scalars
+
+    config = small_config(max_size=10_000)
+    points = study.plan_study(config, {"webfaq": 1_000_000, "translated": 30_000})
+    fake = FakeTrainAndEvaluate(fail_at=("webfaq", 10_000))
+    hparams = lambda point: {"train.learning_rate": 1e-5 if point.source == "webfaq" else 3e-5}  # noqa: E731
+    with pytest.raises(RuntimeError, match="preempted"):
+        study.run_study(tmp_path, points, fake, config=config, hparams=hparams)
+    fake.fail_at = None
+    study.run_study(tmp_path, points, fake, config=config, hparams=hparams)
+    board = tmp_path / "tensorboard"
+    for source in ("webfaq", "translated"):
+        series = read_scalars(board / source)
+        expected = [(n, pytest.approx(float(CURVES[source](n)), rel=1e-6)) for n in (1000, 3000, 10_000)]
+        assert series["eval/r@5kt/average"] == expected  # once each, resumed or not
+        assert series["eval/r@2kt/ja"][0][1] == pytest.approx(float(CURVES[source](1000)) - 8, rel=1e-6)
+    run = board / "points" / "webfaq-size-0000003000"
+    values, tags = read_hparams(run)
+    assert values == {"source": "webfaq", "size": 3000.0, "train.learning_rate": 1e-5}
+    assert tags == ["eval/r@5kt/average", "eval/r@2kt/average"]
+    assert read_scalars(run)["eval/r@5kt/average"] == [(3000, pytest.approx(float(CURVES["webfaq"](3000)), rel=1e-6))]
+
+    # A study from before: no event files. The report writes them, and the baseline at step 0.
+    import shutil
+
+    shutil.rmtree(board)
+    study.write_report(tmp_path, small_config(bootstrap_samples=20), baseline={"r@5kt": {"average": 20.0}})
+    assert [s for s, _ in read_scalars(board / "webfaq")["eval/r@5kt/average"]] == [0, 1000, 3000, 10_000]
+    assert read_scalars(board / "translated")["eval/r@5kt/average"][0] == (0, 20.0)
+    assert read_hparams(board / "points" / "translated-size-0000001000")[0] == {"source": "translated", "size": 1000.0}

@@ -97,6 +97,7 @@ def test_batches_are_deterministic_and_resumable(pseudo_labels):
 
 
 def test_distillation_raises_teacher_student_agreement(tiny_retriever, pseudo_labels, tmp_path, caplog):
+    caplog.set_level("INFO", logger="umr_jax.training.common")
     config = _config(tiny_retriever, pseudo_labels, tmp_path / "run")
     summary = distill.train(config)
     # 8 questions in chunks of 4 over 8 devices: a chunk cannot span every device, and the log says so.
@@ -110,6 +111,23 @@ def test_distillation_raises_teacher_student_agreement(tiny_retriever, pseudo_la
     assert dev[-1]["teacher_student_top1_agreement"] > dev[0]["teacher_student_top1_agreement"]
     train = [r for r in records if r["split"] == "train"]
     assert train[-1]["loss"] < train[0]["loss"]
+    # Each logged step says how fast the run goes; the first step compiled and has no rate.
+    speeds = [r["speed"] for r in train]
+    assert "steps_per_s" not in speeds[0] and speeds[0]["compile_s"] > 0
+    rated = [s for s in speeds if "steps_per_s" in s]
+    assert len(rated) >= 9 and all(s["steps_per_s"] > 0 for s in rated)
+    assert all(s["examples_per_s"] == pytest.approx(s["steps_per_s"] * 8) for s in rated)  # 8 questions a step
+    assert all(0 < s["tokens_per_s"] <= s["padded_tokens_per_s"] for s in rated)
+    assert all("mfu" not in s for s in speeds)  # no published peak for a CPU
+    assert speeds[-1]["eta_s"] == 0 and all(s["eta_s"] > 0 for s in speeds[1:-1] if "eta_s" in s)
+    assert "steps/s" in caplog.text and "examples/s" in caplog.text and "ETA 0:00:00" in caplog.text
+    # config.json: the resolved config (the folder it was given), written before the first step.
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == json.loads(json.dumps(config.to_dict()))
+    from umr_jax.training.summaries import read_scalars
+
+    board = read_scalars(tmp_path / "run" / "tensorboard")
+    assert [step for step, _ in board["train/loss"]] == list(range(1, 19))
+    assert len(board["speed/steps_per_s"]) == len(rated) and board["speed/eta_s"][-1] == (18, 0.0)
     # The best retriever is exported as HF folders that load back.
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     assert best["step"] > 0

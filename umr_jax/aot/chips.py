@@ -4,9 +4,10 @@ Names are what `gcloud` calls an accelerator type (`v5e-16`, `v4-32`, `v5p-8`, `
 and v5p count TensorCores, two per chip; v5e and v6e count chips), or a topology
 (`v5e:4x4`, `v4:2x2x4`). `--num-slices N` (or `2xv5e-16`) makes a multislice job.
 
-Peaks are from Cloud TPU's system-architecture pages (bf16 FLOP/s per chip, HBM capacity and
-bandwidth, bidirectional ICI bandwidth per chip) and NVIDIA's H100 SXM datasheet (dense bf16,
-NVLink); estimates built from them say so.
+Peaks (`parallel.peaks`, where the trainers read them for MFU too) are from Cloud TPU's
+system-architecture pages (bf16 FLOP/s per chip, HBM capacity and bandwidth, bidirectional ICI
+bandwidth per chip) and NVIDIA's H100 SXM datasheet (dense bf16, NVLink); estimates built from
+them say so.
 """
 
 from __future__ import annotations
@@ -16,30 +17,8 @@ import math
 import re
 
 from umr_jax.errors import UsageError
+from umr_jax.parallel.peaks import CHIPS, H100, Chip, GiB  # noqa: F401  (re-exported: the peaks live below the trainers, which read them too)
 
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-    name: str
-    bf16_flops: float  # peak dense bf16 FLOP/s
-    hbm_bytes: float  # HBM capacity
-    hbm_bandwidth: float  # bytes/s
-    ici_bandwidth: float  # bidirectional inter-chip bytes/s per chip
-    cores_per_chip: int  # what the accelerator-type count counts per chip
-    dims: int  # torus dimensions (2 or 3)
-    topology_prefix: str  # libtpu's name
-    chip_config: str  # libtpu's chip config (megacore: one device per chip)
-
-
-GiB = 1024**3
-CHIPS = {
-    "v4": Chip("v4", 275e12, 32 * GiB, 1228e9, 300e9, 2, 3, "v4", "megacore"),
-    "v5e": Chip("v5e", 197e12, 16 * GiB, 819e9, 400e9, 1, 2, "v5e", "default"),
-    "v5p": Chip("v5p", 459e12, 95 * GiB, 2765e9, 1200e9, 2, 3, "v5p", "megacore"),
-    "v6e": Chip("v6e", 918e12, 32 * GiB, 1638e9, 800e9, 1, 2, "v6e", "default"),
-}
-# For costing on paper only (no compile target): H100 SXM, dense bf16.
-H100 = Chip("h100", 989e12, 80e9, 3350e9, 900e9, 1, 0, "", "")
 ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6": "v6e"}
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from umr_jax.errors import UsageError
+from umr_jax.models.flops import dual_encoder_step_flops, scorer_flops, tower_forward_flops
 
 STAGES = ("score", "encode", "distill", "contrastive")
 ROLE = {"score": "score", "encode": "encode", "distill": "train", "contrastive": "train"}
@@ -85,34 +86,6 @@ def _abstract_params(module, example_args, param_dtype=None) -> Any:
     if param_dtype is not None:
         params = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(param_dtype)), params)
     return params
-
-
-# ---------------------------------------------------------------------------------------------
-# Analytic FLOPs (matmuls only; the rest is a rounding error at these sizes)
-
-
-def tower_forward_flops(cfg, length: int) -> float:
-    """FLOPs of one sequence of `length` tokens through a BERT or T5 encoder tower."""
-    if hasattr(cfg, "hidden_size"):  # BERT family
-        d, ff, layers, inner, mlp = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.hidden_size, 2
-    else:
-        d, ff, layers, inner = cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.num_heads * cfg.d_kv
-        mlp = 3 if cfg.is_gated_act else 2
-    per_layer = 2 * length * (4 * d * inner + mlp * d * ff) + 4 * length * length * inner
-    return float(layers * per_layer)
-
-
-def scorer_flops(cfg, source_rows: int, source_length: int, rows: int, target_length: int) -> float:
-    """FLOPs of one scorer batch: the encoder over the sources, the decoder over the targets
-    (self- and cross-attention), and every vocabulary logit of every target token."""
-    d, ff, inner = cfg.d_model, cfg.d_ff, cfg.num_heads * cfg.d_kv
-    mlp = 3 if cfg.is_gated_act else 2
-    encoder = source_rows * tower_forward_flops(cfg, source_length)
-    s, t = source_length, target_length
-    per_layer = (2 * t * (4 * d * inner + 2 * d * inner + mlp * d * ff) + 2 * s * 2 * d * inner
-                 + 4 * t * t * inner + 4 * t * s * inner)
-    decoder = rows * (cfg.num_decoder_layers * per_layer + 2 * t * d * cfg.vocab_size)
-    return float(encoder + decoder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,15 +198,15 @@ def _train_program(stage: str, config, mesh, rules, queries: int, passages: int,
     from umr_jax.parallel import sharding as shd
 
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=shd.replicated(mesh))
-    forward = queries * tower_forward_flops(cfg, q_len) + passages * tower_forward_flops(cfg, p_len)
-    # Forward + backward = 3 forwards; gradient caching adds a forward without gradients, and
-    # remat="full" runs every layer's forward again in the backward ("minimal" recomputes no matmul).
+    model_flops = dual_encoder_step_flops(cfg, queries, q_len, passages, p_len)  # forward + backward = 3 forwards
+    # Gradient caching adds a forward without gradients, and remat="full" runs every layer's
+    # forward again in the backward ("minimal" recomputes no matmul).
     passes = 3 + (1 if t.grad_cache else 0) + (1 if m.get("remat", "none") == "full" else 0)
     return Program(stage, "train", step, (state, batch, rng),
                    {"parameters": state.params, "optimizer state": state.opt_state, "batch": batch}, source,
                    {"queries": queries, "passages": passages, "query_length": q_len, "passage_length": p_len,
                     "grad_cache": bool(t.grad_cache), "dtype": m.get("dtype", "bfloat16")},
-                   3 * forward, passes * forward, queries * q_len + passages * p_len, queries, "queries")
+                   model_flops, model_flops * passes / 3, queries * q_len + passages * p_len, queries, "queries")
 
 
 def distill_program(config, mesh, rules) -> Program:

@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 OBJECTIVES = ("contrastive", "distill")
 _MERGED_SECTIONS = ("model", "data", "train", "runtime")
+# A point's settings that TensorBoard's hparams view shows (beside source, size and objective).
+HPARAMS = ("model.init", "model.similarity", "model.separate_towers", "model.query_max_length",
+           "model.passage_max_length", "data.source", "data.hard_negatives", "data.candidates_per_question",
+           "train.batch_size", "train.questions_per_batch", "train.epochs", "train.learning_rate", "train.warmup_steps",
+           "train.scale", "train.temperature", "train.seed")
 
 
 def source_names(config) -> list[str]:
@@ -176,6 +181,12 @@ class PointRunner:
         m = self.config.model
         return self.evaluate(Retriever(m.init, m.get("init_passage") or m.init), Path(study_dir) / "baseline")
 
+    def hparams(self, point) -> dict[str, Any]:
+        """A point's key settings for TensorBoard's hparams view (`HPARAMS` its source's config has)."""
+        from umr_jax.training.summaries import config_values
+
+        return config_values(self.sources[point.source], HPARAMS)
+
     def __call__(self, source: str, size: int, point_dir: Path) -> dict:
         config = self.sources[source].copy_and_resolve_references()
         with config.unlocked():
@@ -221,6 +232,8 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     writer = jax.process_index() == 0
     with StageFolder(study_dir, "scaling").session(writer=writer, remove_on_failure=False):  # one study run at a time
         baseline = runner.baseline(study_dir) if config.evaluation.get("baseline", True) else None
-        results = study.run_study(study_dir, points, runner, config=scaling, write_results=writer)
+        if baseline is not None and writer:
+            study.write_baseline_summaries(study_dir, runner.names, baseline)
+        results = study.run_study(study_dir, points, runner, config=scaling, write_results=writer, hparams=runner.hparams)
         report = study.write_report(study_dir, scaling, baseline=baseline) if writer else None
     return {"plan": points, "points": results, "report": report, "baseline": baseline}

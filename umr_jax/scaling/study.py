@@ -16,6 +16,11 @@ same benchmark, and fits score against size per source (`umr_jax.scaling.fit`). 
                                        on the next run so it can resume from its checkpoints
       baseline/eval.json               the starting model's evaluation (n = 0), a reference line
       report/scaling.png .svg .md .json
+      tensorboard/<source>/            per source, every point's metrics at step = its size (a curve
+                                       per source: eval/r@5kt/average, ..., train/steps) and the
+                                       baseline at step 0
+      tensorboard/points/<source>-size-<n>/   per point, its hyper-parameters (TensorBoard's
+                                       hparams view) with the same metrics
 
 Training itself is not done here: a study is driven by any callable with the
 `TrainAndEvaluate` signature, `(source, size, point_dir) -> metrics`. Its data subset must be
@@ -38,7 +43,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import ml_collections
 import numpy as np
@@ -51,6 +56,7 @@ from umr_jax.scaling.flattening import FitSettings, SourceFit, fit_sources
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+TENSORBOARD_DIR = "tensorboard"
 PLAN_FILE = "plan.json"
 POINTS_DIR = "points"
 REPORT_DIR = "report"
@@ -268,6 +274,7 @@ def run_study(
     *,
     config: Mapping[str, Any] | None = None,
     write_results: bool = True,
+    hparams: Callable[[StudyPoint], Mapping[str, Any]] | None = None,
 ) -> list[PointResult]:
     """Train and evaluate every point not finished yet, in order; return every point's result.
 
@@ -276,7 +283,8 @@ def run_study(
     Multi-host: every process calls this with the same arguments (train_and_evaluate is a
     collective step) and only one passes write_results=True (e.g. jax.process_index() == 0);
     STUDY_DIR must then be storage all hosts see, so they agree on what is finished.
-    With `config` (the scaling section), plan.json is written first.
+    With `config` (the scaling section), plan.json is written first. Every finished point's
+    metrics go to TensorBoard (`write_point_summaries`, with `hparams(point)`: its settings).
     """
     study_dir = Path(study_dir)
     if write_results and config is not None:
@@ -287,6 +295,8 @@ def run_study(
         if point.is_finished(study_dir):
             log.info("%s: finished earlier, not recomputed", label)
             results.append(read_point_result(point.result_path(study_dir)))
+            if write_results:  # a kill may have come between its result.json and its event files
+                write_point_summaries(study_dir, results[-1], hparams(point) if hparams else None, config)
             continue
         point_dir = point.directory(study_dir)
         point_dir.mkdir(parents=True, exist_ok=True)
@@ -296,10 +306,51 @@ def run_study(
         elapsed = time.monotonic() - start
         if write_results:
             results.append(write_point_result(study_dir, point, metrics, elapsed))
+            write_point_summaries(study_dir, results[-1], hparams(point) if hparams else None, config)
         else:
             results.append(PointResult(point.source, int(point.size), dict(metrics), "", elapsed, point.result_path(study_dir)))
         log.info("%s: done in %.0f s", label, elapsed)
     return results
+
+
+def _summary_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A point's metrics as TensorBoard tags: the evaluation under eval/, the training under train/."""
+    return {"eval": {k: v for k, v in metrics.items() if k != "train"}, "train": metrics.get("train") or {}}
+
+
+def _hparam_metric_tags(config: Mapping[str, Any] | None) -> list[str]:
+    metric = str((config or {}).get("metric", "r@5kt.average"))
+    return list(dict.fromkeys([f"eval/{metric.replace('.', '/')}", "eval/r@2kt/average", "eval/r@5kt/average"]))
+
+
+def write_point_summaries(study_dir: str | os.PathLike, result: PointResult, hparams: Mapping[str, Any] | None = None,
+                          config: Mapping[str, Any] | None = None) -> None:
+    """A finished point in TensorBoard (the layout in the module docstring): its metrics at step =
+    its size in its source's run, and its hyper-parameters (source, size, objective, and
+    `hparams`) with the same metrics in its own run under points/. Files already there are kept,
+    so a resumed study writes each point once. `config`: the scaling section (its `metric` is
+    the one the hparams view shows first)."""
+    from umr_jax.training.summaries import write_hparams, write_scalars
+
+    root = Path(study_dir) / TENSORBOARD_DIR
+    values = _summary_values(result.metrics)
+    name = f"size-{int(result.size):010d}"
+    write_scalars(root / result.source, name, step=int(result.size), values=values)
+    run = root / POINTS_DIR / f"{result.source}-{name}"
+    settings = {"source": result.source, "size": int(result.size),
+                "objective": (result.metrics.get("train") or {}).get("objective"), **(hparams or {})}
+    if hparams is not None or not any(run.glob("events.out.tfevents.hparams-*")):  # keep the fuller set written with the point
+        write_hparams(run, settings, _hparam_metric_tags(config))
+    write_scalars(run, name, step=int(result.size), values=values)
+
+
+def write_baseline_summaries(study_dir: str | os.PathLike, sources: Sequence[str], baseline: Mapping[str, Any]) -> None:
+    """The starting model's evaluation at step 0 of every source's run (the n = 0 reference)."""
+    from umr_jax.training.summaries import write_scalars
+
+    for source in sources:
+        write_scalars(Path(study_dir) / TENSORBOARD_DIR / source, f"size-{0:010d}", step=0,
+                      values=_summary_values(baseline))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,6 +431,10 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise InputError(f"not a JSON evaluation report ({err})", baseline_file) from None
     baseline_value = None if baseline is None else metric_value(baseline, metric, where=baseline_file)
+    if baseline is not None:
+        write_baseline_summaries(study_dir, sorted({r.source for r in results}), baseline)
+    for result in results:  # points of a study made before its TensorBoard files were written
+        write_point_summaries(study_dir, result, config=config)
 
     out = study_dir / REPORT_DIR
     png, svg = plot_scaling_curves(fits, out / "scaling", metric_label=label, threshold=settings.flattening_gain,

@@ -17,6 +17,11 @@ iteration i (retriever R_i; R_0 = `loop.retriever`):
   eval.json         XOR-Retrieve R@2kt/R@5kt of R_i on the dev gold (when `loop.eval_gold` is set)
   pseudo_labels/    the scorer's question likelihoods for train (and dev) candidates   [i < N]
   train/            R_{i+1}, distilled from them, exported as HF folders               [i < N]
+
+OUTPUT/tensorboard/ holds each iteration's R@kt tables at step i (`eval/r@2kt/average`,
+`eval/r@2kt/<lang>`, ...) and its training's summary (`train/steps`, `train/best/<dev metric>`),
+written once each is done, and the loop's key hyper-parameters (`HPARAMS`) for TensorBoard's
+hparams view; each training run's own step-by-step metrics are in `iter{i}/train/tensorboard/`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ from umr_jax.stages.steps import Retriever, run_once
 log = logging.getLogger(__name__)
 
 STAGES = ("encode", "index", "retrieve", "evaluate", "score", "train")
+# The config keys TensorBoard's hparams view shows for a loop run, when the config has them.
+HPARAMS = ("loop.retriever", "loop.scorer", "loop.top_k", "loop.index_backend", "score.top_k", "score.reduction",
+           "score.dtype", "model.separate_towers", "model.query_max_length", "model.passage_max_length",
+           "data.candidates_per_question", "train.questions_per_batch", "train.epochs", "train.learning_rate",
+           "train.warmup_steps", "train.temperature", "train.student_scale", "train.dropout", "train.seed")
+HPARAM_METRICS = ("eval/r@2kt/average", "eval/r@5kt/average")
 
 
 class UmrLoop:
@@ -118,10 +129,37 @@ class UmrLoop:
                     StageFolder(folder, "loop").sweep_temporaries()
             return self._run(iterations)
 
+    def hparams(self, iterations: int) -> dict[str, Any]:
+        """The run's key hyper-parameters (`HPARAMS` the config has, and the iterations)."""
+        from umr_jax.training.summaries import config_values
+
+        return {"iterations": iterations, **config_values(self.config, HPARAMS)}
+
+    def write_summaries(self, record: dict) -> None:
+        """An iteration's evaluation and its training summary in OUTPUT/tensorboard (module
+        docstring), each an event file of its own (`iter0001`, `iter0001-train`) written once:
+        a rerun finds them and leaves them, and the last iteration of a run that a longer run
+        trains later gets its training file then. The writing process writes."""
+        if not self.runtime.is_writer:
+            return
+        from umr_jax.training.summaries import write_scalars
+
+        i, board = record["iteration"], self.output / "tensorboard"
+        if record.get("eval"):
+            write_scalars(board, f"iter{i:04d}", step=i, values={"eval": record["eval"]})
+        if record.get("train"):
+            summary = record["train"]
+            best = {k: v for k, v in (summary.get("best") or {}).items() if k != "step"}
+            write_scalars(board, f"iter{i:04d}-train", step=i, values={"train": {"steps": summary.get("steps"), "best": best}})
+
     def _run(self, iterations: int) -> list[dict]:
         c = self.config.loop
         retriever = Retriever(c.retriever, c.get("retriever_passage") or c.retriever)
         history = []
+        if self.runtime.is_writer:
+            from umr_jax.training.summaries import write_hparams
+
+            write_hparams(self.output / "tensorboard", self.hparams(iterations), HPARAM_METRICS)
         for i in range(iterations + 1):
             it = self.output / f"iter{i}"
             it.mkdir(parents=True, exist_ok=True)
@@ -138,6 +176,7 @@ class UmrLoop:
                 record["eval"] = json.loads((it / "eval.json").read_text())
             if i == iterations:
                 history.append(record)
+                self.write_summaries(record)
                 break
             self._stage(i, "score", it / "pseudo_labels" / "manifest.json",
                         lambda: self.score(it / "retrieved_train.jsonl", it / "pseudo_labels"))
@@ -150,6 +189,7 @@ class UmrLoop:
             trained = train.finished(it / "train")
             record["train"] = trained.summary
             history.append(record)
+            self.write_summaries(record)
             retriever = trained.retriever
         if self.runtime.is_writer:
             write_json(self.output / "history.json", history)

@@ -7,8 +7,11 @@ contrastive training on pairs (objective "contrastive"), as the config says.
 Resumes from the latest checkpoint in the output folder, if it was made with the same config
 (logging, evaluation and checkpoint cadence and output paths may differ); a checkpoint made with
 another config is refused, naming each differing key, unless --resume-anyway. SIGTERM saves and
-exits cleanly. The config is written to OUTPUT/config.json. Prints where it stopped and the
-retrievers it exported (`--json`: the summary as one JSON object).
+exits cleanly. The resolved config is written to OUTPUT/config.json before the first step. A
+progress bar (step, steps/s, time left, last loss) is drawn on a terminal; the log line every
+train.log_every steps has the loss, steps/s, examples/s, tokens/s, MFU (on TPUs and GPUs) and
+the time left, as OUTPUT/metrics.jsonl and OUTPUT/tensorboard do. Prints where it stopped and
+the retrievers it exported (`--json`: the summary as one JSON object).
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"objective must be 'distill' or 'contrastive', got {objective!r}", args.config)
     from umr_jax.stages.train import locked
+    from umr_jax.training.progress import TrainingProgress
 
     with locked(output, runtime):  # one writer per run folder
-        summary = train(config, output_dir=output, runtime=runtime, resume_anyway=args.resume_anyway)
+        summary = train(config, output_dir=output, runtime=runtime, resume_anyway=args.resume_anyway,
+                        progress=TrainingProgress.for_terminal(enabled=not args.no_progress))
     emit(args, summary, f"{output}: {summary['reason']} at step {summary['steps']} of {summary['total_steps']}"
          + (f"; best retriever {summary['best_dir']}" if summary.get("best_dir") else "")
          + (f"; final retriever {summary['final_dir']}" if summary.get("final_dir") else ""))

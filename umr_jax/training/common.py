@@ -1,6 +1,6 @@
 """What the trainers share: the dual encoder from a HF folder, metric logging (JSONL +
-TensorBoard), exporting towers as HF folders, and the training run around a trainer's batches
-and loss. Their batches share `data.batches` (epoch/position state, per-process slicing,
+TensorBoard, with the run's speed from `speed.StepMeter`), the resolved config.json, exporting
+towers as HF folders, and the training run around a trainer's batches and loss. Their batches share `data.batches` (epoch/position state, per-process slicing,
 padding)."""
 
 from __future__ import annotations
@@ -169,10 +169,16 @@ class MetricsLog:
                                                session_log=SessionLog(status=SessionLog.START)))
         return self._events or None
 
-    def write(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
+    def write(self, step: int, metrics: dict[str, float], prefix: str = "train",
+              speed: dict[str, float] | None = None) -> None:
+        """One record: `metrics` under `prefix` (TensorBoard tags `prefix/key`), and the run's
+        `speed` (`speed.StepMeter.report`: wall-clock measurements, which a rerun of the same
+        step does not repeat) as the record's `speed` object and the tags `speed/key`."""
         if not self.active:
             return
         record = {"step": step, "split": prefix, "time": round(time.time() - self._started, 3), **metrics}
+        if speed:
+            record["speed"] = speed
         with open(self.folder / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         events = self._event_file()
@@ -181,8 +187,10 @@ class MetricsLog:
             from tensorboardX.summary import scalar
 
             now = time.time()
-            for key, value in metrics.items():
-                events.write_event(Event(wall_time=now, step=step, summary=scalar(f"{prefix}/{key}", value)))
+            tags = [(f"{prefix}/{key}", value) for key, value in metrics.items()]
+            tags += [(f"speed/{key}", value) for key, value in (speed or {}).items()]
+            for tag, value in tags:
+                events.write_event(Event(wall_time=now, step=step, summary=scalar(tag, value)))
             events.flush()
 
     def close(self) -> None:
@@ -234,14 +242,59 @@ def check_resume(output: Path, config, *, resume_anyway: bool = False) -> None:
         check_resumed_config(saved, config.to_dict(), step=step, where=(output / "checkpoints").absolute(), resume_anyway=False)
 
 
-def write_config(output: Path, config) -> None:
-    """The config as `output/config.json` (atomically, process 0), written once the model and the
-    data have loaded, so a run folder says how it was made without Orbax."""
-    from umr_jax.data.files import AtomicFile
+def resolved_config(config, output: str | Path, runtime):
+    """The config a training run records (config.json, its checkpoints) and is compared by on
+    resume: `config` with every override the command applied, including those that are not
+    `key=value` overrides: `output_dir` is the folder the run writes (`--output`, or the
+    loop's/study's folder for this training), and `runtime.train` the mesh and rules the runtime
+    trains with (`--mesh`/`--rules` set those keys). Returns a copy."""
+    from umr_jax.runtime import Runtime, runtime_config
 
-    if jax.process_index() == 0:
-        with AtomicFile(output / "config.json") as f:
-            f.write((json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    resolved = config.copy_and_resolve_references()
+    layout, configured = runtime.layouts["train"], Runtime.from_config(config).layouts["train"]
+    with resolved.unlocked(), resolved.ignore_type():
+        resolved.output_dir = str(output)
+        if (layout.mesh, layout.rules) != (configured.mesh, configured.rules):  # flags changed the train role
+            if resolved.get("runtime", None) is None:
+                resolved.runtime = runtime_config()
+            if "train" not in resolved.runtime:
+                resolved.runtime.train = {}
+            resolved.runtime.train.mesh = layout.mesh
+            resolved.runtime.train.rules = layout.rules
+    return resolved
+
+
+def write_config(output: Path, config, *, resumed_step: int | None = None) -> Path | None:
+    """The config as `output/config.json` (atomically, process 0): written once the model and
+    the data have loaded, before the first step, so a run folder says how it was made without
+    Orbax (and `stages.train.locked` keeps a folder that has one). Pass the resolved config
+    (`resolved_config`), the one the checkpoints hold.
+
+    On a resume (`resumed_step`, the checkpoint's step) config.json is the config the run goes on
+    with. When that differs from the one it replaces in keys other than
+    `runner.RESUMABLE_WITH_CHANGES` (a resume with --resume-anyway), the replaced file is kept as
+    `config.until-step-<N>.json`: the steps up to N were made with it. Returns that file's path,
+    if one was kept."""
+    from umr_jax.data.files import AtomicFile
+    from umr_jax.training.runner import config_differences
+
+    if jax.process_index() != 0:
+        return None
+    path, kept = output / "config.json", None
+    current = config.to_dict()
+    if resumed_step is not None and path.is_file():
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            earlier = None
+        if isinstance(earlier, dict) and config_differences(earlier, current):
+            kept = output / f"config.until-step-{int(resumed_step)}.json"
+            data = path.read_bytes()
+            with AtomicFile(kept) as f:
+                f.write(data)
+    with AtomicFile(path) as f:
+        f.write((json.dumps(current, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return kept
 
 
 def optimizer_for(t, *, total_steps: int, warmup_steps: int):
@@ -295,6 +348,7 @@ def run_dual_encoder_training(
     dev_metrics: Callable[[Any], dict[str, float]] | None = None,
     selection_metric: str = "",
     resume_anyway: bool = False,
+    progress=None,
 ) -> dict[str, Any]:
     """The part every dual-encoder trainer shares, around its own batches and loss.
 
@@ -304,12 +358,22 @@ def run_dual_encoder_training(
     config unless `resume_anyway`, see `runner.train_loop`); every `train.eval_every` steps (and at
     step 0 and the end) `dev_metrics(params)` is logged, and the params with the lowest
     `selection_metric` are exported to `output/best`. The last params go to `output/final`.
+    `config` is the resolved config (`resolved_config`): written to `output/config.json` before
+    the first step, and kept with every checkpoint.
+
+    Every `train.log_every` steps the log line, metrics.jsonl and TensorBoard get the loss and the
+    run's speed (`speed.StepMeter`: steps/s, examples/s = steps/s x `queries_per_batch`, tokens/s,
+    MFU where the devices have a published peak, the time left, seconds spent compiling);
+    `progress` (a `progress.TrainingProgress`, or None) is updated after every step.
     Returns a summary: reason ("done" or "preempted"), steps, total_steps, best, best_dir, final_dir.
     """
+    from umr_jax.models.flops import dual_encoder_step_flops
     from umr_jax.parallel import sharding as shd
     from umr_jax.parallel.checkpoint import Checkpointer
+    from umr_jax.parallel.peaks import peak_flops
     from umr_jax.retrieval.embeddings import atomic_write_bytes
     from umr_jax.training.runner import train_loop
+    from umr_jax.training.speed import StepMeter, describe
     from umr_jax.training.state import state_from_params
 
     t = config.train
@@ -318,9 +382,18 @@ def run_dual_encoder_training(
     state, shardings = state_from_params(setup.params, boxed_abstract_params(setup.module), optimizer, mesh, rules)
     step = train_step_for(setup.module, t, optimizer, mesh, rules, shardings, loss_on_embeddings,
                           queries_per_batch=queries_per_batch, passages_per_batch=passages_per_batch)
-    write_config(output, config)
     checkpointer = Checkpointer(output / "checkpoints", save_interval_steps=t.checkpoint_every, max_to_keep=t.keep_checkpoints)
+    write_config(output, config, resumed_step=checkpointer.latest_step())
     metrics_log = MetricsLog(output, resume_step=checkpointer.latest_step())
+    peaks = [peak_flops(device) for device in mesh.devices.flat]
+
+    def step_flops(shapes: dict[str, tuple]) -> float | None:
+        if "query_ids" not in shapes or "passage_ids" not in shapes:
+            return None
+        return dual_encoder_step_flops(setup.tower_config, *shapes["query_ids"], *shapes["passage_ids"])
+
+    meter = StepMeter(total_steps=total_steps, examples_per_step=queries_per_batch, step_flops=step_flops,
+                      peak_flops=sum(peaks) if all(peaks) else None, processes=jax.process_count())
     best_file = output / "best.json"
     best = json.loads(best_file.read_text()) if best_file.is_file() else {selection_metric: math.inf}
 
@@ -338,9 +411,13 @@ def run_dual_encoder_training(
                 atomic_write_bytes(best_file, lambda f: f.write(data))
 
     def on_metrics(step_number: int, metrics: dict) -> None:
+        if progress is not None:
+            progress.update(step_number, metrics.get("loss"), meter.steps_per_second(), meter.eta_seconds(step_number))
         if step_number % t.log_every == 0 or step_number == total_steps:
-            metrics_log.write(step_number, metrics)
-            log.info("step %d/%d %s", step_number, total_steps, {k: round(v, 4) for k, v in metrics.items()})
+            speed = meter.report(step_number)
+            metrics_log.write(step_number, metrics, speed=speed)
+            log.info("step %d/%d %s %s", step_number, total_steps, {k: round(v, 4) for k, v in metrics.items()},
+                     describe(speed))
 
     def on_step(step_number: int, state_now) -> None:
         if step_number % t.eval_every == 0 or step_number == total_steps:
@@ -348,12 +425,18 @@ def run_dual_encoder_training(
 
     if checkpointer.latest_step() is None:
         evaluate(0, state)  # the starting point, so "best" is never worse than the initial retriever
-    state, reason = train_loop(
-        state=state, state_shardings=shardings, train_step=step, data=batches,
-        to_global=lambda b: shd.host_batch_to_global(b, mesh), total_steps=total_steps, checkpointer=checkpointer,
-        rng=jax.random.PRNGKey(t.seed), config=config.to_dict(), on_metrics=on_metrics, on_step=on_step,
-        resume_anyway=resume_anyway,
-    )
+    if progress is not None:
+        progress.start(total_steps, checkpointer.latest_step() or 0)
+    try:
+        state, reason = train_loop(
+            state=state, state_shardings=shardings, train_step=step, data=batches,
+            to_global=lambda b: shd.host_batch_to_global(b, mesh), total_steps=total_steps, checkpointer=checkpointer,
+            rng=jax.random.PRNGKey(t.seed), config=config.to_dict(), on_metrics=on_metrics, on_step=on_step,
+            resume_anyway=resume_anyway, meter=meter,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
     checkpointer.close()
     metrics_log.close()
     final = export_towers(output / "final", setup, state.params) if reason == "done" else None

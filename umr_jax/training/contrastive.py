@@ -105,15 +105,18 @@ def dev_metrics(setup: common.DualEncoderSetup, params: Any, pairs: Sequence[for
     return {"positive_mean_rank": float(ranks.mean()), "accuracy_at_1": float(np.mean(ranks == 1))}
 
 
-def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_anyway: bool = False) -> dict[str, Any]:
+def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_anyway: bool = False,
+          progress=None) -> dict[str, Any]:
     """Contrastive training from a config (see configs/webfaq_scaling.py) on `runtime`'s train
     mesh (default: the config's). Resumable from a checkpoint made with the same config (or with
     `resume_anyway`), as `distill.train`."""
     from umr_jax.runtime import Runtime
 
     output = Path(output_dir or config.output_dir)
+    runtime = runtime or Runtime.from_config(config)
+    config = common.resolved_config(config, output, runtime)  # what config.json and the checkpoints hold
     common.check_resume(output, config, resume_anyway=resume_anyway)
-    mesh, rules = (runtime or Runtime.from_config(config)).mesh_and_rules("train")
+    mesh, rules = runtime.mesh_and_rules("train")
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity=m.get("similarity", "dot"), scale=1.0,
@@ -138,6 +141,6 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
         queries_per_batch=t.batch_size, passages_per_batch=t.batch_size * (1 + hard),
         warmup_steps=min(t.warmup_steps, steps // 10 or 1), output=output, mesh=mesh, rules=rules,
         dev_metrics=dev_metrics_of if dev else None, selection_metric="positive_mean_rank",
-        resume_anyway=resume_anyway,
+        resume_anyway=resume_anyway, progress=progress,
     )
     return {**summary, "pairs": len(pairs)}

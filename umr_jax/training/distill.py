@@ -202,7 +202,8 @@ def jitted_encoders(module):
     return encode_q, encode_p
 
 
-def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_anyway: bool = False) -> dict[str, Any]:
+def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_anyway: bool = False,
+          progress=None) -> dict[str, Any]:
     """Run stage 2 from a config (see configs/umr_xor_retrieve.py) on `runtime`'s train mesh
     (default: the config's). Resumes from the latest checkpoint in `output_dir/checkpoints`, if
     it was made with the same config (or with `resume_anyway`; see
@@ -210,8 +211,10 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     from umr_jax.runtime import Runtime
 
     output = Path(output_dir or config.output_dir)
+    runtime = runtime or Runtime.from_config(config)
+    config = common.resolved_config(config, output, runtime)  # what config.json and the checkpoints hold
     common.check_resume(output, config, resume_anyway=resume_anyway)
-    mesh, rules = (runtime or Runtime.from_config(config)).mesh_and_rules("train")
+    mesh, rules = runtime.mesh_and_rules("train")
     m, d, t = config.model, config.data, config.train
     setup = common.build_dual_encoder(m.init, separate_towers=m.separate_towers, pooling=m.get("pooling") or None,
                                       dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0,
@@ -233,5 +236,5 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
         config=config, setup=setup, batches=batches, loss_on_embeddings=loss_on_embeddings,
         queries_per_batch=t.questions_per_batch, passages_per_batch=t.questions_per_batch * d.candidates_per_question,
         warmup_steps=t.warmup_steps, output=output, mesh=mesh, rules=rules,
-        dev_metrics=dev_metrics, selection_metric="teacher_best_mean_rank", resume_anyway=resume_anyway,
+        dev_metrics=dev_metrics, selection_metric="teacher_best_mean_rank", resume_anyway=resume_anyway, progress=progress,
     )

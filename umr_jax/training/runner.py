@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from typing import Any, Callable, Protocol
 
 import jax
@@ -21,6 +22,7 @@ import numpy as np
 
 from umr_jax.errors import InputError
 from umr_jax.parallel.checkpoint import Checkpointer, PreemptionGuard, abstract_like
+from umr_jax.training.speed import BatchInfo, StepMeter
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,7 @@ def train_loop(
     on_step: Callable[[int, Any], None] | None = None,
     guard: PreemptionGuard | None = None,
     resume_anyway: bool = False,
+    meter: StepMeter | None = None,
 ) -> tuple[Any, str]:
     """Run `train_step` until `total_steps`, resuming from `checkpointer`'s latest step.
 
@@ -194,6 +197,11 @@ def train_loop(
     transfers batch i + 1 before it waits for step i's loss, so host-side batching and the
     host-to-device copy run while the device computes. Checkpoints record the data position
     after batch i, not after the prefetched one, so a resume redraws it.
+
+    `meter` (a `speed.StepMeter`) is given each step's time from its dispatch to its loss on the
+    host, which the loop waits for anyway, and its batch's shapes and token counts, read on the
+    host when the batch is drawn: timing adds no device synchronisation. It is told before
+    `on_metrics` runs.
     """
     start = checkpointer.latest_step()
     if start is not None:
@@ -206,10 +214,11 @@ def train_loop(
     step = int(start or 0)
     guard = guard or PreemptionGuard()
 
-    def draw() -> tuple[Any, Any]:
-        """The next global batch and the data position just after it."""
-        batch = to_global(next(data))
-        return batch, data.get_state()
+    def draw() -> tuple[Any, Any, BatchInfo | None]:
+        """The next global batch, the data position just after it, and what the meter reads of it."""
+        host = next(data)
+        batch = to_global(host)
+        return batch, data.get_state(), meter.batch_info(host, batch) if meter is not None else None
 
     def save(at: int, force: bool) -> None:
         checkpointer.save(at, state, config=config, data_state={"iterator": _jsonable(data_position)}, force=force)
@@ -217,11 +226,14 @@ def train_loop(
     with guard:
         upcoming = draw() if step < total_steps else None
         while step < total_steps:
-            batch, data_position = upcoming
+            batch, data_position, batch_info = upcoming
+            dispatched = time.perf_counter()
             state, metrics = train_step(state, batch, jax.random.fold_in(rng, step))
             step += 1
             upcoming = draw() if step < total_steps else None  # while the device runs the step
             loss = float(metrics["loss"])
+            if meter is not None:
+                meter.record(step, time.perf_counter() - dispatched, batch_info)
             if not math.isfinite(loss):
                 checkpointer.wait_until_finished()
                 last = checkpointer.latest_step()

@@ -3,9 +3,9 @@ stages' programs for a TPU topology on this (CPU) machine, ahead of time, and re
 what they need: memory against HBM, FLOPs against the analytic count, every collective, and a
 roofline estimate of step time and MFU from the chip's published peaks.
 
-  umr-jax compile --config configs/umr_xor_retrieve_loop.py --topology v5e-16
-  umr-jax compile --config configs/webfaq_scaling.py --topology v4-32 --stage contrastive --json out.json
-  umr-jax compile --config configs/umr_xor_retrieve_loop.py --topology v5e-16 --stage score \\
+  umr-jax compile --config umr_xor_loop --topology v5e-16
+  umr-jax compile --config webfaq_scaling --topology v4-32 --stage contrastive --json out.json
+  umr-jax compile --config umr_xor_loop --topology v5e-16 --stage score \\
       runtime.score.mesh=data=1,fsdp=4,model=4 runtime.score.rules=fsdp_tp --max-batch
 
 The programs are the ones the stages run (see `aot.programs`), on the meshes and rules the
@@ -28,9 +28,10 @@ HEADROOM = 0.2  # what the defaults promise to leave free on every chip
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from umr_jax.aot.programs import STAGES
+    from umr_jax.config import config_help
     from umr_jax.parallel.sharding import RULE_SETS
 
-    parser.add_argument("--config", required=True, help="config file (configs/*.py, optionally path.py:arg)")
+    parser.add_argument("--config", required=True, help=config_help("umr_xor_loop"))
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. runtime.score.mesh=data=1,fsdp=4,model=4 score.tokens_per_batch=8192")
     parser.add_argument("--topology", required=True,

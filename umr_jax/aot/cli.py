@@ -1,4 +1,4 @@
-"""`umr-jax compile --config FILE --topology v5e-16 [--stage S ...] [key=value ...]`: compile
+"""`umr-jax compile --config NAME|FILE --topology v5e-16 [--stage S ...] [key=value ...]`: compile
 stages' programs for a TPU topology on this (CPU) machine, ahead of time, and report per chip
 what they need: memory against HBM, FLOPs against the analytic count, every collective, and a
 roofline estimate of step time and MFU from the chip's published peaks.
@@ -11,7 +11,8 @@ roofline estimate of step time and MFU from the chip's published peaks.
 The programs are the ones the stages run (see `aot.programs`), on the meshes and rules the
 config's `runtime` section gives each role (`--mesh/--rules` set them for every stage named).
 Model architectures come from the folders the config names, or the preset of their name
-(e.g. mt5-xl-lm-adapt, mcontriever, xlm-roberta-base) when the folder is not here. Needs the
+(e.g. mt5-xl-lm-adapt, mcontriever, xlm-roberta-base; google/mt5-xl is mt5-xl) when the folder
+is not here, or a model ID's config.json (from the Hugging Face cache, else the Hub). Needs the
 TPU compiler: pip install -e ".[tpu]" (it runs on CPU-only machines).
 """
 

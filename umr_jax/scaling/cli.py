@@ -1,4 +1,4 @@
-"""`umr-jax scaling --config FILE --output DIR [key=value ...]`: a scaling study end to end.
+"""`umr-jax scaling --config NAME|FILE --output DIR [key=value ...]`: a scaling study end to end.
 
 Trains the same starting model on nested, log-spaced subsets of every source the config
 names (WebFAQ pairs, translated pairs, UMR pseudo labels), evaluates each point on

@@ -1,4 +1,4 @@
-"""`umr-jax loop --config FILE --iterations N [key=value ...]`: run (or resume) UMR iterations.
+"""`umr-jax loop --config NAME|FILE --iterations N [key=value ...]`: run (or resume) UMR iterations.
 
 The config names the starting retriever (`loop.retriever`, a HF folder or model ID), the scorer
 (`loop.scorer`), the passages, the unlabelled train questions and optionally dev questions and

@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from umr_jax.parallel.cli_flags import positive_int
     from umr_jax.runtime import add_runtime_flags
 
-    parser.add_argument("--scorer", required=True, metavar="DIR", help="T5/mT5 Hugging Face model folder (e.g. mT5-XL LM-adapted)")
+    parser.add_argument("--scorer", required=True, metavar="MODEL",
+                        help="T5/mT5 Hugging Face model folder or model ID (e.g. google/mt5-xl, or the folder of mT5-XL "
+                             "LM-adapted)")
     parser.add_argument("--retrieved", required=True, metavar="FILE", help="retrieval results: JSON lines or a DPR JSON list (or its shard set)")
     parser.add_argument("--output", required=True, metavar="DIR", help="pseudo-label folder (created; an existing one is resumed)")
     parser.add_argument("--top-k", type=positive_int, default=100, help="score the first K ctxs of each question (default: 100, UMR's)")

@@ -1,4 +1,4 @@
-"""`umr-jax train --config FILE [key=value ...]`: stage-2 distillation (objective "distill") or
+"""`umr-jax train --config NAME|FILE [key=value ...]`: stage-2 distillation (objective "distill") or
 contrastive training on pairs (objective "contrastive"), as the config says.
 
   umr-jax train --config umr_xor_retrieve model.init=/models/mcontriever \

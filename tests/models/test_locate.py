@@ -55,6 +55,7 @@ def hf_home(tmp_path_factory):
     make_bert(models / "tiny-bert")
     add_to_hf_cache(home / "hub", "umr-test/tiny-bert", models / "tiny-bert")
     add_to_hf_cache(home / "hub", "umr-test/demo-scorer", PRETRAINED / "scorer")
+    add_to_hf_cache(home / "hub", "umr-test/demo-retriever", PRETRAINED / "retriever")
     return home
 
 
@@ -239,3 +240,22 @@ def test_compile_finds_architectures_of_ids(offline_cache):
                                              r"here, .*hf download org/unknown-model.*; give a model folder, a model ID or "
                                              r"one of: bert-base-multilingual-cased, "):
         architectures.architecture("org/unknown-model")
+
+
+def test_encode_by_id_equals_encode_by_folder_and_records_the_id(offline_cache, tmp_path):
+    from umr_jax.retrieval.embeddings import EmbeddingStore
+    from tests.retrieval.towers import write_demo_tsv
+
+    passages = write_demo_tsv(tmp_path / "passages.tsv", 20)
+    stores = {}
+    for name, model in (("by_id", "umr-test/demo-retriever"), ("by_folder", str(PRETRAINED / "retriever"))):
+        argv = ["encode", "--model", model, "--passages", str(passages), "--output", str(tmp_path / name), "--dtype", "float32",
+                "--max-length", "32", "--batch-size", "8", "--no-progress"]
+        assert cli.main(argv) == 0
+        stores[name] = EmbeddingStore.open(tmp_path / name)
+    manifest = json.loads((tmp_path / "by_id" / "manifest.json").read_text())
+    assert manifest["encode"]["model"] == "umr-test/demo-retriever"
+    assert manifest["encode"]["pooling"] == "mean"  # from the ID's sentence-transformers files
+    (by_id, ids), (by_folder, folder_ids) = (next(stores[name].iter_shards()) for name in ("by_id", "by_folder"))
+    assert by_id.shape == (20, 64) and ids == folder_ids
+    np.testing.assert_array_equal(by_id, by_folder)

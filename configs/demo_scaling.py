@@ -8,8 +8,8 @@ the UMR source is iteration 0's pseudo labels in `umr-jax demo`'s output folder 
 runs/demo). Run the demo first:
 
   umr-jax demo --output runs/demo
-  umr-jax scaling --config configs/demo_scaling.py --output runs/demo_scaling
-  umr-jax scaling --config configs/demo_scaling.py:runs/elsewhere --output ...   # another demo folder
+  umr-jax scaling --config demo_scaling --output runs/demo_scaling
+  umr-jax scaling --config demo_scaling:runs/elsewhere --output ...   # another demo folder
 
 The demo corpus is small and synthetic: the curves show that the machinery works, not what
 WebFAQ does at 47M pairs.

@@ -1,7 +1,7 @@
 r"""Contrastive training on translated query-passage pairs (e.g. mMARCO written as a pairs
 file: {query, positive, lang, negatives?}), the "small, high-quality translated data" arm.
 
-  umr-jax train --config configs/translated_pairs.py model.init=/models/xlm-roberta-base \
+  umr-jax train --config translated_pairs model.init=/models/xlm-roberta-base \
       data.path=/data/mmarco_pairs.parquet data.hard_negatives=1 output_dir=runs/translated
 """
 

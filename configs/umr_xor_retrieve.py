@@ -2,7 +2,7 @@ r"""UMR stage 2 on XOR-TyDi XOR-Retrieve, with the released run's hyper-paramete
 
 Run (after `umr-jax score` has written pseudo labels):
 
-  umr-jax train --config configs/umr_xor_retrieve.py \
+  umr-jax train --config umr_xor_retrieve \
       model.init=/models/mcontriever \
       data.pseudo_labels=runs/xor/iter0/pseudo_labels data.dev_pseudo_labels=runs/xor/iter0/dev_pseudo_labels \
       output_dir=runs/xor/iter0/train

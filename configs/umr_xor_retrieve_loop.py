@@ -3,11 +3,11 @@ passages), the XOR train questions, ScaNN, float16 embeddings and the released r
 hyper-parameters (configs/umr_xor_retrieve.py). Meant for a TPU slice such as v5e-16, v4-8 or
 v5p-8; `umr-jax compile` shows what each stage needs there:
 
-  umr-jax compile --config configs/umr_xor_retrieve_loop.py --topology v5e-16
+  umr-jax compile --config umr_xor_retrieve_loop --topology v5e-16
 
 Run (paths are where the files are on your machines or bucket):
 
-  umr-jax loop --config configs/umr_xor_retrieve_loop.py --iterations 2 \
+  umr-jax loop --config umr_xor_retrieve_loop --iterations 2 \
       loop.retriever=/models/mcontriever loop.scorer=/models/mt5-xl-lm-adapt \
       loop.passages=/data/xor/psgs_w100.tsv loop.train_questions=/data/xor/xor_train_retrieve_eng_span.jsonl \
       loop.dev_questions=/data/xor/xor_dev_retrieve_eng_span.jsonl loop.eval_gold=/data/xor/xor_dev_retrieve_eng_span.jsonl \

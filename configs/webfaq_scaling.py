@@ -2,7 +2,7 @@ r"""The scaling study: the same retriever trained on nested, log-spaced subsets 
 all 47M non-English pairs), of translated pairs and of UMR pseudo labels, each point evaluated
 on XOR-Retrieve dev (R@5kt), with a saturating power law fitted per source.
 
-  umr-jax scaling --config configs/webfaq_scaling.py --output runs/scaling \
+  umr-jax scaling --config webfaq_scaling --output runs/scaling \
       model.init=/models/xlm-roberta-base \
       sources.webfaq.data.path=/data/webfaq \
       sources.translated.data.path=/data/mmarco_pairs.parquet \
@@ -13,7 +13,7 @@ on XOR-Retrieve dev (R@5kt), with a saturating power law fitted per source.
 The base sections (model, data, train) are also a plain contrastive run on WebFAQ (batch 128,
 lr 1e-5, one epoch, in-batch InfoNCE, as the WebFAQ paper reports), on `data.subset_size` pairs:
 
-  umr-jax train --config configs/webfaq_scaling.py model.init=/models/xlm-roberta-base \
+  umr-jax train --config webfaq_scaling model.init=/models/xlm-roberta-base \
       data.path=/data/webfaq data.subset_size=100000 output_dir=runs/webfaq/100k
 """
 

@@ -32,11 +32,18 @@ BUILT: dict[str, tuple[str, str]] = {
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from umr_jax.config import config_names
+
     parser = argparse.ArgumentParser(
         prog="umr-jax",
         description=(
             "Unsupervised multilingual dense retrieval (UMR) in JAX/Flax: "
             "pseudo-label with a frozen mT5, distil a dual encoder, iterate."
+        ),
+        epilog=(
+            f"Configs shipped with umr-jax (train, loop, scaling and compile take --config NAME from any folder, or a "
+            f"config file path): {', '.join(config_names())}. Models are Hugging Face folders or model IDs "
+            f"(org/name[@revision], fetched into the Hugging Face cache)."
         ),
     )
     parser.add_argument("--version", action="version", version=f"umr-jax {__version__}")

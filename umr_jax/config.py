@@ -1,8 +1,13 @@
-"""Config files: small Python files under configs/ that define `get_config()` returning an
+"""Config files: small Python files that define `get_config()` returning an
 `ml_collections.ConfigDict` (big_vision style: each file starts with the command that runs it).
 
-  load_config("configs/umr_xor_retrieve.py", ["train.batch_size=32", "runtime.train.mesh=data=-1,fsdp=4"])
+  load_config("umr_xor_retrieve", ["train.batch_size=32", "runtime.train.mesh=data=-1,fsdp=4"])
   load_config("configs/webfaq_scaling.py:small")   # the text after ':' is passed to get_config
+  load_config("demo_scaling:runs/elsewhere")       # a packaged config by name, with its argument
+
+A config is a path (`path.py`, `path.py:arg`) or the name of one shipped with the package
+(`configs/` at the top of the checkout, installed as `umr_jax.configs`; `config_names()` lists
+them, `.py` optional): an existing file wins, so a local `demo.py` shadows the packaged `demo`.
 
 Overrides are `dotted.key=value`; values are parsed as Python literals when they can be
 (`4`, `2e-5`, `True`, `[1, 2]`, `None`), else taken as strings. Overriding a key the config
@@ -12,6 +17,8 @@ does not define is an error (a typo must not be silently ignored).
 from __future__ import annotations
 
 import ast
+import contextlib
+import importlib.resources
 import importlib.util
 import os
 from pathlib import Path
@@ -29,28 +36,81 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def load_config(spec: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Load `path.py[:arg]` and apply `key=value` overrides."""
-    spec = os.fspath(spec)
-    path, _, arg = spec.partition(":") if not Path(spec).is_file() else (spec, "", "")
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("config file not found", path)
-    module_spec = importlib.util.spec_from_file_location(f"umr_jax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
+# Short names for packaged configs (the issue tracker's spellings).
+CONFIG_ALIASES = {"umr_xor_loop": "umr_xor_retrieve_loop"}
+
+
+def _packaged_configs():
+    """The folder of the packaged configs: `umr_jax.configs` (a wheel, or an editable install
+    made with this pyproject), else `configs/` beside the `umr_jax` package (a source checkout
+    whose editable install predates the mapping)."""
     try:
-        module_spec.loader.exec_module(module)
-    except Exception as err:  # a config file is user code: report where it failed
-        raise InputError(f"config file failed to load: {type(err).__name__}: {err}", path) from err
+        return importlib.resources.files("umr_jax.configs")
+    except ModuleNotFoundError:
+        return importlib.resources.files("umr_jax").joinpath("..", "configs")
+
+
+def config_names() -> list[str]:
+    """The names of the configs shipped with the package (`--config NAME`), aliases included."""
+    try:
+        names = {entry.name[:-3] for entry in _packaged_configs().iterdir()
+                 if entry.name.endswith(".py") and not entry.name.startswith("_")}
+    except (FileNotFoundError, NotADirectoryError):  # an install without its configs
+        names = set()
+    return sorted(names | {alias for alias, target in CONFIG_ALIASES.items() if target in names})
+
+
+def config_help(example: str = "umr_xor_retrieve_loop") -> str:
+    """The `--config` help text every command shares."""
+    return (f"a config shipped with umr-jax by name ({', '.join(config_names())}; e.g. {example}), or a config file "
+            f"path.py; NAME:ARG / path.py:ARG passes ARG to get_config")
+
+
+@contextlib.contextmanager
+def _config_file(spec: str):
+    """(path, arg, name) of `spec`: an existing file, else a packaged config's name."""
+    if Path(spec).is_file():
+        yield Path(spec), "", spec
+        return
+    name, _, arg = spec.partition(":")
+    if Path(name).is_file():
+        yield Path(name), arg, name
+        return
+    stem = name[:-3] if name.endswith(".py") else name
+    stem = CONFIG_ALIASES.get(stem, stem)
+    looks_like_a_name = stem and not any(sep in name for sep in ("/", os.sep)) and stem.isidentifier()
+    if looks_like_a_name:
+        entry = _packaged_configs().joinpath(f"{stem}.py")
+        if entry.is_file():
+            with importlib.resources.as_file(entry) as path:
+                yield path, arg, stem
+            return
+    available = ", ".join(config_names()) or "(none installed)"
+    if looks_like_a_name:
+        raise InputError(f"no config file of that name here and no packaged config {stem!r}; "
+                         f"give a config file path or one of: {available}", name)
+    raise InputError(f"config file not found; give a config file path or a packaged config name ({available})", name)
+
+
+def load_config(spec: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Load a config, `path.py[:arg]` or a packaged config's `NAME[:arg]`, and apply `key=value`
+    overrides."""
+    with _config_file(os.fspath(spec)) as (path, arg, name):
+        module_spec = importlib.util.spec_from_file_location(f"umr_jax_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as err:  # a config file is user code: report where it failed
+            raise InputError(f"config file failed to load: {type(err).__name__}: {err}", name) from err
     if not hasattr(module, "get_config"):
-        raise InputError("config file must define get_config()", path)
+        raise InputError("config file must define get_config()", name)
     try:
         config = module.get_config(arg) if arg else module.get_config()
     except Exception as err:
-        raise InputError(f"get_config() failed: {type(err).__name__}: {err}", path) from err
+        raise InputError(f"get_config() failed: {type(err).__name__}: {err}", name) from err
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(config)
-    apply_overrides(config, overrides, source=path)
+    apply_overrides(config, overrides, source=name)
     return config
 
 

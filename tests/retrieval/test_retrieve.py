@@ -97,7 +97,8 @@ def test_bad_input_is_a_one_line_error(run, tmp_path, capsys):
     common = run["common"]
     missing = tmp_path / "no-model"
     assert error("--model", str(missing), *common[2:], "--passages", str(run["tsv"])) == (
-        f"umr-jax retrieve: error: {missing}: no config.json; a Hugging Face model folder is expected")
+        f"umr-jax retrieve: error: {missing}: no such model folder; expected a Hugging Face model folder or a model ID "
+        "(org/name[@revision])")
     other = tmp_path / "other.tsv"
     formats.write_dpr_passages(other, [formats.Passage(f"x{p.id}", p.title, p.text) for p in demo_passages(N_PASSAGES)])
     assert "returned by the index is not in this collection" in error(*common, "--passages", str(other))

@@ -191,7 +191,8 @@ def test_bad_input_is_a_one_line_error(tmp_path, xlmr_folder, tsv_100, capsys):
 
     missing = tmp_path / "no-model"
     assert error("--model", str(missing), "--passages", str(tsv_100)) == (
-        f"umr-jax encode: error: {missing}: no config.json; a Hugging Face model folder is expected")
+        f"umr-jax encode: error: {missing}: no such model folder; expected a Hugging Face model folder or a model ID "
+        "(org/name[@revision])")
     bad_tsv = tmp_path / "bad.tsv"
     bad_tsv.write_text("id\ttext\ttitle\n1\tsome text\tA title\n2\tonly two columns\n")
     assert error("--model", str(xlmr_folder), "--passages", str(bad_tsv)).endswith(

@@ -1,11 +1,11 @@
-"""`umr-jax compile --config FILE --topology v5e-16 [--stage S ...] [key=value ...]`: compile
+"""`umr-jax compile --config NAME|FILE --topology v5e-16 [--stage S ...] [key=value ...]`: compile
 stages' programs for a TPU topology on this (CPU) machine, ahead of time, and report per chip
 what they need: memory against HBM, FLOPs against the analytic count, every collective, and a
 roofline estimate of step time and MFU from the chip's published peaks.
 
-  umr-jax compile --config configs/umr_xor_retrieve_loop.py --topology v5e-16
-  umr-jax compile --config configs/webfaq_scaling.py --topology v4-32 --stage contrastive --json-out out.json
-  umr-jax compile --config configs/umr_xor_retrieve_loop.py --topology v5e-16 --stage score \\
+  umr-jax compile --config umr_xor_loop --topology v5e-16
+  umr-jax compile --config webfaq_scaling --topology v4-32 --stage contrastive --json-out out.json
+  umr-jax compile --config umr_xor_loop --topology v5e-16 --stage score \\
       --mesh score:data=1,fsdp=4,model=4 --rules score:fsdp_tp --max-batch --json
 
 The programs are the ones the stages run (see `aot.programs`), on the meshes and rules the
@@ -14,7 +14,8 @@ config's `runtime` section gives each role; `--mesh ROLE:SPEC` / `--rules ROLE:N
 number as one JSON object on stdout (the report then goes to stderr); `--json-out FILE` writes
 it to a file (`--json FILE` is the old spelling of that).
 Model architectures come from the folders the config names, or the preset of their name
-(e.g. mt5-xl-lm-adapt, mcontriever, xlm-roberta-base) when the folder is not here. Needs the
+(e.g. mt5-xl-lm-adapt, mcontriever, xlm-roberta-base; google/mt5-xl is mt5-xl) when the folder
+is not here, or a model ID's config.json (from the Hugging Face cache, else the Hub). Needs the
 TPU compiler: pip install -e ".[tpu]" (it runs on CPU-only machines).
 """
 
@@ -32,8 +33,9 @@ HEADROOM = 0.2  # what the defaults promise to leave free on every chip
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from umr_jax.aot.programs import STAGES
     from umr_jax.runtime import ROLES, add_runtime_flags
+    from umr_jax.config import config_help
 
-    parser.add_argument("--config", required=True, help="config file (configs/*.py, optionally path.py:arg)")
+    parser.add_argument("--config", required=True, help=config_help("umr_xor_loop"))
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. runtime.score.mesh=data=1,fsdp=4,model=4 score.tokens_per_batch=8192")
     parser.add_argument("--topology", required=True,

@@ -128,7 +128,7 @@ def _architecture(ref: str, key: str):
     from umr_jax.models.architectures import PRESETS, architecture
 
     if not ref:
-        raise UsageError(f"{key} is empty; set it to a model folder or an architecture name "
+        raise UsageError(f"{key} is empty; set it to a model folder, a model ID or an architecture name "
                          f"({', '.join(sorted(PRESETS))}), e.g. {key}=xlm-roberta-base")
     return architecture(ref)
 

@@ -74,7 +74,7 @@ def batch_shapes(rows: int, source_rows: int, blocks: int, source_length: int, t
 
 
 class QuestionLikelihoodScorer:
-    """Scores (question, passage) pairs with a frozen T5/mT5 from a Hugging Face folder."""
+    """Scores (question, passage) pairs with a frozen T5/mT5 from a Hugging Face folder or model ID."""
 
     def __init__(
         self,
@@ -94,10 +94,11 @@ class QuestionLikelihoodScorer:
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         # Frozen: parameters are stored in the compute dtype (mT5-XL in bf16 is 7.5 GB, not 15).
-        loaded = loaded or hf_io.load_t5(folder, **scorer_overrides(dtype, vocab_chunk_size, scan_layers))
-        self.name = str(folder)
+        self.name = str(folder)  # as given: a folder, or a model ID (written into every label)
+        self.folder = hf_io.resolve_model_dir(folder)
+        loaded = loaded or hf_io.load_t5(self.folder, **scorer_overrides(dtype, vocab_chunk_size, scan_layers))
         self.config = loaded.config
-        self.tokenizer = hf_io.load_tokenizer(folder)
+        self.tokenizer = hf_io.load_tokenizer(self.folder)
         self.mesh = mesh
         self.reduction = reduction
         # Sources are most of the cost (and UMR's prompts spread over 150-300 tokens): finer buckets.

@@ -4,6 +4,7 @@ a program can be built (and compiled for a TPU, `umr-jax compile`) without the w
     architecture("/models/mt5-xl-lm-adapt")   # the folder's config.json if it is there,
                                               # else the preset its name matches ("mt5-xl-lm-adapt")
     architecture("google/mt5-xl")              # a Hugging Face model ID: the preset of that name
+    architecture("intfloat/e5-small")          # no preset: the ID's config.json (HF cache or Hub)
 
 Only sizes that decide the program are kept (they equal the checkpoints' config.json values);
 the weights never matter here. LM-adapted mT5 checkpoints have mT5's architecture.
@@ -15,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from umr_jax.errors import ModelLoadError
+from umr_jax.errors import InputError, ModelLoadError
+from umr_jax.models.locate import is_model_id, parse_model_id, resolve_model_dir
 
 
 def _mt5(d_model: int, d_ff: int, heads: int, layers: int) -> dict[str, Any]:
@@ -59,19 +61,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_name(ref: str | os.PathLike) -> str | None:
-    """The preset a folder path or model ID names (its last path component), if any."""
-    name = Path(str(ref).rstrip("/")).name.lower()
+    """The preset a folder path or model ID (`google/mt5-xl`, `google/mt5-xl@main`) names: its
+    last path component, if that is a preset."""
+    model_id = parse_model_id(ref)
+    text = model_id[0] if model_id is not None else str(ref)
+    name = Path(text.rstrip("/")).name.lower()
     return name if name in PRESETS else None
 
 
 def architecture(ref: str | os.PathLike) -> tuple[dict[str, Any], str]:
-    """(config.json dict, where it came from) for a model folder or a preset name/model ID."""
+    """(config.json dict, where it came from) for a model folder, a preset name or a model ID.
+
+    In order: the folder's config.json; the preset the name matches (no network: the presets
+    are the public checkpoints' values); a model ID's config.json (only that file, from the HF
+    cache or the Hub)."""
     from umr_jax.models.hf_io import read_hf_config
 
     if ref and (Path(ref) / "config.json").is_file():
         return read_hf_config(ref), f"{ref}/config.json"
     name = preset_name(ref)
-    if name is None:
-        raise ModelLoadError(f"{ref or '(empty)'}: no config.json there and no known architecture of that name; "
-                             f"give a model folder or one of: {', '.join(sorted(PRESETS))}")
-    return dict(PRESETS[name]), f"preset {name}"
+    if name is not None:
+        return dict(PRESETS[name]), f"preset {name}"
+    why = "no config.json there and no known architecture of that name"
+    if ref and is_model_id(ref):
+        try:
+            folder = resolve_model_dir(ref, config_only=True)
+        except InputError as err:
+            why = f"no known architecture of that name, and {err.message}"
+        else:
+            return read_hf_config(folder), f"{ref} ({folder}/config.json)"
+    raise ModelLoadError(f"{ref or '(empty)'}: {why}; give a model folder, a model ID or one of: {', '.join(sorted(PRESETS))}")

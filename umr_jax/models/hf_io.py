@@ -15,6 +15,10 @@ This module and the three beside it are the only ones that know the HF layout:
 `hf_checkpoint` reads checkpoint tensors, `hf_config` reads and converts config.json, and
 `hf_mapping` maps tensor names and layouts to our param trees. Callers use `hf_io`, which
 re-exports the names they need from those (e.g. `hf_io.read_hf_config`, `hf_io.abstract_params`).
+
+Every loader here takes a folder or a Hugging Face model ID (`facebook/mcontriever`,
+`google/mt5-xl@main`): `locate.resolve_model_dir` turns an ID into its snapshot folder in the
+HF cache, fetching it when the Hub can be reached.
 """
 
 from __future__ import annotations
@@ -59,12 +63,13 @@ from umr_jax.models.hf_mapping import (
     t5_mapping,
 )
 from umr_jax.models.layers import stack_layers, unstack_layers
+from umr_jax.models.locate import resolve_model_dir
 from umr_jax.models.t5 import T5Config, T5EncoderDecoder, T5EncoderTower
 
 __all__ = [
     # this module
     "LoadedModel", "load_t5", "load_bert", "load_model", "load_tokenizer", "export_model", "count_params",
-    "pooling_from_folder", "normalize_from_folder",
+    "pooling_from_folder", "normalize_from_folder", "resolve_model_dir",
     # re-exported for callers
     "ModelLoadError", "CheckpointTensors",
     "T5_TYPES", "BERT_TYPES", "SUPPORTED", "read_hf_config", "check_config_sizes", "model_type_of",
@@ -96,6 +101,7 @@ def load_t5(folder: str | os.PathLike, *, encoder_only: bool = False, pooling: s
 
     `overrides` replace T5Config fields (e.g. dtype="bfloat16", dropout_rate=0.0).
     """
+    folder = resolve_model_dir(folder)
     hf = read_hf_config(folder)
     if model_type_of(hf, folder) not in T5_TYPES:
         raise ModelLoadError(f"{folder}: model_type={hf['model_type']!r} is not a T5/mT5 model")
@@ -127,7 +133,7 @@ def load_t5(folder: str | os.PathLike, *, encoder_only: bool = False, pooling: s
 
 def pooling_from_folder(folder: str | os.PathLike) -> str | None:
     """The pooling a sentence-transformers folder declares (1_Pooling/config.json), if any."""
-    path = Path(folder) / "1_Pooling" / "config.json"
+    path = resolve_model_dir(folder) / "1_Pooling" / "config.json"
     if not path.is_file():
         return None
     try:
@@ -146,7 +152,7 @@ def pooling_from_folder(folder: str | os.PathLike) -> str | None:
 def normalize_from_folder(folder: str | os.PathLike) -> bool:
     """Whether a sentence-transformers folder ends with a Normalize module (unit-length
     embeddings, so dot products are cosine similarities), as its modules.json lists."""
-    path = Path(folder) / "modules.json"
+    path = resolve_model_dir(folder) / "modules.json"
     if not path.is_file():
         return False
     try:
@@ -162,6 +168,7 @@ def load_bert(folder: str | os.PathLike, *, pooling: str | None = None, **overri
     Pooling: the argument, else what a sentence-transformers `1_Pooling/config.json` says,
     else mean pooling (mContriever, multilingual-E5). Use "cls" for mDPR.
     """
+    folder = resolve_model_dir(folder)
     hf = read_hf_config(folder)
     if model_type_of(hf, folder) not in BERT_TYPES:
         raise ModelLoadError(f"{folder}: model_type={hf['model_type']!r} is not a BERT-family model")
@@ -183,6 +190,7 @@ def load_bert(folder: str | os.PathLike, *, pooling: str | None = None, **overri
 def load_model(folder: str | os.PathLike, *, as_tower: bool | None = None, pooling: str | None = None, **overrides: Any) -> LoadedModel:
     """Load any supported HF folder. T5/mT5 load as the encoder-decoder scorer unless `as_tower`;
     BERT-family folders always load as towers."""
+    folder = resolve_model_dir(folder)
     model_type = model_type_of(read_hf_config(folder), folder)
     if model_type in T5_TYPES:
         return load_t5(folder, encoder_only=bool(as_tower), pooling=pooling or "mean", **overrides)
@@ -192,10 +200,11 @@ def load_model(folder: str | os.PathLike, *, as_tower: bool | None = None, pooli
 
 
 def load_tokenizer(folder: str | os.PathLike):
-    """The tokenizer saved in a HF model folder (transformers.AutoTokenizer, offline)."""
+    """The tokenizer saved in a HF model folder (transformers.AutoTokenizer, offline; a model
+    ID's from its snapshot folder)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(resolve_model_dir(folder)), local_files_only=True)
 
 
 def _sentence_transformers_files(folder: Path, pooling: str, dim: int, max_seq_length: int, normalize: bool = False) -> None:

@@ -38,6 +38,7 @@ from umr_jax import storage
 from umr_jax.data import formats, pipeline
 from umr_jax.data.files import expand_shards
 from umr_jax.errors import InputError, ModelLoadError, with_hint
+from umr_jax.models.locate import model_label
 
 PASSAGE_FORMATS = ("dpr-tsv", "passages-jsonl")
 QUESTION_FORMAT = "xor-questions"
@@ -77,7 +78,7 @@ class TowerEncoder:
     embeds passages or questions in record order through the bucketed pipeline.
 
     Args:
-      folder: HF model folder (config.json, weights, tokenizer files).
+      folder: HF model folder (config.json, weights, tokenizer files), or a Hugging Face model ID.
       mesh: the device mesh (usually this process's devices: `make_mesh(sizes, jax.local_devices())`).
       rules: sharding rule set name or list (see `parallel.sharding`).
       pooling: "mean", "cls" or (BERT with a pooler) "pooler"; None: what the folder declares
@@ -96,7 +97,8 @@ class TowerEncoder:
 
         if dtype not in COMPUTE_DTYPES:
             raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}")
-        self.folder = Path(folder)
+        self.folder = hf_io.resolve_model_dir(folder)  # a model ID: its snapshot in the HF cache
+        self.model = model_label(folder)
         model_type = hf_io.model_type_of(hf_io.read_hf_config(self.folder), self.folder)
         is_t5 = model_type in hf_io.T5_TYPES
         if is_t5 and not as_tower:
@@ -135,10 +137,10 @@ class TowerEncoder:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """What determines the embeddings: the model (folder and a fingerprint of its files),
-        the pooling and the compute dtype."""
+        """What determines the embeddings: the model (its folder's absolute path, or its model ID,
+        and a fingerprint of its files), the pooling and the compute dtype."""
         return {
-            "model": str(self.folder.absolute()),
+            "model": self.model,
             "model_files": model_fingerprint(self.folder),
             "family": self.family,
             "pooling": self.pooling,

@@ -1,4 +1,4 @@
-"""`umr-jax scaling --config FILE --output DIR [key=value ...]`: a scaling study end to end.
+"""`umr-jax scaling --config NAME|FILE --output DIR [key=value ...]`: a scaling study end to end.
 
 Trains the same starting model on nested, log-spaced subsets of every source the config
 names (WebFAQ pairs, translated pairs, UMR pseudo labels), evaluates each point on
@@ -7,9 +7,9 @@ ten times more data adds less than `scaling.flattening_gain` points, and writes 
 (PNG, SVG) and a Markdown table. Finished points are never recomputed; an interrupted point
 resumes from its checkpoints.
 
-  umr-jax scaling --config configs/webfaq_scaling.py --output runs/scaling \\
+  umr-jax scaling --config webfaq_scaling --output runs/scaling \\
       model.init=/models/xlm-roberta-base sources.webfaq.data.path=/data/webfaq ...
-  umr-jax scaling --config configs/demo_scaling.py --output runs/demo_scaling   # minutes, CPU
+  umr-jax scaling --config demo_scaling --output runs/demo_scaling   # minutes, CPU
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.config import config_help
     from umr_jax.runtime import add_runtime_flags
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n", 1)[1]
-    parser.add_argument("--config", required=True, help="study config (configs/webfaq_scaling.py, configs/demo_scaling.py)")
+    parser.add_argument("--config", required=True, help="the study's config: " + config_help("webfaq_scaling"))
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. scaling.sources=webfaq,translated sources.webfaq.data.path=/data/webfaq")
     parser.add_argument("--output", required=True, help="the study folder (plan.json, points/, baseline/, report/)")

@@ -27,7 +27,9 @@ def add_passages_format(parser: argparse.ArgumentParser) -> None:
 
 def add_tower_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --as-tower, --pooling, --dtype, --batch-size (shared with retrieve)."""
-    parser.add_argument("--model", required=True, metavar="DIR", help="Hugging Face model folder of the tower")
+    parser.add_argument("--model", required=True, metavar="MODEL",
+                        help="the tower: a Hugging Face model folder or model ID (org/name[@revision], fetched into the "
+                             "Hugging Face cache; a cached one loads offline)")
     parser.add_argument("--as-tower", action="store_true", help="a T5/mT5 folder: encode with its encoder stack")
     parser.add_argument("--pooling", choices=["mean", "cls", "pooler"], help="default: what the folder declares, else mean")
     parser.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16", help="compute dtype (default bfloat16)")

@@ -1,6 +1,6 @@
 """The UMR iteration driver: encode -> index -> retrieve -> (evaluate) -> score -> train, repeated.
 
-  umr-jax loop --config configs/demo.py --iterations 2
+  umr-jax loop --config demo --iterations 2
 
 Each iteration has its own folder, `OUTPUT/iter{i}/`, and each stage leaves a completion
 marker (a manifest, an index.json, a finished file, a DONE file) only once its output is

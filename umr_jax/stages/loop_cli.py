@@ -1,10 +1,10 @@
-"""`umr-jax loop --config FILE --iterations N [key=value ...]`: run (or resume) UMR iterations.
+"""`umr-jax loop --config NAME|FILE --iterations N [key=value ...]`: run (or resume) UMR iterations.
 
-The config names the starting retriever (`loop.retriever`, HF folder), the scorer
+The config names the starting retriever (`loop.retriever`, a HF folder or model ID), the scorer
 (`loop.scorer`), the passages, the unlabelled train questions and optionally dev questions and
-their gold answers for evaluation; see configs/demo.py. Every stage resumes where it stopped.
-`--mesh ROLE:SPEC` / `--rules ROLE:NAME` set a role's mesh and rules (encode, score, train), the same
-as `runtime.ROLE.mesh=SPEC`; without ROLE, every role's.
+their gold answers for evaluation; see configs/demo.py (`--config demo` runs it from any folder).
+Every stage resumes where it stopped. `--mesh ROLE:SPEC` / `--rules ROLE:NAME` set a role's mesh
+and rules (encode, score, train), the same as `runtime.ROLE.mesh=SPEC`; without ROLE, every role's.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.config import config_help
     from umr_jax.parallel.cli_flags import positive_int
     from umr_jax.runtime import add_runtime_flags
 
-    parser.add_argument("--config", required=True, help="config file (configs/*.py)")
+    parser.add_argument("--config", required=True, help=config_help("demo"))
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loop.scorer=/models/mt5-xl")
     parser.add_argument("--iterations", type=positive_int, default=1, help="UMR iterations (default 1)")
     parser.add_argument("--output", help="output folder (default: the config's output_dir)")

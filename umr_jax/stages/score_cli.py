@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "\n\n".join(__doc__.split("\n\n")[1:3])
-    parser.add_argument("--model", "--scorer", dest="model", required=True, metavar="DIR",
-                        help="T5/mT5 Hugging Face model folder, the scorer (e.g. mT5-XL LM-adapted); --scorer is the old name")
+    parser.add_argument("--model", "--scorer", dest="model", required=True, metavar="MODEL",
+                        help="the scorer: a T5/mT5 Hugging Face model folder or model ID (e.g. google/mt5-xl, or the "
+                             "folder of mT5-XL LM-adapted); --scorer is the old name")
     parser.add_argument("--run", "--retrieved", dest="run", required=True, metavar="FILE",
                         help="retrieval run: retrieval JSON lines or a dpr-json list (or its shard set); --retrieved is the old name")
     add_known_language(parser)

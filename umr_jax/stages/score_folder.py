@@ -32,6 +32,7 @@ from typing import Any, Iterable
 
 from umr_jax.data import files, formats
 from umr_jax.errors import InputError
+from umr_jax.models.locate import is_model_id, resolve_model_dir
 from umr_jax.stages.folder import StageFolder, file_sha256
 from umr_jax.stages.score_input import RetrievedInput, read_scored
 
@@ -51,7 +52,10 @@ _SHARD_FILE = re.compile(r"^pseudo_labels-(\d{5})-of-(\d{5})\.jsonl$")
 def scorer_fingerprint(folder: str | os.PathLike) -> str:
     """A content fingerprint of a Hugging Face model folder, the same wherever the folder lives:
     sha256 over config.json and, per weight file, its size and 16 evenly spaced 64 KiB samples
-    (cheap even for mT5-XL's 15 GB). A path that is not a folder fingerprints as its name."""
+    (cheap even for mT5-XL's 15 GB). A Hugging Face model ID fingerprints its snapshot folder in
+    the HF cache; another path that is not a folder fingerprints as its name."""
+    if is_model_id(folder):
+        folder = resolve_model_dir(folder)
     folder = Path(folder)
     digest = hashlib.sha256()
     if not folder.is_dir():

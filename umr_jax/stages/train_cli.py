@@ -1,7 +1,7 @@
-"""`umr-jax train --config FILE [key=value ...]`: stage-2 distillation (objective "distill") or
+"""`umr-jax train --config NAME|FILE [key=value ...]`: stage-2 distillation (objective "distill") or
 contrastive training on pairs (objective "contrastive"), as the config says.
 
-  umr-jax train --config configs/umr_xor_retrieve.py model.init=/models/mcontriever \
+  umr-jax train --config umr_xor_retrieve model.init=/models/mcontriever \
       data.pseudo_labels=runs/it0/pseudo_labels data.dev_pseudo_labels=runs/it0/dev_pseudo_labels
 
 Resumes from the latest checkpoint in the output folder, if it was made with the same config
@@ -20,9 +20,10 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from umr_jax.config import config_help
     from umr_jax.runtime import add_runtime_flags
 
-    parser.add_argument("--config", required=True, help="config file (configs/*.py, optionally path.py:arg)")
+    parser.add_argument("--config", required=True, help=config_help("umr_xor_retrieve"))
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3")
     parser.add_argument("--output", help="output folder (default: the config's output_dir)")
     parser.add_argument("--resume-anyway", action="store_true",

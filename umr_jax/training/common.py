@@ -53,7 +53,10 @@ def build_dual_encoder(
     """Load a BERT/XLM-R (or T5/mT5 encoder) tower folder and build the dual encoder around it.
 
     Both towers start from `folder`, unless `passage_folder` names another folder of the same
-    architecture for the passage tower (a retriever trained with separate towers, resumed)."""
+    architecture for the passage tower (a retriever trained with separate towers, resumed).
+    Either may be a Hugging Face model ID (`facebook/mcontriever`), loaded from the HF cache."""
+    folder = hf_io.resolve_model_dir(folder)
+    passage_folder = hf_io.resolve_model_dir(passage_folder) if passage_folder else None
     family_type = hf_io.model_type_of(hf_io.read_hf_config(folder), folder)
     if family_type in hf_io.T5_TYPES:
         load = lambda f: hf_io.load_t5(f, encoder_only=True, pooling=pooling or "mean", dtype=dtype, dropout_rate=dropout,  # noqa: E731

@@ -2,7 +2,7 @@
 data (mMARCO-style) or any pairs file. InfoNCE over the global batch: each query's positive
 against every other passage of the batch (other positives and all hard negatives).
 
-  umr-jax train --config configs/webfaq_scaling.py data.path=/data/webfaq data.subset_size=100000
+  umr-jax train --config webfaq_scaling data.path=/data/webfaq data.subset_size=100000
 
 `data.subset_size` draws a nested subset (the 10k subset contains the 1k subset, for a seed),
 which is what scaling studies train on.

@@ -10,7 +10,7 @@ held-out pseudo labels by the average rank of the teacher's best passage among t
 candidates (lower is better, no gold labels needed), and the best retriever is exported as
 Hugging Face folders.
 
-  umr-jax train --config configs/umr_xor_retrieve.py data.pseudo_labels=runs/it0/pseudo_labels
+  umr-jax train --config umr_xor_retrieve data.pseudo_labels=runs/it0/pseudo_labels
 """
 
 from __future__ import annotations

@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from umr_jax import storage
+    from umr_jax.data.files import atomic_write_bytes
     from umr_jax.outputs import check_output
     from umr_jax.parallel.cli_flags import emit
     from umr_jax.runtime import Runtime
@@ -130,12 +132,12 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)  # under --json stdout holds only the JSON object
     quiet = args.quiet
     started = time.time()
-    output = Path(args.output)
-    check_output(output, "folder")
+    check_output(args.output, "folder")
+    output = storage.local(args.output)  # a gs:// output: its local mirror, uploaded as it is written
     console.print("[bold]umr-jax demo[/bold]: UMR on the embedded synthetic corpus (7 languages, 3,568 English "
                   "passages) with tiny models made from fixed seeds; no labelled question-passage pair is used.")
     scorer, retriever = _models(output, console, args.make_models)
-    config = demo_config(str(output))
+    config = demo_config(storage.shown(output))
     with config.unlocked():
         config.loop.retriever = retriever
         config.loop.scorer = scorer
@@ -175,13 +177,14 @@ def run(args: argparse.Namespace) -> int:
     delta5 = last["r@5kt"]["average"] - first["r@5kt"]["average"]
     console.print(f"average R@2kt {first['r@2kt']['average']:.1f} -> {last['r@2kt']['average']:.1f} ({delta2:+.1f}), "
                   f"R@5kt {first['r@5kt']['average']:.1f} -> {last['r@5kt']['average']:.1f} ({delta5:+.1f}) "
-                  f"after {args.iterations} iteration(s); {time.time() - started:.0f}s in all. Outputs: {output}")
+                  f"after {args.iterations} iteration(s); {time.time() - started:.0f}s in all. Outputs: {storage.shown(output)}")
     spent: dict[str, float] = {}
     for key, seconds in loop.timings.items():
         stage = key.split("/", 1)[1]
         spent[stage] = spent.get(stage, 0.0) + seconds
     if spent:
         console.print("time by stage (this run): " + ", ".join(f"{k} {v:.0f}s" for k, v in spent.items()))
-    (output / "demo_summary.json").write_text(json.dumps({"history": history, "timings": loop.timings}, indent=2, default=str))
-    emit(args, {"output": str(output), "history": history, "timings": loop.timings}, None)
+    summary = json.dumps({"history": history, "timings": loop.timings}, indent=2, default=str).encode("utf-8")
+    atomic_write_bytes(output / "demo_summary.json", lambda f: f.write(summary))
+    emit(args, {"output": storage.shown(output), "history": history, "timings": loop.timings}, None)
     return 0

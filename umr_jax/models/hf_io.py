@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.data.files import make_output_temp_dir, output_file_mode
 from umr_jax.errors import ModelLoadError
 from umr_jax.models.bert import BertConfig, BertEncoderTower
@@ -253,7 +254,7 @@ def export_model(
     """
     from safetensors.numpy import save_file
 
-    folder = Path(folder)
+    folder = storage.local(folder)  # a gs:// folder: written in its mirror, uploaded once whole
     if family == "bert":
         entries = bert_mapping(config, "")
         hf_config = bert_config_to_hf(config)
@@ -279,10 +280,12 @@ def export_model(
             tokenizer.save_pretrained(str(tmp))
         if folder.exists():
             shutil.rmtree(folder)
+            storage.unpublish(folder)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    storage.publish(folder)
     return folder
 
 

@@ -11,8 +11,9 @@ sentence-transformers pooling files. An ID already in the cache loads without th
 under `HF_HUB_OFFLINE=1`); one that is neither cached nor reachable is a one-line `InputError`
 that says how to fetch it on a machine with network.
 
-Each kind of location is one branch of `resolve_model_dir`; a new kind (a bucket path) is one
-more branch that returns a local folder.
+A folder in a bucket (`gs://bucket/models/mcontriever`) is downloaded into the local mirror
+(`umr_jax.storage`), each file only when the mirrored copy is stale. Each kind of location is
+one branch of `resolve_model_dir`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import re
 from pathlib import Path
 
+from umr_jax import storage
 from umr_jax.errors import InputError
 
 # What the loaders read (hf_checkpoint, hf_config, tokenizers, sentence-transformers pooling).
@@ -58,14 +60,17 @@ def is_model_id(spec: str | os.PathLike) -> bool:
 def model_label(spec: str | os.PathLike) -> str:
     """How a run records a model: a model ID as given (the same on every machine), a folder as
     its absolute path."""
-    return os.fspath(spec) if is_model_id(spec) else str(Path(spec).absolute())
+    if storage.is_remote(spec):
+        return storage.normalize(spec)
+    return os.fspath(spec) if is_model_id(spec) else storage.location(spec)
 
 
 def resolve_model_dir(spec: str | os.PathLike, *, config_only: bool = False) -> Path:
     """A local folder holding the model `spec` names.
 
     Args:
-      spec: a local model folder, or a Hugging Face model ID `org/name[@revision]`.
+      spec: a local model folder, a folder in a bucket (`gs://...`), or a Hugging Face model ID
+        `org/name[@revision]`.
       config_only: fetch only config.json (enough to build the architecture, `umr-jax compile`).
 
     Returns an existing path as it is (a folder, or a file the loaders then refuse); an ID as
@@ -76,6 +81,12 @@ def resolve_model_dir(spec: str | os.PathLike, *, config_only: bool = False) -> 
     text = os.fspath(spec)
     if not text:
         raise InputError("no model given; expected a Hugging Face model folder or a model ID (org/name[@revision])")
+    if storage.is_remote(text):
+        folder = storage.fetch(f"{storage.normalize(text)}/config.json").parent if config_only else storage.fetch(text)
+        if not (folder / "config.json").is_file():
+            raise InputError("no config.json there; expected a Hugging Face model folder (config.json, weights, tokenizer)",
+                             storage.normalize(text))
+        return folder
     path = Path(text)
     if path.exists():
         return path

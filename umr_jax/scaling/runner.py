@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
+from umr_jax import storage
 from umr_jax.errors import InputError
 from umr_jax.stages import evaluate, index, retrieve, train
 from umr_jax.stages.encode import encode
@@ -179,7 +180,7 @@ class PointRunner:
     def baseline(self, study_dir: Path) -> dict:
         """The starting model's evaluation (STUDY_DIR/baseline/eval.json), the n = 0 reference."""
         m = self.config.model
-        return self.evaluate(Retriever(m.init, m.get("init_passage") or m.init), Path(study_dir) / "baseline")
+        return self.evaluate(Retriever(m.init, m.get("init_passage") or m.init), storage.local(study_dir) / "baseline")
 
     def hparams(self, point) -> dict[str, Any]:
         """A point's key settings for TensorBoard's hparams view (`HPARAMS` its source's config has)."""
@@ -217,7 +218,7 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
 
     from umr_jax.scaling import study
 
-    study_dir = Path(study_dir)
+    study_dir = storage.local(study_dir)  # a gs:// study: its local mirror
     scaling = config.scaling
     if report_only:
         report = study.write_report(study_dir, scaling)

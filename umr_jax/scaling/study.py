@@ -48,6 +48,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import ml_collections
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.data.files import AtomicFile
 from umr_jax.errors import InputError
 from umr_jax.scaling.fit import format_size
@@ -142,7 +143,7 @@ class StudyPoint:
 
     def directory(self, study_dir: str | os.PathLike) -> Path:
         """STUDY_DIR/points/<source>/size-<size:010d>."""
-        return Path(study_dir) / POINTS_DIR / self.source / f"size-{int(self.size):010d}"
+        return storage.local(study_dir) / POINTS_DIR / self.source / f"size-{int(self.size):010d}"
 
     def result_path(self, study_dir: str | os.PathLike) -> Path:
         return self.directory(study_dir) / RESULT_FILE
@@ -223,7 +224,7 @@ def write_point_result(study_dir: str | os.PathLike, point: StudyPoint, metrics:
 
 def read_point_result(path: str | os.PathLike) -> PointResult:
     """A result.json; raises InputError unless it is one, matching the folder it lies in."""
-    path = Path(path)
+    path = storage.local(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -249,7 +250,7 @@ def write_plan(study_dir: str | os.PathLike, points: Sequence[StudyPoint], confi
     """STUDY_DIR/plan.json: the points and the scaling config, written atomically."""
     section = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
     record = {"points": [{"source": p.source, "size": int(p.size)} for p in points], "scaling": section}
-    path = Path(study_dir) / PLAN_FILE
+    path = storage.local(study_dir) / PLAN_FILE
     with AtomicFile(path) as out:
         out.write((json.dumps(record, indent=2, default=_json_default) + "\n").encode("utf-8"))
     return path
@@ -257,7 +258,7 @@ def write_plan(study_dir: str | os.PathLike, points: Sequence[StudyPoint], confi
 
 def read_plan(study_dir: str | os.PathLike) -> list[StudyPoint]:
     """The points of STUDY_DIR/plan.json ([] when there is none)."""
-    path = Path(study_dir) / PLAN_FILE
+    path = storage.local(study_dir) / PLAN_FILE
     if not path.is_file():
         return []
     try:
@@ -286,7 +287,7 @@ def run_study(
     With `config` (the scaling section), plan.json is written first. Every finished point's
     metrics go to TensorBoard (`write_point_summaries`, with `hparams(point)`: its settings).
     """
-    study_dir = Path(study_dir)
+    study_dir = storage.local(study_dir)  # a gs:// study: its local mirror
     if write_results and config is not None:
         write_plan(study_dir, points, config)
     results = []
@@ -332,7 +333,7 @@ def write_point_summaries(study_dir: str | os.PathLike, result: PointResult, hpa
     the one the hparams view shows first)."""
     from umr_jax.training.summaries import write_hparams, write_scalars
 
-    root = Path(study_dir) / TENSORBOARD_DIR
+    root = storage.local(study_dir) / TENSORBOARD_DIR
     values = _summary_values(result.metrics)
     name = f"size-{int(result.size):010d}"
     write_scalars(root / result.source, name, step=int(result.size), values=values)
@@ -349,7 +350,7 @@ def write_baseline_summaries(study_dir: str | os.PathLike, sources: Sequence[str
     from umr_jax.training.summaries import write_scalars
 
     for source in sources:
-        write_scalars(Path(study_dir) / TENSORBOARD_DIR / source, f"size-{0:010d}", step=0,
+        write_scalars(storage.local(study_dir) / TENSORBOARD_DIR / source, f"size-{0:010d}", step=0,
                       values=_summary_values(baseline))
 
 
@@ -359,7 +360,7 @@ def write_baseline_summaries(study_dir: str | os.PathLike, sources: Sequence[str
 
 def collect_results(study_dir: str | os.PathLike) -> list[PointResult]:
     """Every finished point under STUDY_DIR/points, sorted by (source, size)."""
-    root = Path(study_dir) / POINTS_DIR
+    root = storage.local(study_dir) / POINTS_DIR
     results = []
     if root.is_dir():
         for source_dir in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -414,7 +415,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     """
     from umr_jax.scaling.plots import markdown_table, plot_scaling_curves
 
-    study_dir = Path(study_dir)
+    study_dir = storage.local(study_dir)  # a gs:// study: its local mirror
     results = collect_results(study_dir)
     if not results:
         raise InputError(f"no finished points (no {POINTS_DIR}/<source>/size-*/{RESULT_FILE})", study_dir)

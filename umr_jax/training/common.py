@@ -16,6 +16,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.models import BertEncoderTower, DualEncoder, T5EncoderTower, hf_io
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def host_params(params: Any) -> Any:
 def export_towers(output: str | Path, setup: DualEncoderSetup, params: Any) -> dict[str, Path]:
     """Write the towers as HF folders: `query_encoder/` and `passage_encoder/` (or one `encoder/`
     when shared), each with weights, config, tokenizer and pooling files. Process 0 writes."""
-    output = Path(output)
+    output = storage.local(output)
     params = host_params(params)
     folders = {"query": output / "query_encoder", "passage": output / "passage_encoder"}
     if jax.process_index() != 0:
@@ -140,7 +141,7 @@ class MetricsLog:
     """
 
     def __init__(self, folder: str | Path, resume_step: int | None = None):
-        self.folder = Path(folder)
+        self.folder = storage.local(folder)
         self.active = jax.process_index() == 0
         self.first_step = 0 if resume_step is None else int(resume_step) + 1
         self._events = None
@@ -184,6 +185,7 @@ class MetricsLog:
             record["speed"] = speed
         with open(self.folder / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        storage.publish(self.folder / "metrics.jsonl")  # a gs:// run: the log reaches the bucket as it grows
         events = self._event_file()
         if events is not None:
             from tensorboardX.proto.event_pb2 import Event
@@ -195,6 +197,7 @@ class MetricsLog:
             for tag, value in tags:
                 events.write_event(Event(wall_time=now, step=step, summary=scalar(tag, value)))
             events.flush()
+            storage.publish(events._file_name)
 
     def close(self) -> None:
         if self._events:
@@ -256,7 +259,7 @@ def resolved_config(config, output: str | Path, runtime):
     resolved = config.copy_and_resolve_references()
     layout, configured = runtime.layouts["train"], Runtime.from_config(config).layouts["train"]
     with resolved.unlocked(), resolved.ignore_type():
-        resolved.output_dir = str(output)
+        resolved.output_dir = storage.url_of(output) or str(output)
         if (layout.mesh, layout.rules) != (configured.mesh, configured.rules):  # flags changed the train role
             if resolved.get("runtime", None) is None:
                 resolved.runtime = runtime_config()
@@ -444,5 +447,5 @@ def run_dual_encoder_training(
     metrics_log.close()
     final = export_towers(output / "final", setup, state.params) if reason == "done" else None
     return {"reason": reason, "steps": int(state.step), "total_steps": total_steps, "best": best,
-            "best_dir": str(output / "best") if dev_metrics is not None else None,
-            "final_dir": str(output / "final") if final else None}
+            "best_dir": storage.location(output / "best") if dev_metrics is not None else None,
+            "final_dir": storage.location(output / "final") if final else None}

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.data.batches import EpochBatches, pad_rows
 from umr_jax.data.subsets import nested_subset
@@ -112,7 +113,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     `resume_anyway`), as `distill.train`."""
     from umr_jax.runtime import Runtime
 
-    output = Path(output_dir or config.output_dir)
+    output = storage.local(output_dir or config.output_dir)  # a gs:// run: its local mirror
     runtime = runtime or Runtime.from_config(config)
     config = common.resolved_config(config, output, runtime)  # what config.json and the checkpoints hold
     common.check_resume(output, config, resume_anyway=resume_anyway)

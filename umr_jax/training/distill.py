@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.data.batches import EpochBatches, batch_buckets, pad_rows
 from umr_jax.data.files import expand_shards
@@ -47,8 +48,8 @@ class ScoredQuestion:
 
 
 def pseudo_label_files(path: str | Path) -> list[Path]:
-    """A pseudo-label file, shard set, or folder of `*.jsonl` shards (sorted)."""
-    path = Path(path)
+    """A pseudo-label file, shard set, or folder of `*.jsonl` shards (sorted); gs:// too."""
+    path = storage.fetch(path)
     if path.is_dir():
         files = sorted(p for p in path.glob("*.jsonl") if not p.name.startswith((".", "_")))
         if not files:
@@ -210,7 +211,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     `runner.RESUMABLE_WITH_CHANGES`). Returns a summary with the exported folders."""
     from umr_jax.runtime import Runtime
 
-    output = Path(output_dir or config.output_dir)
+    output = storage.local(output_dir or config.output_dir)  # a gs:// run: its local mirror
     runtime = runtime or Runtime.from_config(config)
     config = common.resolved_config(config, output, runtime)  # what config.json and the checkpoints hold
     common.check_resume(output, config, resume_anyway=resume_anyway)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Iterable, Iterator, Sequence
 
+from umr_jax import storage
 from umr_jax.data.files import PathLike, expand_shards
 from umr_jax.data.formats.records import Fields, Pair, WebFaqRecord, check_language, known_codes
 from umr_jax.data.formats.streams import jsonl_items, jsonl_sink, parquet_items, parquet_sink, write_records
@@ -98,7 +99,7 @@ def _webfaq_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
         paths = [paths]
     found: list[Path] = []
     for p in paths:
-        p = Path(p)
+        p = storage.fetch(p)  # a gs:// folder or file: read from its local mirror
         if p.is_dir():
             parquet = sorted(p.rglob("*.parquet"))
             if not parquet:

@@ -5,10 +5,10 @@ Per step: `questions_per_batch` questions (16 in the released run); for each, `c
 score) over the question's own candidates; student = log_softmax over the dot products with
 every passage of the global batch (16 x 16 = 256 columns); loss = KL(teacher || student),
 mean over questions. AdamW with linear warm-up and decay, gradient-norm clipping, dropout,
-gradient caching for large global batches. Every `eval_every` steps the student is scored on
-held-out pseudo labels by the average rank of the teacher's best passage among the
-candidates (lower is better, no gold labels needed), and the best retriever is exported as
-Hugging Face folders.
+gradient caching for large global batches (configs/umr_xor_retrieve.py states the released
+recipe in these terms). The best retriever is chosen on held-out pseudo labels
+(`dev_selection`: the released run's DPR average rank at epoch ends, or the rank of the
+teacher's best candidate every `eval_every` steps) and exported as Hugging Face folders.
 
   umr-jax train --config configs/umr_xor_retrieve.py data.pseudo_labels=runs/it0/pseudo_labels
 """

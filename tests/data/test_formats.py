@@ -240,3 +240,34 @@ def test_json_items_reads_json_lines_and_json_lists_alike(tmp_path):
     assert [line for _, line, _ in F.json_items(tmp_path / "b.json")] == [3, 7]
     (tmp_path / "blank.jsonl").write_text("\n \n")
     assert F.first_char(tmp_path / "blank.jsonl") == "" and list(F.json_items(tmp_path / "blank.jsonl")) == []
+
+
+def _released_retrieval_file(path, scores_as_strings: bool, id_key: str) -> None:
+    """A retrieval file as the released UMR code writes it: one JSON list, indent=4;
+    `dense_retriever.py` uses `q_id` and string scores, `upr-multi.py` `id` and numbers."""
+    score = (lambda x: str(x)) if scores_as_strings else (lambda x: x)
+    records = [{id_key: "-1234", "question": "東京タワーの高さは？", "answers": ["333 m"], "lang": "ja",
+                "ctxs": [{"id": "7", "title": "Tokyo Tower", "text": "It is 333 m tall.", "score": score(12.5), "has_answer": True},
+                         {"id": "9", "title": "Paris", "text": "The capital of France.", "score": score(-3.25), "has_answer": False}]},
+               {id_key: "88", "question": "Who?", "answers": [], "lang": "fi",
+                "ctxs": [{"id": "1", "title": "", "text": "Nobody.", "score": score(0.5), "has_answer": False}]}]
+    path.write_text(json.dumps(records, indent=4) + "\n", encoding="utf-8")
+
+
+def test_the_released_retrievers_q_id_and_the_rerankers_id_both_read(tmp_path):
+    from umr_jax.evaluation import readers
+
+    _released_retrieval_file(tmp_path / "retrieved.json", scores_as_strings=True, id_key="q_id")
+    _released_retrieval_file(tmp_path / "reranked.json", scores_as_strings=False, id_key="id")
+    for name in ("retrieved.json", "reranked.json"):
+        results = list(F.read_dpr_json(tmp_path / name))
+        assert [r.id for r in results] == ["-1234", "88"]
+        assert [c.score for c in results[0].ctxs] == [12.5, -3.25]
+        assert [c.has_answer for c in results[0].ctxs] == [True, False]
+        assert readers.read_run(tmp_path / name).rankings == {"-1234": ["7", "9"], "88": ["1"]}
+    both = {"id": "a", "q_id": "b", "question": "x", "lang": "ja", "ctxs": []}
+    (tmp_path / "both.jsonl").write_text(json.dumps(both) + "\n")
+    with pytest.raises(F.InputError, match=r"both.jsonl:1: 'id' 'a' and 'q_id' 'b' differ; expected one question id"):
+        list(F.read_retrieval(tmp_path / "both.jsonl"))
+    (tmp_path / "same.jsonl").write_text(json.dumps(dict(both, q_id="a")) + "\n")
+    assert [r.id for r in F.read_retrieval(tmp_path / "same.jsonl")] == ["a"]

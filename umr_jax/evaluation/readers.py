@@ -181,7 +181,7 @@ def read_run(path: str | os.PathLike) -> RankedRun:
 
 def _ranking(obj: dict, path: str, line: int) -> tuple[str, str | None, list[str]]:
     f = Fields(obj, path, line, RUN_SCHEMA)
-    query_id = f.ident("id")
+    query_id = formats.question_id(f)
     ctxs = _ctxs(f)
     lang = f.string("lang", optional=True)
     docs: list[str] = []

@@ -110,7 +110,8 @@ def source_size(config: ml_collections.ConfigDict) -> int:
         return len(load_pairs(config.data))
     from umr_jax.training.distill import load_pseudo_labels
 
-    return len(load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k))
+    return len(load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k,
+                                  file_format=config.data.get("pseudo_labels_format", "umr-jax")))
 
 
 def evaluation_settings(config) -> ml_collections.ConfigDict:

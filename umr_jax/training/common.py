@@ -308,7 +308,8 @@ def optimizer_for(t, *, total_steps: int, warmup_steps: int):
     from umr_jax.training.state import make_optimizer
 
     return make_optimizer(t.learning_rate, total_steps=total_steps, warmup_steps=warmup_steps,
-                          weight_decay=t.weight_decay, eps=t.adam_eps, grad_clip_norm=t.grad_clip_norm)
+                          weight_decay=t.weight_decay, eps=t.adam_eps, grad_clip_norm=t.grad_clip_norm,
+                          eps_before_bias_correction=bool(t.get("adam_eps_before_bias_correction", False)))
 
 
 def train_step_for(module: DualEncoder, t, optimizer, mesh, rules, state_shardings, loss_on_embeddings: Callable, *,
@@ -353,6 +354,7 @@ def run_dual_encoder_training(
     rules,
     dev_metrics: Callable[[Any], dict[str, float]] | None = None,
     selection_metric: str = "",
+    dev_schedule: Callable[[int], Any] | None = None,
     resume_anyway: bool = False,
     progress=None,
 ) -> dict[str, Any]:
@@ -361,8 +363,9 @@ def run_dual_encoder_training(
     Builds the optimizer (AdamW, warm-up then linear decay, clipping) and the sharded state
     from `setup`'s params, one jitted step (gradient caching when `train.grad_cache`), metrics
     to JSONL/TensorBoard, checkpoints with exact resume (refused for a checkpoint made with another
-    config unless `resume_anyway`, see `runner.train_loop`); every `train.eval_every` steps (and at
-    step 0 and the end) `dev_metrics(params)` is logged, and the params with the lowest
+    config unless `resume_anyway`, see `runner.train_loop`); `dev_metrics(params)` is logged at the
+    steps `dev_schedule(total_steps)` measures (a `dev_selection` schedule; default: step 0, every
+    `train.eval_every` steps and the end), and of the eligible ones the params with the lowest
     `selection_metric` are exported to `output/best`. The last params go to `output/final`.
     `config` is the resolved config (`resolved_config`): written to `output/config.json` before
     the first step, and kept with every checkpoint.
@@ -403,13 +406,17 @@ def run_dual_encoder_training(
     best_file = output / "best.json"
     best = json.loads(best_file.read_text()) if best_file.is_file() else {selection_metric: math.inf}
 
+    from umr_jax.training.dev_selection import EveryNSteps
+
+    schedule = dev_schedule(total_steps) if dev_schedule else EveryNSteps(t.eval_every, total_steps)
+
     def evaluate(step_number: int, state_now) -> None:
         nonlocal best
-        if dev_metrics is None:
+        if dev_metrics is None or not schedule.measures(step_number):
             return
         scores = dev_metrics(state_now.params)
         metrics_log.write(step_number, scores, prefix="dev")
-        if scores[selection_metric] < best[selection_metric]:
+        if schedule.eligible(step_number) and scores[selection_metric] < best[selection_metric]:
             best = {"step": step_number, **scores}
             export_towers(output / "best", setup, state_now.params)
             if jax.process_index() == 0:
@@ -426,11 +433,10 @@ def run_dual_encoder_training(
                      describe(speed))
 
     def on_step(step_number: int, state_now) -> None:
-        if step_number % t.eval_every == 0 or step_number == total_steps:
-            evaluate(step_number, state_now)
+        evaluate(step_number, state_now)
 
     if checkpointer.latest_step() is None:
-        evaluate(0, state)  # the starting point, so "best" is never worse than the initial retriever
+        evaluate(0, state)  # the starting point (with EveryNSteps also a candidate for "best")
     if progress is not None:
         progress.start(total_steps, checkpointer.latest_step() or 0)
     try:

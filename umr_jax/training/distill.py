@@ -5,10 +5,10 @@ Per step: `questions_per_batch` questions (16 in the released run); for each, `c
 score) over the question's own candidates; student = log_softmax over the dot products with
 every passage of the global batch (16 x 16 = 256 columns); loss = KL(teacher || student),
 mean over questions. AdamW with linear warm-up and decay, gradient-norm clipping, dropout,
-gradient caching for large global batches. Every `eval_every` steps the student is scored on
-held-out pseudo labels by the average rank of the teacher's best passage among the
-candidates (lower is better, no gold labels needed), and the best retriever is exported as
-Hugging Face folders.
+gradient caching for large global batches (configs/umr_xor_retrieve.py states the released
+recipe in these terms). The best retriever is chosen on held-out pseudo labels
+(`dev_selection`: the released run's DPR average rank at epoch ends, or the rank of the
+teacher's best candidate every `eval_every` steps) and exported as Hugging Face folders.
 
   umr-jax train --config umr_xor_retrieve data.pseudo_labels=runs/it0/pseudo_labels
 """
@@ -47,6 +47,9 @@ class ScoredQuestion:
     scores: np.ndarray  # fp32 [num_candidates]
 
 
+PSEUDO_LABEL_FORMATS = ("umr-jax", "released")
+
+
 def pseudo_label_files(path: str | Path) -> list[Path]:
     """A pseudo-label file, shard set, or folder of `*.jsonl` shards (sorted); gs:// too."""
     path = storage.fetch(path)
@@ -58,23 +61,54 @@ def pseudo_label_files(path: str | Path) -> list[Path]:
     return expand_shards(path)
 
 
-def load_pseudo_labels(path: str | Path, top_k: int = 100, min_candidates: int = 1) -> list[ScoredQuestion]:
-    """Read pseudo labels (retrieval-result JSONL with ctxs[*].score = LM score and `scorer` =
-    the LM, as `umr-jax score` writes them), keeping each question's first `top_k` candidates.
-    A record without `scorer` is a plain retrieval result, whose scores are the retriever's own:
-    distilling from them would teach the retriever nothing, so it is refused."""
+def strip_question_mark(question: str) -> str:
+    """The question without one trailing ASCII "?", as the released UMR training feeds it to the
+    query tower (`normalize_question` in its `data_utils.py`; full-width "？" and Arabic "؟" stay)."""
+    return question[:-1] if question.endswith("?") else question
+
+
+def _check_reranked(r, file: Path, number: int) -> None:
+    """A record of the released reranker's file: ctxs sorted by LM score, every score a log-likelihood."""
+    scores = [c.score for c in r.ctxs]
+    if any(s > 0 for s in scores):
+        raise InputError(f"record {number} (question {r.id!r}) has a score above 0, which no LM log-likelihood is: "
+                         "this looks like a retriever's file; expected the released upr-multi.py's reranked output", file)
+    if any(a < b for a, b in zip(scores, scores[1:])):
+        raise InputError(f"record {number} (question {r.id!r}): ctxs are not sorted by score, highest first, as the "
+                         "released upr-multi.py writes them; expected its reranked output", file)
+
+
+def load_pseudo_labels(path: str | Path, top_k: int = 100, min_candidates: int = 1, *, file_format: str = "umr-jax",
+                       strip_question: bool = False) -> list[ScoredQuestion]:
+    """Read pseudo labels, keeping each question's first `top_k` candidates (JSON lines or one
+    JSON list, told apart by the first character).
+
+    `file_format` "umr-jax": what `umr-jax score` writes, ctxs[*].score = LM score and `scorer` =
+    the LM. A record without `scorer` is a plain retrieval result, whose scores are the
+    retriever's own: distilling from them would teach the retriever nothing, so it is refused.
+    "released": the released UMR reranker's output (`upr-multi.py`'s `rank*.json`): no `scorer`,
+    ctxs sorted by LM score (the retriever's score overwritten); each record is checked to be
+    sorted with every score <= 0. `strip_question` drops one trailing "?" from every question
+    (`strip_question_mark`), as the released training does."""
+    if file_format not in PSEUDO_LABEL_FORMATS:
+        raise InputError(f"unknown pseudo-label format {file_format!r}; expected one of {', '.join(PSEUDO_LABEL_FORMATS)}")
     out = []
     for file in pseudo_label_files(path):
-        for number, r in enumerate(formats.read_retrieval(file), start=1):
-            if r.scorer is None:
+        read = formats.read_dpr_json if formats.first_char(file) == "[" else formats.read_retrieval
+        for number, r in enumerate(read(file), start=1):
+            if file_format == "released":
+                _check_reranked(r, file, number)
+            elif r.scorer is None:
                 raise InputError(f"record {number} (question {r.id!r}) has no 'scorer': this is a retrieval file whose scores "
                                  "are the retriever's, not pseudo labels; expected LM-scored pseudo labels, which come from "
-                                 "`umr-jax score --run FILE --output DIR` (then data.pseudo_labels=DIR)", file)
+                                 "`umr-jax score --run FILE --output DIR` (then data.pseudo_labels=DIR), or the released "
+                                 "reranker's output with data.pseudo_labels_format=released", file)
             ctxs = r.ctxs[:top_k]
             if len(ctxs) < min_candidates:
                 raise InputError(f"question {r.id!r} has {len(ctxs)} scored candidates, need at least {min_candidates}", file)
             out.append(ScoredQuestion(
-                r.id, r.question, r.lang, tuple(c.title for c in ctxs), tuple(c.text for c in ctxs),
+                r.id, strip_question_mark(r.question) if strip_question else r.question, r.lang,
+                tuple(c.title for c in ctxs), tuple(c.text for c in ctxs),
                 np.asarray([c.score for c in ctxs], np.float32),
             ))
     if not out:
@@ -203,6 +237,30 @@ def jitted_encoders(module):
     return encode_q, encode_p
 
 
+def dev_selection_of(t, setup: common.DualEncoderSetup, dev: Sequence[ScoredQuestion], steps_per_epoch: int, m,
+                     encoders) -> tuple[Any, str, Any]:
+    """(dev metrics or None, the metric that selects, a schedule factory or None) for the config's
+    `train.dev_selection` (`dev_selection` module): "average_rank", the released run's criterion
+    and schedule (`train.eval_per_epoch`, `val_av_rank_*`, `dev_batch_size`), or
+    "teacher_best_rank" (the default), ours every `train.eval_every` steps."""
+    from umr_jax.training import dev_selection
+
+    how = t.get("dev_selection", "teacher_best_rank")
+    if how not in dev_selection.DEV_SELECTIONS:
+        raise InputError(f"train.dev_selection={how!r}; expected one of {', '.join(dev_selection.DEV_SELECTIONS)}")
+    if how == "teacher_best_rank":
+        metrics = TeacherRankMetrics(setup, dev, query_max_length=m.query_max_length,
+                                     passage_max_length=m.passage_max_length, encode_fn=encoders) if dev else None
+        return metrics, "teacher_best_mean_rank", None
+    metrics = dev_selection.AverageRankMetrics(
+        setup, dev, query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
+        hard_negatives=t.get("val_av_rank_hard_neg", 30), other_negatives=t.get("val_av_rank_other_neg", 30),
+        dev_batch_size=t.get("dev_batch_size", 12), max_questions=t.get("val_av_rank_max_qs", 10000),
+        encode_fn=encoders) if dev else None
+    eval_per_epoch, start_epoch = t.get("eval_per_epoch", 4), t.get("val_av_rank_start_epoch", 0)
+    return metrics, "average_rank", lambda total: dev_selection.EpochEnds(steps_per_epoch, eval_per_epoch, start_epoch, total)
+
+
 def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_anyway: bool = False,
           progress=None) -> dict[str, Any]:
     """Run stage 2 from a config (see configs/umr_xor_retrieve.py) on `runtime`'s train mesh
@@ -221,21 +279,23 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
                                       dtype=m.dtype, dropout=t.dropout, similarity="dot", scale=1.0,
                                       passage_folder=m.get("init_passage") or None, scan_layers=bool(m.get("scan_layers", False)),
                                       remat=m.get("remat", "none"))
-    questions = nested_subset(load_pseudo_labels(d.pseudo_labels, top_k=d.top_k), d.get("subset_size"),
+    labels = dict(top_k=d.top_k, file_format=d.get("pseudo_labels_format", "umr-jax"),
+                  strip_question=bool(d.get("strip_question_mark", False)))
+    questions = nested_subset(load_pseudo_labels(d.pseudo_labels, **labels), d.get("subset_size"),
                               d.get("subset_seed", t.seed))
-    dev = load_pseudo_labels(d.dev_pseudo_labels, top_k=d.top_k) if d.get("dev_pseudo_labels") else []
+    dev = load_pseudo_labels(d.dev_pseudo_labels, **labels) if d.get("dev_pseudo_labels") else []
     batches = DistillBatches(questions, setup.tokenizer, questions_per_batch=t.questions_per_batch,
                              candidates=d.candidates_per_question, seed=t.seed,
                              query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
                              fixed_lengths=bool(d.get("fixed_lengths", False)))
     encoders = jitted_encoders(setup.module)
     loss_on_embeddings = distillation_loss(t)
-    dev_metrics = TeacherRankMetrics(setup, dev, query_max_length=m.query_max_length,
-                                     passage_max_length=m.passage_max_length, encode_fn=encoders) if dev else None
+    dev_metrics, selection_metric, schedule = dev_selection_of(t, setup, dev, batches.steps_per_epoch, m, encoders)
 
     return common.run_dual_encoder_training(
         config=config, setup=setup, batches=batches, loss_on_embeddings=loss_on_embeddings,
         queries_per_batch=t.questions_per_batch, passages_per_batch=t.questions_per_batch * d.candidates_per_question,
         warmup_steps=t.warmup_steps, output=output, mesh=mesh, rules=rules,
-        dev_metrics=dev_metrics, selection_metric="teacher_best_mean_rank", resume_anyway=resume_anyway, progress=progress,
+        dev_metrics=dev_metrics, selection_metric=selection_metric, dev_schedule=schedule, resume_anyway=resume_anyway,
+        progress=progress,
     )

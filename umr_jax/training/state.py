@@ -26,6 +26,30 @@ class TrainState:
     opt_state: Any
 
 
+def scale_by_adam_eps_before_bias_correction(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+    """Adam's direction as `transformers.AdamW` (the released UMR/DPR optimizer) computes it: eps
+    is added to sqrt(v) before the bias correction, `sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) +
+    eps)`, which is optax's `m_hat / (sqrt(v_hat) + eps / sqrt(1 - b2^t))`: eps is 31.6x larger at
+    step 1 and tends to optax's own. The state is optax's `ScaleByAdamState`, so checkpoints have
+    the same tree either way."""
+
+    def init(params):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return optax.ScaleByAdamState(count=jnp.zeros((), jnp.int32), mu=zeros, nu=jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+        mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+        nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, updates)
+        count = optax.safe_int32_increment(state.count)
+        t = count.astype(jnp.float32)
+        step_scale = jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        out = jax.tree_util.tree_map(lambda m, v: step_scale * m / (jnp.sqrt(v) + eps), mu, nu)
+        return out, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(
     learning_rate: float,
     *,
@@ -36,9 +60,14 @@ def make_optimizer(
     b1: float = 0.9,
     b2: float = 0.999,
     grad_clip_norm: float | None = None,
+    eps_before_bias_correction: bool = False,
 ) -> optax.GradientTransformation:
-    """AdamW with linear warm-up then linear decay to 0 (the UMR/DPR schedule), with optional
-    global-norm gradient clipping applied first."""
+    """AdamW with linear warm-up then linear decay to 0 (the UMR/DPR schedule: the learning rate of
+    update k, counted from 0, is `lr * k / warmup` during warm-up, then `lr * (total - k) / (total -
+    warmup)`), with optional global-norm gradient clipping applied first, in fp32 on the gradient
+    the loss gives (a run that scales its gradient before clipping, as the released UMR code does,
+    is matched by scaling the threshold: configs/umr_xor_retrieve.py). `eps_before_bias_correction`:
+    eps as `transformers.AdamW` places it (`scale_by_adam_eps_before_bias_correction`)."""
     warmup_steps = max(0, min(warmup_steps, total_steps))
     schedule = optax.join_schedules(
         [
@@ -50,7 +79,11 @@ def make_optimizer(
     parts = []
     if grad_clip_norm:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
-    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+    if eps_before_bias_correction:
+        parts += [scale_by_adam_eps_before_bias_correction(b1, b2, eps), optax.add_decayed_weights(weight_decay),
+                  optax.scale_by_learning_rate(schedule)]
+    else:
+        parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
     return optax.chain(*parts)
 
 

@@ -1,6 +1,10 @@
 """Retrieval results: JSON lines `{id, question, lang, answers?, ctxs: [{id, title, text, score}]}`
 (pseudo labels too, with `scorer`), the DPR JSON list of the same records, and the official
-XOR-Retrieve prediction file `[{id, lang, ctxs: [passage text, ...]}]`."""
+XOR-Retrieve prediction file `[{id, lang, ctxs: [passage text, ...]}]`.
+
+The released UMR code's files read as they are: its `dense_retriever.py` names the question id
+`q_id` and writes scores as strings, its `upr-multi.py` (the reranker) writes `id` and the LM
+scores as numbers, with the ctxs sorted by them."""
 
 from __future__ import annotations
 
@@ -10,16 +14,28 @@ from typing import Any, Collection, Iterable, Iterator
 from umr_jax.data.files import PathLike
 from umr_jax.data.formats.records import Context, Fields, RetrievalResult, XorPrediction, known_codes, type_name
 from umr_jax.data.formats.streams import json_list_items, json_list_sink, jsonl_items, jsonl_sink, write_records
-from umr_jax.data.validation import DUPLICATE_ID, WRONG_TYPE, RecordError, SkippedRecords, validated
+from umr_jax.data.validation import DUPLICATE_ID, MALFORMED, WRONG_TYPE, RecordError, SkippedRecords, validated
 
 RETRIEVAL_SCHEMA = "{id, question, lang, answers?, ctxs: [{id, title, text, score}]}"
 
 
-def parse_retrieval(obj: dict, path: str, line: int, known: Collection[str]) -> RetrievalResult:
-    """A `RetrievalResult` from `{id, question, lang, answers?, ctxs, scorer?}`. A context's score
-    may be a number or a numeric string (DPR writes strings); `has_answer` is kept when present."""
-    f = Fields(obj, path, line, RETRIEVAL_SCHEMA)
+def question_id(f: Fields) -> str:
+    """The question id of a retrieval record: `id`, or `q_id` where `id` is absent (the released
+    UMR / DPR `dense_retriever.py` writes `q_id`). Both present with different values is an error."""
+    if not f.present("id") and f.present("q_id"):
+        return f.ident("q_id")
     rid = f.ident("id")
+    if f.present("q_id") and f.ident("q_id") != rid:
+        raise f.error(MALFORMED, f"'id' {rid!r} and 'q_id' {f.ident('q_id')!r} differ; expected one question id")
+    return rid
+
+
+def parse_retrieval(obj: dict, path: str, line: int, known: Collection[str]) -> RetrievalResult:
+    """A `RetrievalResult` from `{id (or q_id), question, lang, answers?, ctxs, scorer?}`. A
+    context's score may be a number or a numeric string (DPR writes strings); `has_answer` is kept
+    when present."""
+    f = Fields(obj, path, line, RETRIEVAL_SCHEMA)
+    rid = question_id(f)
     question = f.string("question", non_empty=True)
     lang = f.language("lang", known)
     answers = f.strings("answers", optional=True, bare_string_ok=True)

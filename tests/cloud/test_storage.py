@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import time
 
 import pytest
@@ -119,3 +121,18 @@ def test_the_lock_object_refuses_a_second_writer_and_expires_with_a_dead_one(buc
     holder = json.loads(bucket.read("stage/.umr-jax.lock"))
     assert holder["pid"] == os.getpid()
     lock.release()
+
+    # A fresh heartbeat from a process of this host that no longer exists (kill -9): taken over at once.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    bucket.fs().pipe_file(f"{bucket.name}/stage/.umr-jax.lock",
+                          json.dumps({"host": socket.gethostname(), "pid": dead.pid, "heartbeat": time.time()}).encode())
+    lock = storage.RemoteLock(f"{bucket.url}/stage", "encode")
+    lock.acquire()
+    assert json.loads(bucket.read("stage/.umr-jax.lock"))["pid"] == os.getpid()
+    lock.release()
+    # ... but one of another host is live until its heartbeat is older than the TTL.
+    bucket.fs().pipe_file(f"{bucket.name}/stage/.umr-jax.lock",
+                          json.dumps({"host": "other-host", "pid": dead.pid, "heartbeat": time.time()}).encode())
+    with pytest.raises(InputError, match="in use by another run"):
+        storage.RemoteLock(f"{bucket.url}/stage", "encode").acquire()

@@ -220,7 +220,10 @@ def fetch(location: PathLike) -> Path:
     gives its mirror path, so the reader reports it missing as it would a local file (named by its
     URL: `shown`)."""
     if not is_remote(location):
-        return Path(location)
+        url = url_of(location)  # a mirror path stands for its URL: brought up to date the same way
+        if url is None:
+            return Path(location)
+        location = url
     url = normalize(location)
     fs, key = filesystem(url)
     dest = local(url)

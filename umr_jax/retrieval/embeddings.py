@@ -80,7 +80,7 @@ def read_ids(path: Path, expected_rows: int | None = None) -> list[str]:
 
 def load_matrix(path: str | os.PathLike, *, check_finite: bool = True) -> np.ndarray:
     """A validated [rows, dim] float16/float32 matrix from a `.npy` file (memory-mapped)."""
-    path = Path(path)
+    path = storage.fetch(path)  # a gs:// file: its local mirror
     try:
         matrix = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:

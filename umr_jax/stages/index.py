@@ -125,13 +125,13 @@ def encoded_from(folder: str | os.PathLike) -> tuple[str, Path, str] | None:
     or None for anything else (a .npy, a folder without the record)."""
     from umr_jax.stages.encode import SETTINGS_FILE
 
-    folder = Path(folder)
+    folder = storage.fetch(folder)
     if not folder.is_dir():
         return None
     settings = StageFolder(folder, "encode", settings_file=SETTINGS_FILE).saved_settings() or {}
     if not settings.get("input") or settings.get("kind") not in ("passages", "queries"):
         return None
-    return settings["kind"], Path(settings["input"]), str(settings.get("input_format", ""))
+    return settings["kind"], storage.local(settings["input"]), str(settings.get("input_format", ""))
 
 
 def read_query_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
@@ -139,7 +139,7 @@ def read_query_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[str
     (manifest + shards, ids from it) or a `.npy` matrix (ids: row numbers)."""
     from umr_jax.retrieval.embeddings import EmbeddingStore, load_matrix
 
-    path = Path(path)
+    path = storage.fetch(path)
     if not path.is_dir():
         matrix = np.asarray(load_matrix(path), np.float32)
         return matrix, [str(i) for i in range(matrix.shape[0])]

@@ -16,16 +16,17 @@ Remote files are worked on through a local mirror of the bucket, one fixed place
   (`publish`). One object upload is atomic on Cloud Storage (the object appears whole or not at
   all), so the guarantees of local outputs carry over: shards are whole, the manifest is written
   (and uploaded) last and says the stage finished, and a run on a new machine resumes from what
-  reached the bucket (`sync_down`, called when a stage folder is opened). Removals are
+  reached the bucket (a stage folder `fetch`es its URL when it is opened). Removals are
   mirrored (`unpublish`). Orbax checkpoints go to the bucket directly (Orbax writes `gs://`
   itself, with its own commit marker).
 - **Locks**: a stage folder in a bucket is locked by an object created only if absent
   (`ifGenerationMatch=0`) and refreshed by its holder; one whose holder stopped refreshing it
-  for `UMR_JAX_REMOTE_LOCK_TTL` seconds (default 300) is taken over (`RemoteLock`).
+  for `UMR_JAX_REMOTE_LOCK_TTL` seconds (default 300), or whose holder was a process of this host
+  that is gone, is taken over (`RemoteLock`).
 
 The remote file system is fsspec's (gcsfs for `gs://`, the library etils.epath and tfds use);
 `STORAGE_EMULATOR_HOST` points it (and the lock's client) at a Cloud Storage emulator, and
-`TENSORSTORE_GCS_HTTP_URL` points Orbax's tensorstore there too (`use_emulator`).
+`TENSORSTORE_GCS_HTTP_URL` points Orbax's tensorstore there too (`emulator_environment`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
 
 from umr_jax.errors import InputError
 
@@ -478,24 +478,6 @@ def _client():
     from google.cloud import storage as gcs
 
     return gcs.Client()
-
-
-@contextlib.contextmanager
-def use_emulator(url: str) -> Iterator[None]:
-    """Point every client (gcsfs, the Cloud Storage client, Orbax's tensorstore) at a Cloud Storage
-    emulator at `url` for the block (tests, local trials)."""
-    names = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL")
-    saved = {n: os.environ.get(n) for n in names}
-    for n in names:
-        os.environ[n] = url
-    try:
-        yield
-    finally:
-        for n, v in saved.items():
-            if v is None:
-                os.environ.pop(n, None)
-            else:
-                os.environ[n] = v
 
 
 def emulator_environment(url: str) -> dict[str, str]:

@@ -300,7 +300,7 @@ def test_cli_passes_resume_anyway_to_the_trainer(tmp_path, tiny_retriever, pseud
     from umr_jax.training import distill
 
     seen = []
-    monkeypatch.setattr(distill, "train", lambda config, **kw: seen.append(kw) or {"reason": "done"})
+    monkeypatch.setattr(distill, "train", lambda config, **kw: seen.append(kw) or {"reason": "done", "steps": 3, "total_steps": 3})
     config_file = write_config(tmp_path, tiny_retriever, pseudo_labels)
     assert cli.main(["train", "--config", str(config_file)]) == 0
     assert cli.main(["train", "--config", str(config_file), "--resume-anyway"]) == 0

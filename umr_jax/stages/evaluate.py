@@ -27,7 +27,7 @@ def per_question_path(output: str | os.PathLike) -> str | Path:
     """The per-question file of the report `output`: `eval.json` -> `eval.per_question.jsonl`
     (same folder; a `str` stays a `str`, so a gs:// URL keeps its form)."""
     text = os.fspath(output)
-    stem = text[: -len(".json")] if text.endswith(".json") else text
+    stem = text.removesuffix(".json")
     return Path(stem + PER_QUESTION_SUFFIX) if isinstance(output, Path) else stem + PER_QUESTION_SUFFIX
 
 

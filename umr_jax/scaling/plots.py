@@ -73,7 +73,8 @@ def _language_panels(fig, fits: Sequence[SourceFit], per_language: PerLanguage, 
     axes = np.atleast_1d(fig.subplots(rows, columns, sharey=True, squeeze=False)).ravel()
     color_of = {f.source: c for f, c in zip(fits, colors)}
     for ax, code in zip(axes, codes):
-        for source, by_lang in per_language.items():
+        for source in [f.source for f in fits if f.source in per_language]:  # the sources' order and colours
+            by_lang = per_language[source]
             if code in by_lang:
                 sizes, scores = zip(*sorted((float(n), float(y)) for n, y in by_lang[code]))
                 ax.plot(sizes, scores, marker="o", ms=3.5, lw=1.2, color=color_of.get(source, "0.4"), label=source)

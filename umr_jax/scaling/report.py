@@ -62,9 +62,14 @@ def per_question_file(result: study.PointResult) -> Path:
     return per_question_path(result.path.parent / POINT_EVAL)
 
 
-def _arm_order(results: Sequence[study.PointResult], config: Mapping[str, Any]) -> list[str]:
+def _configured(config: Mapping[str, Any]) -> list[str]:
     names = config.get("sources") or ()
-    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    return [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else list(names)
+
+
+def _arm_order(results: Sequence[study.PointResult], config: Mapping[str, Any]) -> list[str]:
+    """The finished arms: those of `scaling.sources` in its order, then any others by name."""
+    names = _configured(config)
     finished = sorted({r.source for r in results})
     return [n for n in names if n in finished] + [n for n in finished if n not in names]
 
@@ -198,7 +203,8 @@ def _bootstrap_lines(info: Mapping[str, Any], arms: Sequence[str], confidence: f
     lines = []
     if info["method"] == "questions":
         langs = ", ".join(f"{k} {v}" for k, v in info["languages"].items())
-        lines.append(f"Intervals ({confidence:.0%}): question-level paired bootstrap for {', '.join(info['sources'])}: "
+        lines.append(f"Intervals ({confidence:.0%}): question-level paired bootstrap for "
+                     f"{', '.join(a for a in arms if a in info['sources'])}: "
                      f"{info['resamples']} resamples of the {info['questions']} evaluation questions ({langs}), drawn "
                      "within each language, the same resample for every point and arm; each resample's scores refitted.")
     rest = [a for a in arms if a not in info["sources"]]
@@ -237,7 +243,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     fits = fit_sources({name: by_source[name] for name in arms}, settings, replicates)
     arm_objects = {f.source: compare_lib.Arm(f, replicates.get(f.source)) for f in fits}
     try:
-        pairs = compare_lib.comparison_pairs(arms, config.get("compare"), known=_arm_order([], config))
+        pairs = compare_lib.comparison_pairs(arms, config.get("compare"), known=_configured(config))
     except ValueError as err:
         raise InputError(str(err)) from None
     verdicts = [compare_lib.diminishing_returns(arm_objects[a], settings.flattening_gain) for a in arms]

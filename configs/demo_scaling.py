@@ -48,6 +48,8 @@ def get_config(demo_output: str = "runs/demo"):
     c.scaling.points_per_decade = 2
     c.scaling.flattening_gain = 1.0
     c.scaling.bootstrap_samples = 200
+    # The report's comparisons: webfaq - translated (and WebFAQ pairs needed to match translated), where UMR sits.
+    c.scaling.compare = "webfaq:translated,umr:translated,umr:webfaq"
     c.sources = dict(
         webfaq=dict(objective="contrastive", data=dict(source="webfaq", path=str(p["webfaq_dir"]))),
         translated=dict(objective="contrastive", model=dict(similarity="dot"),

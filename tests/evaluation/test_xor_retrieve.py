@@ -169,3 +169,53 @@ def test_missing_punkt_says_how_to_get_it(monkeypatch):
 
 def test_installed_nltk_needs_punkt_tab():
     assert xor.punkt_resource_name() == "punkt_tab"
+
+
+def test_per_question_outcomes_recompute_the_report():
+    gold = {"q1": ["A"], "q2": ["B"], "q3": ["no"], "q4": ["C"]}
+    predictions = [
+        XorPrediction("q1", "ja", (filler(2500) + " A",)),   # A at token 2501: a hit at 5kt only
+        XorPrediction("q2", "ja", ("B",)),
+        XorPrediction("q3", "ja", ("no",)),                  # yes/no only: not counted, no outcome
+        XorPrediction("q4", "ko", ("x",)),
+        XorPrediction("q4", "ko", ("C",)),                   # predicted twice: two outcomes
+    ]
+    report = xor.xor_retrieve_r_at_kt(gold, predictions, split_on_spaces)
+    assert [o.to_json() for o in report.per_question] == [
+        {"id": "q1", "lang": "ja", "r@2kt": False, "r@5kt": True},
+        {"id": "q2", "lang": "ja", "r@2kt": True, "r@5kt": True},
+        {"id": "q4", "lang": "ko", "r@2kt": False, "r@5kt": False},
+        {"id": "q4", "lang": "ko", "r@2kt": True, "r@5kt": True},
+    ]
+    for k in (2, 5):
+        for lang in ("ja", "ko"):
+            mine = [o.hits[k] for o in report.per_question if o.lang == lang]
+            assert report.r_at_kt[k][lang] == (sum(mine) / len(mine)) * 100
+    assert "per_question" not in report.to_json()
+
+
+def test_the_evaluate_stage_writes_per_question_outcomes_beside_its_report(tmp_path):
+    """The stage every scaling point and loop iteration runs: eval.json and, beside it,
+    eval.per_question.jsonl, whose lines give back eval.json's R@kt."""
+    import json
+
+    from umr_jax.data import formats
+    from umr_jax.runtime import Runtime
+    from umr_jax.stages import evaluate
+
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": f"q{i}", "question": "?", "answers": [f"A{i}"], "lang": lang}) + "\n"
+                            for i, lang in enumerate(["ja", "ja", "ko", "ko", "ko"])))
+    runs = [formats.RetrievalResult(f"q{i}", "?", lang, (formats.Context(f"p{i}", "t", text, 1.0),))
+            for i, (lang, text) in enumerate([("ja", "A0"), ("ja", "no"), ("ko", "A2"), ("ko", "A3 x"), ("ko", "z")])]
+    formats.write_retrieval(tmp_path / "run.jsonl", runs)
+    out = tmp_path / "eval" / "eval.json"
+    report = evaluate.xor_retrieve(tmp_path / "run.jsonl", gold, out, Runtime.from_config(None), tokenizer="nltk-line")
+    assert evaluate.per_question_path(out) == tmp_path / "eval" / "eval.per_question.jsonl"
+    assert evaluate.per_question_path("gs://b/p/eval.json") == "gs://b/p/eval.per_question.jsonl"
+    lines = [json.loads(line) for line in (tmp_path / "eval" / "eval.per_question.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["lang"], r["r@2kt"]) for r in lines] == [
+        ("q0", "ja", True), ("q1", "ja", False), ("q2", "ko", True), ("q3", "ko", True), ("q4", "ko", False)]
+    assert report["r@2kt"] == pytest.approx({"ja": 50.0, "ko": 200 / 3, "average": (50.0 + 200 / 3) / 2})
+    assert json.loads(out.read_text())["r@5kt"] == report["r@5kt"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["eval.json", "eval.per_question.jsonl"]

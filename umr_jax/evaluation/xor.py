@@ -101,6 +101,20 @@ def first_tokens(passage_texts: Iterable[str], token_budget: int, tokenize: Word
     return tokens[:token_budget]
 
 
+@dataclasses.dataclass(frozen=True)
+class QuestionOutcome:
+    """One counted prediction of R@kt: the question's id and language, and k -> whether an
+    answer is in the first k x 1000 tokens of its passages."""
+
+    id: str
+    lang: str
+    hits: Mapping[int, bool]
+
+    def to_json(self) -> dict:
+        """`{"id", "lang", "r@2kt": bool, "r@5kt": bool}`: one line of a per-question file."""
+        return {"id": self.id, "lang": self.lang, **{f"r@{k}kt": bool(hit) for k, hit in self.hits.items()}}
+
+
 @dataclasses.dataclass
 class XorRetrieveReport:
     """R@kt per language and macro average.
@@ -113,6 +127,9 @@ class XorRetrieveReport:
     yes_no_only: predicted gold questions skipped because all their answers are yes/no.
     duplicate_predictions: question ids predicted more than once (each prediction is counted,
       as in the official script).
+    per_question: every counted prediction's outcome, in prediction order (a question predicted
+      twice appears twice); hits / counted per language over these is exactly `r_at_kt`. Not part
+      of `to_json`: the stage writes it as its own JSON-lines file.
     """
 
     r_at_kt: dict[int, dict[str, float | None]]
@@ -121,6 +138,7 @@ class XorRetrieveReport:
     predictions_not_in_gold: int
     yes_no_only: int
     duplicate_predictions: int = 0
+    per_question: list[QuestionOutcome] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         """The report as the `--json` object: r@Nkt tables, counted, missing_predictions,
@@ -152,6 +170,7 @@ def xor_retrieve_r_at_kt(
     hits: dict[int, Counter[str]] = {k: Counter() for k in ks}
     predicted_ids = set()
     duplicated_ids = set()
+    outcomes: list[QuestionOutcome] = []
     not_in_gold = yes_no_only = 0
     for prediction in predictions:
         # The official script registers the language before it looks the id up in the gold.
@@ -168,10 +187,12 @@ def xor_retrieve_r_at_kt(
             continue
         counted[prediction.lang] += 1
         tokens = first_tokens(prediction.ctxs, largest_budget, tokenize)
+        outcome = {}
         for k in ks:
             evidence = " ".join(tokens[: k * 1000])
-            if any(answer in evidence for answer in span_answers):
-                hits[k][prediction.lang] += 1
+            outcome[k] = any(answer in evidence for answer in span_answers)
+            hits[k][prediction.lang] += outcome[k]
+        outcomes.append(QuestionOutcome(prediction.id, prediction.lang, outcome))
     langs = [lang for lang in lang_order if counted[lang] > 0]
     r_at_kt: dict[int, dict[str, float | None]] = {}
     for k in ks:
@@ -186,6 +207,7 @@ def xor_retrieve_r_at_kt(
         predictions_not_in_gold=not_in_gold,
         yes_no_only=yes_no_only,
         duplicate_predictions=len(duplicated_ids),
+        per_question=outcomes,
     )
 
 

@@ -24,10 +24,15 @@ How the fit is made identifiable:
   * The starting point comes from a grid over c, where a and B are a linear least-squares
     problem, so curve_fit starts near the global optimum instead of in a flat valley.
 
-Confidence intervals are percentile bootstrap intervals: resample the (size, score) points with
-replacement, refit, and take percentiles of a, b, c, of the curve at any n, and of n*. They are
-deterministic for a seed. A resample with fewer than three distinct sizes cannot be fitted and
-is counted in `bootstrap_failed`.
+Confidence intervals are percentile bootstrap intervals: refit many resamples, and take
+percentiles of a, b, c, of the curve at any n, and of n*. Two kinds of resample:
+  * "points" (the default): resample the (size, score) points with replacement. Deterministic
+    for a seed; a resample with fewer than three distinct sizes cannot be fitted and is counted
+    in `bootstrap_failed`.
+  * "questions": the caller gives `score_replicates`, every point's score recomputed on each
+    resample of the benchmark's questions (`umr_jax.scaling.resample`); each row is refitted at
+    the same sizes, so row i of every source's `bootstrap` comes from the same resample and
+    differences between sources are paired.
 """
 
 from __future__ import annotations
@@ -163,6 +168,8 @@ class ScalingFit:
     law: the least-squares fit of all points.
     bootstrap: `[fits, 3]` (a, b, c) of the resamples that could be fitted.
     bootstrap_failed: resamples that could not be fitted (fewer than 3 distinct sizes).
+    bootstrap_kind: "points" (the points resampled) or "questions" (one row per given replicate of
+      the scores, in the replicates' order: row i of two fits is the same question resample).
     confidence: the level of every interval (e.g. 0.95).
     intervals: parameter name -> (low, high), or None with too few bootstrap fits.
     rmse: root-mean-square residual of `law` on the points.
@@ -178,6 +185,7 @@ class ScalingFit:
     intervals: Mapping[str, tuple[float, float]] | None
     rmse: float
     warnings: tuple[str, ...]
+    bootstrap_kind: str = "points"
 
     def predict(self, n: Any) -> np.ndarray:
         """The fitted score at size(s) n."""
@@ -214,6 +222,7 @@ class ScalingFit:
             "a": self.law.a, "b": self.law.b, "c": self.law.c,
             "confidence": self.confidence,
             "intervals": None if self.intervals is None else {k: list(v) for k, v in self.intervals.items()},
+            "bootstrap": self.bootstrap_kind,
             "bootstrap_fits": int(self.bootstrap.shape[0]),
             "bootstrap_failed": int(self.bootstrap_failed),
             "rmse": self.rmse,
@@ -229,6 +238,7 @@ def fit_power_law(
     bootstrap_samples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    score_replicates: Any = None,
 ) -> ScalingFit:
     """Fit score(n) = a - b n^(-c) to the points and bootstrap it.
 
@@ -236,6 +246,9 @@ def fit_power_law(
     scores: the benchmark score of each point. score_ceiling: the largest score the metric can
     take (100 for a percentage), the upper bound of a; None bounds a by the data (see module
     docstring). The result is the same for the same inputs and seed.
+    score_replicates: `[replicates, points]`, the scores recomputed on resamples of the
+    benchmark's questions; when given, each row is refitted (a "questions" bootstrap, and
+    `bootstrap_samples` and `seed` are not used) instead of resampling the points.
 
     Raises ScalingFitError for fewer than 3 distinct sizes, flat scores, or invalid numbers.
     """
@@ -262,21 +275,28 @@ def fit_power_law(
     law = PowerLaw(float(a), float(b), float(c))
     rmse = float(np.sqrt(np.mean((law(sizes) - scores) ** 2)))
 
-    rng = np.random.default_rng(seed)
     samples, failed = [], 0
-    for _ in range(bootstrap_samples):
-        pick = rng.integers(0, sizes.size, sizes.size)
-        if np.unique(sizes[pick]).size < MIN_DISTINCT_SIZES:
-            failed += 1
-            continue
-        samples.append(fit_once(x[pick], scores[pick]))
+    if score_replicates is not None:
+        replicates = np.asarray(score_replicates, dtype=np.float64)
+        if replicates.ndim != 2 or replicates.shape[1] != sizes.size or not np.all(np.isfinite(replicates)):
+            raise ScalingFitError(f"score_replicates must be finite, [replicates, {sizes.size}], got shape {replicates.shape}")
+        samples = [fit_once(x, row) for row in replicates]
+        bootstrap_samples = replicates.shape[0]
+    else:
+        rng = np.random.default_rng(seed)
+        for _ in range(bootstrap_samples):
+            pick = rng.integers(0, sizes.size, sizes.size)
+            if np.unique(sizes[pick]).size < MIN_DISTINCT_SIZES:
+                failed += 1
+                continue
+            samples.append(fit_once(x[pick], scores[pick]))
     bootstrap = np.array(samples, dtype=np.float64).reshape(-1, 3)
 
     notes = []
     distinct = np.unique(sizes).size
     if distinct == MIN_DISTINCT_SIZES:
         notes.append("3 sizes for 3 parameters: the curve passes through the points; its intervals mean little")
-    elif distinct < 5:
+    elif distinct < 5 and score_replicates is None:
         notes.append(f"only {distinct} sizes: intervals from resampling so few points are rough")
     scale = max(1.0, abs(a_high))
     if a_high - law.a <= 1e-6 * scale:
@@ -300,7 +320,8 @@ def fit_power_law(
     elif bootstrap_samples:
         notes.append(f"only {bootstrap.shape[0]} of {bootstrap_samples} bootstrap resamples could be fitted: no intervals")
     return ScalingFit(sizes=sizes, scores=scores, law=law, bootstrap=bootstrap, bootstrap_failed=failed,
-                      confidence=confidence, intervals=intervals, rmse=rmse, warnings=tuple(notes))
+                      confidence=confidence, intervals=intervals, rmse=rmse, warnings=tuple(notes),
+                      bootstrap_kind="points" if score_replicates is None else "questions")
 
 
 def format_size(n: float) -> str:

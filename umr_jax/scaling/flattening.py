@@ -80,6 +80,7 @@ class Flattening:
             "confidence": self.confidence,
             "gain_at_largest": self.gain_at_largest,
             "gain_at_horizon": self.gain_at_horizon,
+            "extrapolated": self.status == EXTRAPOLATED,
             "description": self.describe(),
         }
 
@@ -179,10 +180,14 @@ def source_seed(seed: int, source: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(source.encode("utf-8"))) % (2**32)
 
 
-def fit_sources(points: Mapping[str, Sequence[tuple[float, float]]], settings: FitSettings = FitSettings()) -> list[SourceFit]:
+def fit_sources(points: Mapping[str, Sequence[tuple[float, float]]], settings: FitSettings = FitSettings(),
+                replicates: Mapping[str, np.ndarray] | None = None) -> list[SourceFit]:
     """Fit every source's (size, score) points; a source that cannot be fitted carries `error`.
 
-    Sources come back in the order given.
+    `replicates[source]`: `[resamples, points]`, the source's scores on question resamples (in
+    the order of its points): its intervals then come from refitting those ("questions"
+    bootstrap); sources without replicates resample their points. Sources come back in the
+    order given.
     """
     results = []
     for source, pairs in points.items():
@@ -191,7 +196,8 @@ def fit_sources(points: Mapping[str, Sequence[tuple[float, float]]], settings: F
         try:
             fit = fit_power_law(sizes, scores, score_ceiling=settings.score_ceiling,
                                 bootstrap_samples=settings.bootstrap_samples,
-                                confidence=settings.confidence, seed=source_seed(settings.bootstrap_seed, source))
+                                confidence=settings.confidence, seed=source_seed(settings.bootstrap_seed, source),
+                                score_replicates=(replicates or {}).get(source))
         except ScalingFitError as err:
             results.append(SourceFit(source, sizes, scores, None, None, str(err)))
             continue

@@ -10,12 +10,14 @@ same benchmark, and fits score against size per source (`umr_jax.scaling.fit`). 
         result.json                    written atomically once the point is trained and evaluated:
                                        {"source", "size", "metrics", "finished_at", "elapsed_seconds"};
                                        a point with result.json is finished and never recomputed
+        eval/eval.per_question.jsonl   the point's per-question outcomes, when its evaluation recorded
+                                       them: the report's question-level bootstrap resamples them
         ...                            whatever train_and_evaluate keeps there (checkpoints, the
                                        retriever, predictions); a folder without result.json is
                                        an unfinished attempt, handed back to train_and_evaluate
                                        on the next run so it can resume from its checkpoints
       baseline/eval.json               the starting model's evaluation (n = 0), a reference line
-      report/scaling.png .svg .md .json
+      report/scaling.png .svg .md .json .csv   (umr_jax.scaling.report)
       tensorboard/<source>/            per source, every point's metrics at step = its size (a curve
                                        per source: eval/r@5kt/average, ..., train/steps) and the
                                        baseline at step 0
@@ -28,7 +30,8 @@ Training itself is not done here: a study is driven by any callable with the
 are prefixes of one seeded order, so every point gets its subset independently and the subsets
 of one source are nested (1k inside 3k inside 10k ...).
 
-One cohesive thing: the bookkeeping of one study folder (plan, point results, resuming, report),
+One cohesive thing: the bookkeeping of one study folder (plan, point results, resuming; the report
+reads it in `umr_jax.scaling.report`),
 whose parts all read and write the layout above; ~400 lines.
 """
 
@@ -52,7 +55,6 @@ from umr_jax import storage
 from umr_jax.data.files import AtomicFile
 from umr_jax.errors import InputError
 from umr_jax.scaling.fit import format_size
-from umr_jax.scaling.flattening import FitSettings, SourceFit, fit_sources
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ def scaling_config() -> ml_collections.ConfigDict:
         confidence=0.95,
         score_ceiling=100.0,        # recall in percent cannot exceed 100
         bootstrap_seed=0,
+        compare=None,               # "a:b,c:d": arms to compare (a - b; a's examples to match b); None: every pair
     ))
 
 
@@ -391,73 +394,9 @@ def points_by_source(results: Sequence[PointResult], metric: str) -> dict[str, l
     return points
 
 
-@dataclasses.dataclass(frozen=True)
-class StudyReport:
-    """What `write_report` wrote and the fits it wrote them from."""
+def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any], baseline: Mapping[str, Any] | None = None):
+    """Fit the finished points and write STUDY_DIR/report/ (`umr_jax.scaling.report.write_report`:
+    the conclusion, fits, arm comparisons, per-language curves, a CSV of every point)."""
+    from umr_jax.scaling.report import write_report as write
 
-    fits: list[SourceFit]
-    pending: list[StudyPoint]
-    markdown: Path
-    json: Path
-    png: Path
-    svg: Path
-
-
-def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
-                 baseline: Mapping[str, Any] | None = None) -> StudyReport:
-    """Fit every source's finished points and write STUDY_DIR/report/scaling.{png,svg,md,json}.
-
-    `config` is the scaling section (metric, metric_label and the FitSettings fields). Points
-    in plan.json without a result are listed as pending. `baseline`: the starting model's
-    metrics (n = 0), reported and drawn as a reference line, never fitted; when None,
-    STUDY_DIR/baseline/eval.json is used if it exists. Raises InputError when no point is
-    finished or a result lacks the metric.
-    """
-    from umr_jax.scaling.plots import markdown_table, plot_scaling_curves
-
-    study_dir = storage.local(study_dir)  # a gs:// study: its local mirror
-    results = collect_results(study_dir)
-    if not results:
-        raise InputError(f"no finished points (no {POINTS_DIR}/<source>/size-*/{RESULT_FILE})", study_dir)
-    metric = str(config.get("metric", "r@5kt.average"))
-    label = str(config.get("metric_label", metric))
-    settings = FitSettings.from_config(config)
-    fits = fit_sources(points_by_source(results, metric), settings)
-    finished = {(r.source, r.size) for r in results}
-    pending = [p for p in read_plan(study_dir) if (p.source, p.size) not in finished]
-    baseline_file = study_dir / BASELINE_FILE
-    if baseline is None and baseline_file.is_file():
-        try:
-            baseline = json.loads(baseline_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"not a JSON evaluation report ({err})", baseline_file) from None
-    baseline_value = None if baseline is None else metric_value(baseline, metric, where=baseline_file)
-    if baseline is not None:
-        write_baseline_summaries(study_dir, sorted({r.source for r in results}), baseline)
-    for result in results:  # points of a study made before its TensorBoard files were written
-        write_point_summaries(study_dir, result, config=config)
-
-    out = study_dir / REPORT_DIR
-    png, svg = plot_scaling_curves(fits, out / "scaling", metric_label=label, threshold=settings.flattening_gain,
-                                   baseline=baseline_value)
-    lines = [f"# Scaling study: {label} ({metric})", "",
-             f"{len(results)} finished point{'s' if len(results) != 1 else ''}"
-             + (f", {len(pending)} pending" if pending else "") + ".", ""]
-    if baseline_value is not None:
-        lines += [f"Starting model, before any training (n = 0, not part of the fits): {baseline_value:.2f}.", ""]
-    lines += [markdown_table(fits, metric_label=label), "![scaling curves](scaling.png)", ""]
-    if pending:
-        lines += ["Pending points:", ""] + [f"- {p.source} n={format_size(p.size)}" for p in pending] + [""]
-    markdown = out / "scaling.md"
-    with AtomicFile(markdown) as f:
-        f.write("\n".join(lines).encode("utf-8"))
-    record = {
-        "metric": metric, "metric_label": label, "settings": dataclasses.asdict(settings),
-        "sources": [fit.to_dict() for fit in fits],
-        "pending": [{"source": p.source, "size": p.size} for p in pending],
-        "baseline": baseline_value,
-    }
-    json_path = out / "scaling.json"
-    with AtomicFile(json_path) as f:
-        f.write((json.dumps(record, indent=2, default=_json_default) + "\n").encode("utf-8"))
-    return StudyReport(fits=fits, pending=pending, markdown=markdown, json=json_path, png=png, svg=svg)
+    return write(study_dir, config, baseline)

@@ -1,0 +1,316 @@
+"""A scaling study's report: what the finished points say, with intervals that decide.
+
+`write_report` reads the study folder's finished points (`umr_jax.scaling.study`) and writes
+STUDY_DIR/report/:
+
+  scaling.md     the conclusion (diminishing returns per arm: yes / no / inconclusive at this
+                 size, and every compared pair of arms in a sentence), the fit table, the arms
+                 compared at matched sizes, the equivalent-data ratios, R@kt per language
+  scaling.json   the same numbers (and the fits, the settings, the pending points)
+  scaling.csv    every point: arm, size, seed, every metric value, per language
+  scaling.png/svg  the curves, the gain per 10x, and one panel per language
+
+Intervals come from a question-level paired bootstrap when every point of an arm has its
+per-question outcomes (`eval/eval.per_question.jsonl`, `umr_jax.scaling.resample`), else from
+resampling the points, and the report says which.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from umr_jax import storage
+from umr_jax.data.files import AtomicFile
+from umr_jax.errors import InputError
+from umr_jax.scaling import compare as compare_lib
+from umr_jax.scaling import resample
+from umr_jax.scaling import study
+from umr_jax.scaling.fit import format_size
+from umr_jax.scaling.flattening import FitSettings, SourceFit, fit_sources
+
+# Where the evaluate stage of a point (scaling.runner.PointRunner) leaves its per-question file.
+POINT_EVAL = "eval/eval.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyReport:
+    """What `write_report` wrote and the fits, verdicts and comparisons it wrote them from."""
+
+    fits: list[SourceFit]
+    pending: list[study.StudyPoint]
+    markdown: Path
+    json: Path
+    png: Path
+    svg: Path
+    csv: Path
+    record: dict
+
+
+def per_question_file(result: study.PointResult) -> Path:
+    """The per-question outcomes of a finished point (which may not exist: older points)."""
+    from umr_jax.stages.evaluate import per_question_path
+
+    return per_question_path(result.path.parent / POINT_EVAL)
+
+
+def _configured(config: Mapping[str, Any]) -> list[str]:
+    names = config.get("sources") or ()
+    return [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else list(names)
+
+
+def _arm_order(results: Sequence[study.PointResult], config: Mapping[str, Any]) -> list[str]:
+    """The finished arms: those of `scaling.sources` in its order, then any others by name."""
+    names = _configured(config)
+    finished = sorted({r.source for r in results})
+    return [n for n in names if n in finished] + [n for n in finished if n not in names]
+
+
+def question_replicates(results: Sequence[study.PointResult], metric: str, settings: FitSettings,
+                        ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """source -> `[resamples, points]` for every source whose points all have per-question files
+    (points in (size) order), and what was done: {"method", "resamples", "questions",
+    "languages", "sources", "without_outcomes": [...], "reason"}. Raises InputError when a
+    per-question file does not give back its point's metric."""
+    parsed = resample.question_metric(metric)
+    info: dict[str, Any] = {"method": "points", "sources": [], "without_outcomes": [], "reason": None}
+    if parsed is None:
+        info["reason"] = f"the metric {metric} is not an R@kt the per-question files hold"
+        return {}, info
+    table, lang = parsed
+    outcomes: dict[tuple[str, int], resample.PointOutcomes] = {}
+    for r in results:
+        found = resample.read_outcomes(per_question_file(r), table)
+        if found is None:
+            info["without_outcomes"].append(f"{r.source} n={format_size(r.size)}")
+        else:
+            outcomes[(r.source, r.size)] = found
+    sources = sorted({r.source for r in results})
+    complete = [s for s in sources if all((r.source, r.size) in outcomes for r in results if r.source == s)]
+    if info["without_outcomes"]:
+        info["reason"] = "points without per-question outcomes (evaluated before they were recorded)"
+    if not complete:
+        return {}, info
+    used = [r for r in sorted(results, key=lambda r: (r.source, r.size)) if r.source in complete]
+    boot = resample.question_bootstrap([outcomes[(r.source, r.size)] for r in used], lang,
+                                       samples=settings.bootstrap_samples, seed=settings.bootstrap_seed)
+    for r, observed in zip(used, boot.observed):
+        expected = study.metric_value(r.metrics, metric, where=r.path)
+        if not abs(observed - expected) <= 1e-6 * max(1.0, abs(expected)):
+            raise InputError(f"its outcomes give {metric} = {observed:.6f}, but the point's result.json says {expected:.6f}: "
+                             "the two files are not of the same evaluation", per_question_file(r))
+    replicates = {s: boot.replicates[:, [i for i, r in enumerate(used) if r.source == s]] for s in complete}
+    info.update(method="questions", sources=complete, resamples=int(boot.replicates.shape[0]),
+                questions=boot.questions, languages=boot.languages)
+    return replicates, info
+
+
+def per_language(results: Sequence[study.PointResult], table: str) -> dict[str, dict[str, list[list[float]]]]:
+    """source -> lang -> [[size, score], ...] of the metric table `table` (e.g. "r@5kt")."""
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    for r in sorted(results, key=lambda r: (r.source, r.size)):
+        scores = r.metrics.get(table)
+        if not isinstance(scores, Mapping):
+            continue
+        for lang, value in scores.items():
+            if lang != "average" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.setdefault(r.source, {}).setdefault(lang, []).append([float(r.size), float(value)])
+    return out
+
+
+def _flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for name, value in metrics.items():
+        if name == "train":
+            continue
+        if isinstance(value, Mapping):
+            for key, leaf in value.items():
+                if isinstance(leaf, (int, float)) and not isinstance(leaf, bool):
+                    out[f"{name}.{key}"] = float(leaf)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def points_csv(results: Sequence[study.PointResult], arms: Sequence[str]) -> str:
+    """Every point as CSV: arm, size, seed, steps, per_question (whether its outcomes exist),
+    then every metric value (`r@5kt.average`, `r@5kt.ja`, ..., `counted.ja`), blank where a
+    point lacks it. Tables sorted by name, each with its average first."""
+    flat = {(r.source, r.size): _flat_metrics(r.metrics) for r in results}
+    keys = sorted({k for f in flat.values() for k in f},
+                  key=lambda k: (k.split(".")[0], k.split(".", 1)[-1] != "average", k))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["arm", "size", "seed", "steps", "per_question", *keys])
+    order = {name: i for i, name in enumerate(arms)}
+    for r in sorted(results, key=lambda r: (order.get(r.source, len(order)), r.size)):
+        train = r.metrics.get("train") or {}
+        values = flat[(r.source, r.size)]
+        writer.writerow([r.source, r.size, train.get("seed", ""), train.get("steps", ""),
+                         "yes" if per_question_file(r).is_file() else "no",
+                         *[repr(values[k]) if k in values else "" for k in keys]])
+    return buffer.getvalue()
+
+
+def _fmt_interval(value: float, interval: Sequence[float] | None, fmt: str = "+.2f") -> str:
+    text = format(value, fmt)
+    return text if not interval else f"{text} [{format(interval[0], fmt)}, {format(interval[1], fmt)}]"
+
+
+def _comparison_lines(comparisons: Sequence[Mapping[str, Any]], confidence: float) -> list[str]:
+    if not comparisons:
+        return []
+    lines = ["## Arms compared", "",
+             f"Differences are A - B in points, [low, high] = {confidence:.0%} bootstrap intervals.", "",
+             "| A - B | n | difference | how |", "|---|---|---|---|"]
+    for c in comparisons:
+        for row in c["matched"]:
+            lines.append(f"| {c['a']} - {c['b']} | {format_size(row['size'])} | "
+                         f"{_fmt_interval(row['difference'], row['interval'])} | {row['method']} |")
+        if c["asymptote_difference"] is not None:
+            d = c["asymptote_difference"]
+            lines.append(f"| {c['a']} - {c['b']} | asymptote a | {_fmt_interval(d['value'], d['interval'])} | fitted |")
+        if not c["matched"]:
+            lines.append(f"| {c['a']} - {c['b']} | - | - | {c['note']} |")
+    lines += ["", "Equivalent data:", ""] + [f"- {c['equivalent_data']['sentence']}." for c in comparisons] + [""]
+    return lines
+
+
+def _language_lines(languages: Mapping[str, Mapping[str, list[list[float]]]], table: str, arms: Sequence[str],
+                    results: Sequence[study.PointResult]) -> list[str]:
+    codes = sorted({lang for by_lang in languages.values() for lang in by_lang})
+    if not codes:
+        return []
+    lines = [f"## Per language ({table})", "", "| arm | n | " + " | ".join(codes) + " | average |",
+             "|---|---|" + "---|" * (len(codes) + 1)]
+    order = {name: i for i, name in enumerate(arms)}
+    for r in sorted(results, key=lambda r: (order.get(r.source, len(order)), r.size)):
+        scores = r.metrics.get(table) or {}
+        cells = [f"{scores[c]:.2f}" if isinstance(scores.get(c), (int, float)) else "-" for c in [*codes, "average"]]
+        lines.append(f"| {r.source} | {format_size(r.size)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _bootstrap_lines(info: Mapping[str, Any], arms: Sequence[str], confidence: float) -> list[str]:
+    lines = []
+    if info["method"] == "questions":
+        langs = ", ".join(f"{k} {v}" for k, v in info["languages"].items())
+        lines.append(f"Intervals ({confidence:.0%}): question-level paired bootstrap for "
+                     f"{', '.join(a for a in arms if a in info['sources'])}: "
+                     f"{info['resamples']} resamples of the {info['questions']} evaluation questions ({langs}), drawn "
+                     "within each language, the same resample for every point and arm; each resample's scores refitted.")
+    rest = [a for a in arms if a not in info["sources"]]
+    if rest:
+        why = info["reason"] or "no per-question outcomes"
+        lines.append(f"Intervals ({confidence:.0%}) for {', '.join(rest)}: point bootstrap (the points resampled and "
+                     f"refitted), because of {why}"
+                     + (f": {', '.join(info['without_outcomes'])}" if info["without_outcomes"] else "") + ".")
+    return lines + [""]
+
+
+def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
+                 baseline: Mapping[str, Any] | None = None) -> StudyReport:
+    """Fit every arm's finished points and write STUDY_DIR/report/scaling.{md,json,csv,png,svg}.
+
+    `config` is the scaling section (metric, metric_label, sources, compare and the FitSettings
+    fields). Points in plan.json without a result are listed as pending. `baseline`: the starting
+    model's metrics (n = 0), reported and drawn as a reference line, never fitted; when None,
+    STUDY_DIR/baseline/eval.json is used if it exists. Raises InputError when no point is
+    finished, a result lacks the metric, `compare` names no two sources, or a per-question file
+    disagrees with its point.
+    """
+    from umr_jax.scaling.plots import markdown_table, plot_scaling_curves
+
+    study_dir = storage.local(study_dir)  # a gs:// study: its local mirror
+    results = study.collect_results(study_dir)
+    if not results:
+        raise InputError(f"no finished points (no {study.POINTS_DIR}/<source>/size-*/{study.RESULT_FILE})", study_dir)
+    metric = str(config.get("metric", "r@5kt.average"))
+    label = str(config.get("metric_label", metric))
+    table = metric.split(".")[0]
+    settings = FitSettings.from_config(config)
+    arms = _arm_order(results, config)
+    replicates, bootstrap_info = question_replicates(results, metric, settings)
+    by_source = study.points_by_source(results, metric)
+    fits = fit_sources({name: by_source[name] for name in arms}, settings, replicates)
+    arm_objects = {f.source: compare_lib.Arm(f, replicates.get(f.source)) for f in fits}
+    try:
+        pairs = compare_lib.comparison_pairs(arms, config.get("compare"), known=_configured(config))
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    verdicts = [compare_lib.diminishing_returns(arm_objects[a], settings.flattening_gain) for a in arms]
+    comparisons = [compare_lib.compare_arms(arm_objects[a], arm_objects[b], confidence=settings.confidence,
+                                            horizon_factor=settings.horizon_factor) for a, b in pairs]
+    languages = per_language(results, table)
+
+    finished = {(r.source, r.size) for r in results}
+    pending = [p for p in study.read_plan(study_dir) if (p.source, p.size) not in finished]
+    baseline_file = study_dir / study.BASELINE_FILE
+    if baseline is None and baseline_file.is_file():
+        try:
+            baseline = json.loads(baseline_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"not a JSON evaluation report ({err})", baseline_file) from None
+    baseline_value = None if baseline is None else study.metric_value(baseline, metric, where=baseline_file)
+    if baseline is not None:
+        study.write_baseline_summaries(study_dir, arms, baseline)
+    for result in results:  # points of a study made before its TensorBoard files were written
+        study.write_point_summaries(study_dir, result, config=config)
+
+    out = study_dir / study.REPORT_DIR
+    png, svg = plot_scaling_curves(fits, out / "scaling", metric_label=label, threshold=settings.flattening_gain,
+                                   baseline=baseline_value, per_language=languages)
+    sentences = [v["sentence"] for v in verdicts] + [c["sentence"] for c in comparisons]
+    lines = [f"# Scaling study: {label} ({metric})", "",
+             f"{len(results)} finished point{'s' if len(results) != 1 else ''}"
+             + (f", {len(pending)} pending" if pending else "") + ".", "", "## Conclusion", ""]
+    lines += [f"- {s}" for s in sentences] + [""]
+    lines += _bootstrap_lines(bootstrap_info, arms, settings.confidence)
+    if baseline_value is not None:
+        lines += [f"Starting model, before any training (n = 0, not part of the fits): {baseline_value:.2f}.", ""]
+    lines += ["## Fits", "", markdown_table(fits, metric_label=label), "![scaling curves](scaling.png)", ""]
+    lines += _comparison_lines(comparisons, settings.confidence)
+    lines += _language_lines(languages, table, arms, results)
+    lines += ["Every point, every metric and language: [scaling.csv](scaling.csv).", ""]
+    if pending:
+        lines += ["Pending points:", ""] + [f"- {p.source} n={format_size(p.size)}" for p in pending] + [""]
+    markdown = out / "scaling.md"
+    with AtomicFile(markdown) as f:
+        f.write("\n".join(lines).encode("utf-8"))
+    csv_path = out / "scaling.csv"
+    with AtomicFile(csv_path) as f:
+        f.write(points_csv(results, arms).encode("utf-8"))
+    record = {
+        "metric": metric, "metric_label": label, "settings": dataclasses.asdict(settings),
+        "bootstrap": bootstrap_info,
+        "conclusion": {"sentences": sentences, "diminishing_returns": verdicts},
+        "sources": [fit.to_dict() for fit in fits],
+        "comparisons": comparisons,
+        "per_language": {"table": table, "sources": languages},
+        "pending": [{"source": p.source, "size": p.size} for p in pending],
+        "baseline": baseline_value,
+    }
+    json_path = out / "scaling.json"
+    with AtomicFile(json_path) as f:
+        f.write((json.dumps(_finite(record), indent=2, default=study._json_default, allow_nan=False) + "\n").encode("utf-8"))
+    return StudyReport(fits=fits, pending=pending, markdown=markdown, json=json_path, png=png, svg=svg, csv=csv_path,
+                       record=record)
+
+
+def _finite(value: Any) -> Any:
+    """The record with infinities and NaNs as null (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -213,12 +213,14 @@ def _info(fs, key: str) -> dict | None:
         return None
 
 
-def fetch(location: PathLike) -> Path:
+def fetch(location: PathLike, *, skip: tuple[str, ...] = ()) -> Path:
     """An input: the local path to read `location` from. A remote file, folder (every object below
     it) or shard set (`name-NNNNN-of-NNNNN...` beside a missing `name...`) is downloaded into the
     mirror first, each object only when the mirrored copy is stale. A location that does not exist
     gives its mirror path, so the reader reports it missing as it would a local file (named by its
-    URL: `shown`)."""
+    URL: `shown`). For a folder, `skip` names sub-folders (at any depth) not to fetch: a train
+    folder's Orbax `checkpoints` (Orbax reads them from the bucket itself), or a loop's embeddings,
+    which the stage that needs them fetches when it runs."""
     if not is_remote(location):
         url = url_of(location)  # a mirror path stands for its URL: brought up to date the same way
         if url is None:
@@ -232,7 +234,7 @@ def fetch(location: PathLike) -> Path:
         if info is not None and info.get("type") != "directory":
             _download(fs, key, info, dest)
         elif info is not None:
-            _sync_folder(fs, key, dest)
+            _sync_folder(fs, key, dest, skip=skip)
         else:
             parent, name = key.rsplit("/", 1) if "/" in key else (key, "")
             stem = name.split(".", 1)[0]
@@ -251,11 +253,13 @@ def fetch(location: PathLike) -> Path:
     return dest
 
 
-def _sync_folder(fs, key: str, dest: Path) -> int:
+def _sync_folder(fs, key: str, dest: Path, *, skip: tuple[str, ...] = ()) -> int:
     count = 0
     prefix = key.rstrip("/") + "/"
     for full, info in sorted(_objects_under(fs, key).items()):
         relative = full[len(prefix):] if full.startswith(prefix) else full.rsplit("/", 1)[-1]
+        if any(part in skip for part in relative.split("/")[:-1]):
+            continue
         count += _download(fs, full, info, dest / relative)
     return count
 

@@ -57,6 +57,16 @@ class Lines(TextSink):
         self.text.write(record + "\n")
 
 
+def test_fetch_skips_named_sub_folders_at_any_depth(bucket, tmp_path):
+    for key in ("run/config.json", "run/checkpoints/3/state", "run/iter0/train/checkpoints/1/state",
+                "run/iter0/embeddings/shard-00000.npy", "run/iter0/eval.json"):
+        (tmp_path / "f").write_text(key)
+        bucket.put(tmp_path / "f", key)
+    folder = storage.fetch(f"{bucket.url}/run", skip=("checkpoints", "embeddings"))
+    got = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert got == ["config.json", "iter0/eval.json"]
+
+
 def test_committed_files_reach_the_bucket_before_commit_returns(bucket):
     target = storage.local(f"{bucket.url}/out/result.json")
     with AtomicFile(target) as f:

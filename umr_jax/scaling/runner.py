@@ -39,7 +39,7 @@ from umr_jax import storage
 from umr_jax.errors import InputError
 from umr_jax.stages import evaluate, index, retrieve, train
 from umr_jax.stages.encode import encode
-from umr_jax.stages.folder import StageFolder
+from umr_jax.stages.folder import LARGE, StageFolder
 from umr_jax.stages.steps import Retriever, run_once
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     if dry_run:
         return {"plan": points, "finished": [p for p in points if p.is_finished(study_dir)]}
     writer = jax.process_index() == 0
-    with StageFolder(study_dir, "scaling").session(writer=writer, remove_on_failure=False):  # one study run at a time
+    with StageFolder(study_dir, "scaling", not_fetched=LARGE).session(writer=writer, remove_on_failure=False):  # one study run at a time
         baseline = runner.baseline(study_dir) if config.evaluation.get("baseline", True) else None
         if baseline is not None and writer:
             study.write_baseline_summaries(study_dir, runner.names, baseline)

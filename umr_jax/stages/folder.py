@@ -46,6 +46,9 @@ from umr_jax.data.files import AtomicFile
 from umr_jax.errors import InputError
 
 LOCK_FILE = ".umr-jax.lock"
+# The sub-folders a folder of stage folders (the loop's, a scaling study's) does not bring from a
+# bucket when it is opened: each stage that needs them fetches its own when it runs.
+LARGE = ("checkpoints", "embeddings", "index")
 RECORDS = ".records"
 
 
@@ -154,9 +157,14 @@ class StageFolder:
     """
 
     def __init__(self, path: str | os.PathLike, stage: str, *, settings_file: str | None = None,
-                 labels: Mapping[str, str] | None = None, ignore: Iterable[str] = ()):
+                 labels: Mapping[str, str] | None = None, ignore: Iterable[str] = (),
+                 not_fetched: tuple[str, ...] = ()):
         self.path = storage.local(path)
         self.url = storage.url_of(self.path)  # a gs:// folder, worked on in its local mirror
+        # Opening a bucket folder brings it into the mirror but the sub-folders `not_fetched`: a
+        # train folder's Orbax checkpoints (Orbax reads them from the bucket), or in a folder of
+        # stage folders (the loop, a study) the large ones each stage fetches when it runs.
+        self._fetch = dict(skip=tuple(not_fetched))
         self.stage = stage
         self.settings_file = settings_file
         self.labels = dict(labels or {})
@@ -175,7 +183,7 @@ class StageFolder:
         `keep_if()`, asked at the failure, says the work is worth keeping. An interruption
         (Ctrl-C, SIGTERM, kill) removes nothing."""
         if self.url is not None:  # what reached the bucket (a run on another machine) is here too
-            storage.fetch(self.url)
+            storage.fetch(self.url, **self._fetch)
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"exists and is not a folder; expected the {self.stage} output folder", self.path)
         if not writer:
@@ -201,7 +209,7 @@ class StageFolder:
             except BaseException:
                 lock.release()
                 raise
-            storage.fetch(self.url)  # anything the previous holder uploaded after the first look
+            storage.fetch(self.url, **self._fetch)  # what the previous holder uploaded after the first look
             before = set(os.listdir(self.path))
         try:
             yield self
@@ -222,7 +230,7 @@ class StageFolder:
     def refresh(self) -> None:
         """A folder in a bucket: bring its mirror up to date (what other hosts uploaded)."""
         if self.url is not None:
-            storage.fetch(self.url)
+            storage.fetch(self.url, **self._fetch)
 
     def keep(self) -> None:
         """Say that this session wrote work worth keeping: a failure no longer removes the folder."""

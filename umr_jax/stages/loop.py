@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from umr_jax import storage
 from umr_jax.stages import evaluate, index, retrieve, score, train
-from umr_jax.stages.folder import StageFolder, write_json
+from umr_jax.stages.folder import LARGE, StageFolder, write_json
 from umr_jax.stages.steps import Retriever, run_once
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class UmrLoop:
         """Run (or resume) `iterations` UMR iterations; returns one record per iteration with the
         retriever used and its evaluation (iteration `iterations` is evaluated, not trained)."""
         # One loop at a time per output folder; each stage's folder has its own lock as well.
-        with StageFolder(self.output, "loop").session(writer=self.runtime.is_writer, remove_on_failure=False):
+        with StageFolder(self.output, "loop", not_fetched=LARGE).session(writer=self.runtime.is_writer, remove_on_failure=False):
             if self.runtime.is_writer:  # what killed writes left in the loop's own files (stages sweep theirs)
                 for folder in (self.output, *sorted(p for p in self.output.glob("iter*") if p.is_dir())):
                     StageFolder(folder, "loop").sweep_temporaries()

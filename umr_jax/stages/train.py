@@ -42,7 +42,7 @@ def locked(output: str | Path, runtime) -> Iterator[StageFolder]:
     has started and its checkpoints are kept whatever happens (Orbax removes its own unfinished
     steps)."""
     output = storage.local(output)
-    stage = StageFolder(output, "train")
+    stage = StageFolder(output, "train", not_fetched=("checkpoints",))  # Orbax reads those from the bucket
     with stage.session(writer=runtime.is_writer, keep_if=lambda: (output / "config.json").is_file()):
         if runtime.is_writer:
             stage.sweep_temporaries()
@@ -77,7 +77,7 @@ def train(config, output: str | Path, runtime, *, resume_anyway: bool = False) -
 def finished(output: str | Path) -> Trained:
     """What a finished train folder recorded in its `DONE.json`."""
     output = storage.local(output)
-    storage.fetch(output)  # a bucket folder finished elsewhere: its record and exports
+    storage.fetch(output, skip=("checkpoints",))  # a bucket folder finished elsewhere: its record and exports
     record = json.loads((output / DONE).read_text(encoding="utf-8"))
     folder = _chosen_folder(record["summary"], output)
     # Folders of earlier versions of the scaling study hold only the summary.

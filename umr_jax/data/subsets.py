@@ -1,13 +1,16 @@
 """Nested subsets for scaling studies: subsets by language and size such that every smaller
 subset is contained in every larger one (prefixes of one seeded order): `nested_subsets` over
-records' languages, and `nested_subset`, the trainers' `data.subset_size` subsets of pairs or
-scored questions."""
+records' languages, `nested_subset_indices`, the trainers' `data.subset_size` subsets as index
+arrays over a store of any size (memory O(size), not O(source)), and `nested_subset`, the same
+subset of a list (scored questions)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Iterable, Sequence, TypeVar
+from typing import Collection, Iterable, Sequence, TypeVar
 
 import numpy as np
+
+from umr_jax.errors import InputError
 
 T = TypeVar("T")
 
@@ -79,16 +82,51 @@ def nested_subsets(
     return {size: np.sort(order[:size]) for size in sizes}
 
 
-def _lang(item: Any) -> str:
-    return item.lang
+_CHUNK = 1 << 22
 
 
-def nested_subset(items: Sequence[T], size: int | None, seed: int, *, language: Callable[[T], str] = _lang) -> list[T]:
+def nested_subset_indices(count: int, size: int | None, seed: int, *, noun: str = "examples") -> np.ndarray | None:
+    """The rows of a nested subset of `size` out of `count` rows drawn from every language
+    together: sorted int64 `[size]`, or None for all rows (`size` None or 0).
+
+    The same subset as `nested_subsets([...], [size], seed=seed)` over the rows: the `size`
+    rows whose (seed, row) hash is smallest. The hashes are made and cut to the smallest `size`
+    a chunk of rows at a time, so memory is O(size + chunk), never O(count): a 47M-row store
+    is subset without an array of 47M. Raises InputError when `size` exceeds `count`.
+    """
+    if not size:
+        return None
+    size, count = int(size), int(count)
+    if size < 0:
+        raise InputError(f"data.subset_size must be >= 0, got {size}")
+    if size > count:
+        raise InputError(f"data.subset_size={size} exceeds the {count} {noun} of the source")
+    if size == count:
+        return np.arange(count, dtype=np.int64)
+    key = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+    # The hash is a bijection of distinct inputs, so scores never tie: "the smallest `size`"
+    # is one set, whatever the chunking.
+    best_rows = np.empty(0, dtype=np.int64)
+    best_scores = np.empty(0, dtype=np.uint64)
+    for start in range(0, count, _CHUNK):
+        rows = np.arange(start, min(count, start + _CHUNK), dtype=np.int64)
+        rows_scores = _splitmix64(rows.astype(np.uint64) ^ key)
+        rows, rows_scores = np.concatenate([best_rows, rows]), np.concatenate([best_scores, rows_scores])
+        if len(rows) > size:
+            keep = np.argpartition(rows_scores, size - 1)[:size]
+            rows, rows_scores = rows[keep], rows_scores[keep]
+        best_rows, best_scores = rows, rows_scores
+    return np.sort(best_rows)
+
+
+def nested_subset(items: Sequence[T], size: int | None, seed: int, *, noun: str = "items") -> list[T]:
     """A nested subset of `size` items (all of them when `size` is None or 0), drawn from every
     language together: for one seed, the subset of a smaller size lies inside that of a larger
-    one (`nested_subsets` over the items' languages, `item.lang` by default), as scaling studies
-    need. The trainers draw their `data.subset_size` subsets with it."""
-    if not size or size >= len(items):
+    one (`nested_subset_indices`; equal to `nested_subsets` over the items' languages), as
+    scaling studies need. The distillation trainer draws its `data.subset_size` subsets with it.
+    Raises InputError when `size` exceeds the items. (A subset drawn from every language
+    together does not depend on the items' languages.)"""
+    indices = nested_subset_indices(len(items), size, seed, noun=noun)
+    if indices is None:
         return list(items)
-    indices = nested_subsets([language(item) for item in items], [int(size)], seed=seed)[int(size)]
     return [items[i] for i in indices]

@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config overrides, e.g. scaling.sources=webfaq,translated sources.webfaq.data.path=/data/webfaq")
     parser.add_argument("--output", required=True, help="the study folder (plan.json, points/, baseline/, report/)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true", help="read the sources and print the planned points; train nothing")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="count the sources (converting pairs sources to their stores once) and print the planned "
+                           "points with their steps, pairs seen, passages encoded, embedding bytes (float16) and "
+                           "estimated time (with scaling.step_time_from=FILE); train nothing")
     mode.add_argument("--report-only", action="store_true", help="refit and redraw the report from the finished points; train nothing")
     parser.add_argument("--resume-anyway", action="store_true",
                         help="let a point's interrupted training resume its checkpoint even if it was made with another "
@@ -65,10 +68,18 @@ def run(args: argparse.Namespace) -> int:
         return 3
     if args.dry_run:
         finished = set(out["finished"])
-        lines = [f"{len(out['plan'])} points ({len(finished)} finished):"]
-        lines += [f"  {point.source:<12} n={format_size(point.size):>6}  {'finished' if point in finished else 'to train'}"
-                  for point in out["plan"]]
-        emit(args, {"plan": [{"source": point.source, "size": point.size, "finished": point in finished} for point in out["plan"]]},
+        lines = [f"{len(out['plan'])} points ({len(finished)} finished):",
+                 f"  {'source':<12} {'n':>8}  {'steps':>9} {'pairs seen':>11} {'passages':>21} {'embeddings':>10} "
+                 f"{'time':>9}  state",
+                 f"  {'':<12} {'':>8}  {'':>9} {'':>11} {'train':>10} {'eval':>10} {'(float16)':>10}"]
+        for point, e in zip(out["plan"], out["estimates"]):
+            lines.append(f"  {point.source:<12} n={format_size(point.size):>6}  {e['steps']:>9,} {e['pairs_seen']:>11,} "
+                         f"{e['train_passages']:>10,} {_count(e['eval_passages']):>10} {_bytes(e['embedding_bytes']):>10} "
+                         f"{_duration(e['seconds']):>9}  {'finished' if point in finished else 'to train'}"
+                         + ("  (too few examples for one batch)" if e["steps"] == 0 else ""))
+        if not any(e["seconds"] is not None for e in out["estimates"]):
+            lines.append("time: n/a (give scaling.step_time_from=FILE, a `umr-jax compile --json-out FILE` of this config)")
+        emit(args, {"plan": [{**e, "finished": point in finished} for point, e in zip(out["plan"], out["estimates"])]},
              "\n".join(lines))
         return 0
     report = out.get("report")
@@ -79,3 +90,25 @@ def run(args: argparse.Namespace) -> int:
                 "files": [str(p) for p in (report.markdown, report.png, report.svg, report.json)]},
          report.markdown.read_text(encoding="utf-8") + f"\nreport: {report.markdown} {report.png} {report.svg} {report.json}")
     return 0
+
+
+def _count(value: int | None) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return ""
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -19,9 +19,15 @@ its scored candidates) for UMR. Its data are `subsets.nested_subsets(..., seed=s
 of the source, so the subsets of one source are nested. Each point's folder holds
 
   train/          checkpoints, metrics.jsonl, best/ and final/ towers (resumes from its checkpoints)
-  eval/           embeddings/, index/, retrieved.jsonl, eval.json (each stage resumes by its marker)
+  eval/           embeddings/ (float16), index/, retrieved.jsonl, eval.json (each stage resumes by
+                  its marker); embeddings/ and index/ are deleted once result.json is written,
+                  unless scaling.keep_embeddings=True (a 21M-passage corpus is 32 GB per point)
 
-and result.json once both are done. The starting model is evaluated once, in STUDY_DIR/baseline/,
+and result.json once both are done. A pairs source is converted once into a store read by row
+(`data.pair_store`, in $UMR_JAX_CACHE/pair-stores) and counted by its row count; a point's subset
+and epoch orders are index arrays over it. `--dry-run` prints per point its steps, pairs seen,
+passages encoded, embedding bytes and, with `scaling.step_time_from=FILE` (a `umr-jax compile
+--json-out` file), the roofline's time estimate. The starting model is evaluated once, in STUDY_DIR/baseline/,
 and drawn as the n = 0 reference; it is not part of the fit (a power law has no value at 0).
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -103,11 +110,13 @@ def source_config(config, name: str) -> ml_collections.ConfigDict:
 
 
 def source_size(config: ml_collections.ConfigDict) -> int:
-    """The training examples of a source config, read as its trainer reads them."""
+    """The training examples of a source config, read as its trainer reads them. A pairs source
+    is counted by its store's row count (`data.pair_store`: converted on first use, then read
+    from its manifest), never by holding its pairs."""
     if config.objective == "contrastive":
-        from umr_jax.training.contrastive import load_pairs
+        from umr_jax.training.contrastive import open_pairs
 
-        return len(load_pairs(config.data))
+        return len(open_pairs(config.data))
     from umr_jax.training.distill import load_pseudo_labels
 
     return len(load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k,
@@ -124,6 +133,51 @@ def evaluation_settings(config) -> ml_collections.ConfigDict:
         if not e.get(key):
             raise InputError(f"evaluation.{key} is not set (give it as evaluation.{key}=...)")
     return e
+
+
+def planned_steps(config: ml_collections.ConfigDict, size: int) -> int:
+    """The optimizer steps a point of `size` examples trains for (0: too few for one batch),
+    as the trainers count them: ceil(epochs x (size // examples per batch)), at least 1."""
+    per_batch = examples_per_batch(config)
+    per_epoch = int(size) // per_batch
+    return 0 if per_epoch == 0 else max(1, int(math.ceil(float(config.train.epochs) * per_epoch)))
+
+
+def examples_per_batch(config: ml_collections.ConfigDict) -> int:
+    return int(config.train.batch_size if config.objective == "contrastive" else config.train.questions_per_batch)
+
+
+def passages_per_example(config: ml_collections.ConfigDict) -> int:
+    """Passages each training example encodes: the positive and its hard negatives, or a question's candidates."""
+    if config.objective == "contrastive":
+        return 1 + int(config.data.get("hard_negatives", 0) or 0)
+    return int(config.data.candidates_per_question)
+
+
+def embedding_width(model_init: str) -> int | None:
+    """The hidden size of the model at `model_init` (its config.json), when it is a local folder."""
+    try:
+        return int(json.loads((storage.local(model_init) / "config.json").read_text(encoding="utf-8"))["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def step_times(path: str | None) -> dict[str, dict]:
+    """stage -> its report in a `umr-jax compile --json-out FILE` (`scaling.step_time_from`):
+    the roofline estimate of a step (`estimate.step_s`) and the items per second. {} without one."""
+    if not path:
+        return {}
+    file = storage.fetch(path)
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+        return {str(r["stage"]): r for r in record["stages"] if r.get("estimate")}
+    except OSError as err:
+        raise InputError(f"scaling.step_time_from: cannot read ({err.strerror})", file) from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"scaling.step_time_from: not a `umr-jax compile --json-out` file ({err})", file) from None
+
+
+EMBEDDING_BYTES = 2  # float16 (`PointRunner.evaluate`)
 
 
 class PointRunner:
@@ -164,7 +218,7 @@ class PointRunner:
             ("encode", folder / "embeddings" / "manifest.json",
              lambda: encode(retriever.passage, EncodeInput.passages(e.passages), folder / "embeddings", rt, dtype=dtype,
                             batch_size=batch_size, shard_size=int(e.get("shard_size", 1_000_000)),
-                            max_length=int(m.passage_max_length), output_dtype="float32")),
+                            max_length=int(m.passage_max_length), output_dtype="float16")),
             ("index", folder / "index" / "index.json",
              lambda: index.build(folder / "embeddings", folder / "index", rt, backend=e.index_backend, k=int(e.top_k))),
             ("retrieve", folder / "retrieved.jsonl",
@@ -177,6 +231,51 @@ class PointRunner:
         for name, marker, action in steps:
             run_once(name, marker, action, rt, on_stage=lambda n: self.on_stage(f"{n} ({folder})"))
         return json.loads((folder / "eval.json").read_text(encoding="utf-8"))
+
+    def discard_embeddings(self, point, point_dir: Path) -> None:
+        """After a point's result.json: delete its evaluation's embeddings/ and index/ (the
+        index is built over them), which only its retrieval needed, unless
+        `scaling.keep_embeddings`. retrieved.jsonl and eval.json stay."""
+        if self.config.scaling.get("keep_embeddings", False):
+            return
+        for name in ("embeddings", "index"):
+            folder = point_dir / "eval" / name
+            if folder.exists():
+                storage.remove(folder)  # a study in a bucket: the uploaded copy too
+                log.info("%s: deleted (scaling.keep_embeddings=False)", folder)
+
+    def estimates(self, points) -> list[dict[str, Any]]:
+        """Per point, what it will cost: optimizer steps, training pairs seen (steps x examples
+        per batch), passages encoded in training and in evaluation, bytes of its evaluation
+        embeddings (float16), and the estimated seconds when `scaling.step_time_from` names a
+        `umr-jax compile --json-out` file (the roofline's step time x steps, plus the corpus at
+        its encode rate when the file has an encode stage), else None."""
+        from umr_jax.retrieval.encode import EncodeInput, count_rows
+
+        e = self.evaluation
+        eval_passages = count_rows(EncodeInput.passages(e.passages))
+        width = embedding_width(self.config.model.init)
+        times = step_times(self.config.scaling.get("step_time_from"))
+        out = []
+        for point in points:
+            config = self.sources[point.source]
+            steps = planned_steps(config, point.size)
+            stage = times.get(config.objective)
+            seconds = None
+            if stage is not None and stage["estimate"].get("step_s"):
+                seconds = steps * float(stage["estimate"]["step_s"])
+                encode_rate = (times.get("encode") or {}).get("items_per_s")
+                if eval_passages is not None and encode_rate:
+                    seconds += eval_passages / float(encode_rate)
+            out.append({
+                "source": point.source, "size": int(point.size), "objective": config.objective, "steps": steps,
+                "pairs_seen": steps * examples_per_batch(config),
+                "train_passages": steps * examples_per_batch(config) * passages_per_example(config),
+                "eval_passages": eval_passages,
+                "embedding_bytes": None if eval_passages is None or width is None else eval_passages * width * EMBEDDING_BYTES,
+                "seconds": seconds,
+            })
+        return out
 
     def baseline(self, study_dir: Path) -> dict:
         """The starting model's evaluation (STUDY_DIR/baseline/eval.json), the n = 0 reference."""
@@ -230,12 +329,14 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     except ValueError as err:
         raise InputError(str(err)) from None
     if dry_run:
-        return {"plan": points, "finished": [p for p in points if p.is_finished(study_dir)]}
+        return {"plan": points, "finished": [p for p in points if p.is_finished(study_dir)],
+                "estimates": runner.estimates(points)}
     writer = jax.process_index() == 0
     with StageFolder(study_dir, "scaling", not_fetched=LARGE).session(writer=writer, remove_on_failure=False):  # one study run at a time
         baseline = runner.baseline(study_dir) if config.evaluation.get("baseline", True) else None
         if baseline is not None and writer:
             study.write_baseline_summaries(study_dir, runner.names, baseline)
-        results = study.run_study(study_dir, points, runner, config=scaling, write_results=writer, hparams=runner.hparams)
+        results = study.run_study(study_dir, points, runner, config=scaling, write_results=writer, hparams=runner.hparams,
+                                  after_result=runner.discard_embeddings)
         report = study.write_report(study_dir, scaling, baseline=baseline) if writer else None
     return {"plan": points, "points": results, "report": report, "baseline": baseline}

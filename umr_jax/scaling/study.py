@@ -90,6 +90,8 @@ def scaling_config() -> ml_collections.ConfigDict:
         score_ceiling=100.0,        # recall in percent cannot exceed 100
         bootstrap_seed=0,
         compare=None,               # "a:b,c:d": arms to compare (a - b; a's examples to match b); None: every pair
+        keep_embeddings=False,      # keep each point's eval embeddings (float16) after its result.json
+        step_time_from="",          # a `umr-jax compile --json-out` file: --dry-run's time estimates
     ))
 
 
@@ -279,6 +281,7 @@ def run_study(
     config: Mapping[str, Any] | None = None,
     write_results: bool = True,
     hparams: Callable[[StudyPoint], Mapping[str, Any]] | None = None,
+    after_result: Callable[[StudyPoint, Path], None] | None = None,
 ) -> list[PointResult]:
     """Train and evaluate every point not finished yet, in order; return every point's result.
 
@@ -289,6 +292,8 @@ def run_study(
     STUDY_DIR must then be storage all hosts see, so they agree on what is finished.
     With `config` (the scaling section), plan.json is written first. Every finished point's
     metrics go to TensorBoard (`write_point_summaries`, with `hparams(point)`: its settings).
+    `after_result(point, point_dir)` runs once a point's result.json exists (also for a point
+    finished earlier, in case a kill came before it ran), on the writing process only.
     """
     study_dir = storage.local(study_dir)  # a gs:// study: its local mirror
     if write_results and config is not None:
@@ -301,6 +306,8 @@ def run_study(
             results.append(read_point_result(point.result_path(study_dir)))
             if write_results:  # a kill may have come between its result.json and its event files
                 write_point_summaries(study_dir, results[-1], hparams(point) if hparams else None, config)
+                if after_result is not None:
+                    after_result(point, point.directory(study_dir))
             continue
         point_dir = point.directory(study_dir)
         point_dir.mkdir(parents=True, exist_ok=True)
@@ -311,6 +318,8 @@ def run_study(
         if write_results:
             results.append(write_point_result(study_dir, point, metrics, elapsed))
             write_point_summaries(study_dir, results[-1], hparams(point) if hparams else None, config)
+            if after_result is not None:
+                after_result(point, point_dir)
         else:
             results.append(PointResult(point.source, int(point.size), dict(metrics), "", elapsed, point.result_path(study_dir)))
         log.info("%s: done in %.0f s", label, elapsed)

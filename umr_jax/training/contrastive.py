@@ -5,7 +5,9 @@ against every other passage of the batch (other positives and all hard negatives
   umr-jax train --config webfaq_scaling data.path=/data/webfaq data.subset_size=100000
 
 `data.subset_size` draws a nested subset (the 10k subset contains the 1k subset, for a seed),
-which is what scaling studies train on.
+which is what scaling studies train on. The pairs are read by row from a store made once per
+source (`data.pair_store`); the subset and each epoch's order are index arrays over it, so a
+47M-pair source is never held in memory.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import numpy as np
 
 from umr_jax import storage
 from umr_jax.data import formats
-from umr_jax.data.batches import EpochBatches, pad_rows
-from umr_jax.data.subsets import nested_subset
+from umr_jax.data.batches import EpochBatches, pad_rows, rows_of
+from umr_jax.data.pair_store import PairStore, open_pair_store
+from umr_jax.data.subsets import nested_subset_indices
 from umr_jax.errors import InputError
 from umr_jax.numerics import l2_normalize
 from umr_jax.training import common
@@ -30,41 +33,41 @@ from umr_jax.training.losses import info_nce_loss
 log = logging.getLogger(__name__)
 
 
-def load_pairs(data) -> list[formats.Pair]:
-    """Pairs from the config's `data` section: `source` "pairs" (JSONL/parquet pairs) or "webfaq"
-    (WebFAQ parquet files/folder, filtered by `languages` and `min_similarity`)."""
+def open_pairs(data) -> PairStore:
+    """The pairs of the config's `data` section, as a store read by row (`data.pair_store`,
+    converted on first use): `source` "pairs" (JSONL/parquet pairs, kept when their `lang` is in
+    `languages`) or "webfaq" (WebFAQ parquet files/folder, filtered by `languages` and
+    `min_similarity`). Nothing of the source is held in memory."""
     source = data.get("source", "pairs")
-    languages = list(data.languages) if data.get("languages") else None
-    if source == "webfaq":
-        records = formats.read_webfaq(data.path, languages=languages, min_similarity=data.get("min_similarity"))
-        pairs = [formats.webfaq_to_pair(r) for r in records]
-    elif source == "pairs":
-        pairs = [p for p in formats.read_pairs(data.path) if languages is None or p.lang in languages]
-    else:
+    if source not in ("pairs", "webfaq"):
         raise InputError(f"data.source must be 'pairs' or 'webfaq', got {source!r}")
-    if not pairs:
-        raise InputError("no training pairs (check data.path, data.languages, data.min_similarity)", data.path)
-    return pairs
+    languages = list(data.languages) if data.get("languages") else None
+    min_similarity = data.get("min_similarity") if source == "webfaq" else None
+    return open_pair_store(source, data.path, languages=languages, min_similarity=min_similarity)
 
 
 class PairBatches(EpochBatches):
     """Deterministic, resumable global batches of pairs (each query's positive, then its hard
-    negatives); state = (epoch, position). See `data.batches.EpochBatches`."""
+    negatives); state = (epoch, position). See `data.batches.EpochBatches`. `pairs` is a list
+    or a `PairStore`; `subset` the rows to train on (all when None), an index array."""
 
-    def __init__(self, pairs: Sequence[formats.Pair], tokenizer, *, batch_size: int, hard_negatives: int, seed: int,
-                 query_max_length: int = 64, passage_max_length: int = 256, process_index: int | None = None,
-                 process_count: int | None = None, fixed_lengths: bool = False):
+    def __init__(self, pairs: Sequence[formats.Pair] | PairStore, tokenizer, *, batch_size: int, hard_negatives: int,
+                 seed: int, query_max_length: int = 64, passage_max_length: int = 256, process_index: int | None = None,
+                 process_count: int | None = None, fixed_lengths: bool = False, subset: np.ndarray | None = None):
         super().__init__(pairs, tokenizer, examples_per_batch=batch_size, passages_per_example=1 + hard_negatives,
                          seed=seed, query_max_length=query_max_length, passage_max_length=passage_max_length,
                          process_index=process_index, process_count=process_count, fixed_lengths=fixed_lengths,
-                         noun="pairs", batch_name="batch_size")
-        short = next((p for p in pairs if len(p.negatives) < hard_negatives), None)
+                         noun="pairs", batch_name="batch_size", subset=subset)
+        if isinstance(pairs, PairStore):  # the store knows its fewest negatives: no pass over 47M rows
+            short = pairs[pairs.manifest["fewest_negatives_row"]] if pairs.fewest_negatives < hard_negatives else None
+        else:
+            short = next((p for p in pairs if len(p.negatives) < hard_negatives), None)
         if short is not None:
             raise InputError(f"hard_negatives={hard_negatives} but the pair for query {short.query!r} has {len(short.negatives)}")
         self.pairs, self.batch_size, self.hard = pairs, batch_size, hard_negatives
 
     def build_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        chosen = [self.pairs[i] for i in indices]
+        chosen = rows_of(self.pairs, indices)
         passages = []
         for p in chosen:
             passages.append(p.positive)
@@ -123,11 +126,12 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
                                       dtype=m.dtype, dropout=t.dropout, similarity=m.get("similarity", "dot"), scale=1.0,
                                       scan_layers=bool(m.get("scan_layers", False)),
                                       remat=m.get("remat", "none"))
-    pairs = nested_subset(load_pairs(d), d.get("subset_size"), d.get("subset_seed", t.seed))
+    store = open_pairs(d)
+    subset = nested_subset_indices(len(store), d.get("subset_size"), d.get("subset_seed", t.seed), noun="pairs")
     dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
-    batches = PairBatches(pairs, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),
+    batches = PairBatches(store, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),
                           seed=t.seed, query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
-                          fixed_lengths=bool(d.get("fixed_lengths", False)))
+                          fixed_lengths=bool(d.get("fixed_lengths", False)), subset=subset)
     encoders = jitted_encoders(setup.module)
     hard = d.get("hard_negatives", 0)
     loss_on_embeddings = contrastive_loss(m, t, hard)
@@ -144,4 +148,4 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
         dev_metrics=dev_metrics_of if dev else None, selection_metric="positive_mean_rank",
         resume_anyway=resume_anyway, progress=progress,
     )
-    return {**summary, "pairs": len(pairs)}
+    return {**summary, "pairs": batches.count}

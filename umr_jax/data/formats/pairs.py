@@ -110,6 +110,29 @@ def _webfaq_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return found
 
 
+def webfaq_files(
+    paths: PathLike | Sequence[PathLike],
+    *,
+    languages: Collection[str] | None = None,
+    lang: str | None = None,
+    known_languages: Collection[str] | None = None,
+) -> list[tuple[Path, str]]:
+    """The (file, language) pairs `read_webfaq` reads, in reading order: every parquet file of
+    `paths` (folders searched recursively) whose language (`webfaq_language`, or `lang`) is one
+    of `languages` (ISO 639-1 or 639-3; all when None)."""
+    known = known_codes(known_languages)
+    wanted = None if languages is None else {to_iso639_1(code) for code in languages}
+    chosen: list[tuple[Path, str]] = []
+    for file in _webfaq_files(paths):
+        file_lang = lang if lang is not None else webfaq_language(file, known)
+        if file_lang is None:
+            raise InputError("cannot tell the language of this WebFAQ file: name it or its folder by the language code (e.g. ara/ or ara.parquet), or pass lang", file)
+        check_language(file_lang, known, os.fspath(file))
+        if wanted is None or to_iso639_1(file_lang) in wanted:
+            chosen.append((file, file_lang))
+    return chosen
+
+
 def parse_webfaq_row(row: dict, path: str, line: int, lang: str) -> WebFaqRecord:
     """A `WebFaqRecord` from one parquet row; `lang` is the file's language."""
     f = Fields(row, path, line, WEBFAQ_SCHEMA)
@@ -144,16 +167,7 @@ def read_webfaq(
     with `semantic_similarity_score >= min_similarity` (filtered in arrow before rows become
     Python objects). Ids must be unique across all files read.
     """
-    known = known_codes(known_languages)
-    wanted = None if languages is None else {to_iso639_1(code) for code in languages}
-    chosen: list[tuple[Path, str]] = []
-    for file in _webfaq_files(paths):
-        file_lang = lang if lang is not None else webfaq_language(file, known)
-        if file_lang is None:
-            raise InputError("cannot tell the language of this WebFAQ file: name it or its folder by the language code (e.g. ara/ or ara.parquet), or pass lang", file)
-        check_language(file_lang, known, os.fspath(file))
-        if wanted is None or to_iso639_1(file_lang) in wanted:
-            chosen.append((file, file_lang))
+    chosen = webfaq_files(paths, languages=languages, lang=lang, known_languages=known_languages)
 
     def items() -> Iterator[tuple[str, int, Any]]:
         for file, file_lang in chosen:

@@ -95,10 +95,11 @@ def test_scaling_command_trains_evaluates_fits_and_resumes(tmp_path, study_data,
     args = ["scaling", "--config", CONFIG, "--output", str(study)] + _overrides(study_data, tiny_retriever)
     # The translated source is trained with cosine similarity: its towers must say so.
     args.append("sources.translated.model.similarity=cosine")
+    args.append("scaling.keep_embeddings=True")  # read below; deleting them is test_embeddings_are_deleted_...
 
     assert cli.main(args + ["--dry-run"]) == 0
     plan = capsys.readouterr().out
-    assert "6 points (0 finished)" in plan and "translated   n=    40  to train" in plan
+    assert "6 points (0 finished)" in plan and "translated   n=    40" in plan and plan.count("to train") == 6
 
     assert cli.main(args) == 0
     out = capsys.readouterr().out
@@ -117,7 +118,8 @@ def test_scaling_command_trains_evaluates_fits_and_resumes(tmp_path, study_data,
     assert "models.Normalize" in (encoder / "modules.json").read_text()
     store = study / "points" / "translated" / "size-0000000040" / "eval" / "embeddings"
     vectors = np.concatenate([np.load(f) for f in sorted(store.glob("*.npy"))])
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors.dtype == np.float16
+    np.testing.assert_allclose(np.linalg.norm(vectors.astype(np.float32), axis=1), 1.0, atol=2e-3)
     # Distilled (dot-product) towers do not.
     umr_final = study / "points" / "umr" / "size-0000000040" / "train" / "final"
     assert all("Normalize" not in (d / "modules.json").read_text() for d in umr_final.iterdir())
@@ -140,6 +142,66 @@ def test_scaling_command_trains_evaluates_fits_and_resumes(tmp_path, study_data,
 
     assert cli.main(args + ["--report-only"]) == 0
     assert "6 finished points." in capsys.readouterr().out
+
+
+def test_dry_run_prints_each_points_cost(tmp_path, study_data, tiny_retriever, capsys):  # noqa: F811
+    args = ["scaling", "--config", CONFIG, "--output", str(tmp_path / "study")] + _overrides(study_data, tiny_retriever)
+    assert cli.main(args + ["--dry-run", "--json"]) == 0
+    plan = {(p["source"], p["size"]): p for p in json.loads(capsys.readouterr().out)["plan"]}
+    assert sorted(plan) == [("translated", 10), ("translated", 30), ("translated", 40),
+                            ("umr", 10), ("umr", 30), ("umr", 40)]
+    # 40 pairs at batch 8, one epoch: 5 steps, 40 pairs seen, one passage each; 160 passages of
+    # width 32 at float16; no compile file, no time.
+    assert plan[("translated", 40)] == {"source": "translated", "size": 40, "objective": "contrastive", "steps": 5,
+                                        "pairs_seen": 40, "train_passages": 40, "eval_passages": 160,
+                                        "embedding_bytes": 160 * 32 * 2, "seconds": None, "finished": False}
+    assert plan[("umr", 30)]["steps"] == 3 and plan[("umr", 30)]["train_passages"] == 3 * 8 * 4  # 4 candidates each
+
+    compiled = tmp_path / "compile.json"
+    compiled.write_text(json.dumps({"topology": "v5e-8", "chips": 8, "stages": [
+        {"stage": "contrastive", "estimate": {"step_s": 0.5}}, {"stage": "distill", "estimate": {"step_s": 2.0}},
+        {"stage": "encode", "estimate": {"step_s": 0.1}, "items_per_s": 80.0}]}))
+    assert cli.main(args + [f"scaling.step_time_from={compiled}", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if "translated" in line and "n=    40" in line)
+    assert row.split()[3:9] == ["5", "40", "40", "160", "10.2", "KB"] and "0.1 min" in row  # 5 x 0.5 s + 160 / 80 s
+    assert "to train" in row and "n/a" not in text
+    assert cli.main(args + [f"scaling.step_time_from={tmp_path / 'missing.json'}", "--dry-run"]) == 1
+    assert "scaling.step_time_from: cannot read" in capsys.readouterr().err
+
+
+def test_embeddings_are_deleted_once_the_points_result_is_written(tmp_path):
+    from umr_jax.scaling import study
+
+    config = load_config(CONFIG, ["model.init=/models/x"])
+    point_runner = runner.PointRunner.__new__(runner.PointRunner)  # only its config is needed here
+    point_runner.config = config
+
+    def train_and_evaluate(source, size, point_dir):
+        for name in ("embeddings", "index"):
+            (point_dir / "eval" / name).mkdir(parents=True)
+            (point_dir / "eval" / name / "shard.npy").write_bytes(b"x")
+        (point_dir / "eval" / "eval.json").write_text("{}")
+        assert not (point_dir / "result.json").exists()
+        return {"r@5kt": {"average": 1.0}}
+
+    points = [study.StudyPoint("webfaq", 10)]
+    study.run_study(tmp_path, points, train_and_evaluate, after_result=point_runner.discard_embeddings)
+    eval_dir = points[0].directory(tmp_path) / "eval"
+    assert sorted(p.name for p in eval_dir.iterdir()) == ["eval.json"]
+    assert points[0].is_finished(tmp_path)
+    with config.unlocked():
+        config.scaling.keep_embeddings = True
+    kept = [study.StudyPoint("webfaq", 20)]
+    study.run_study(tmp_path, kept, train_and_evaluate, after_result=point_runner.discard_embeddings)
+    assert sorted(p.name for p in (kept[0].directory(tmp_path) / "eval").iterdir()) == ["embeddings", "eval.json", "index"]
+
+
+def test_a_subset_larger_than_the_source_is_refused(tmp_path, study_data, tiny_retriever, capsys):  # noqa: F811
+    rc = cli.main(["train", "--config", "translated_pairs", "--output", str(tmp_path / "run"), f"model.init={tiny_retriever}",
+                   f"data.path={study_data / 'pairs.jsonl'}", "data.subset_size=41"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "data.subset_size=41 exceeds the 40 pairs of the source" in err and "Traceback" not in err
 
 
 def test_report_only_without_points_fails_clearly(tmp_path, capsys):

@@ -77,7 +77,7 @@ def test_subset_indices_are_the_nested_subsets_and_refuse_a_larger_size(monkeypa
         np.testing.assert_array_equal(got, subsets.nested_subsets(["x"] * count, [size], seed=seed)[size])
     small, large = (set(subsets.nested_subset_indices(5000, n, 3).tolist()) for n in (100, 1000))
     assert len(small) == 100 and small < large
-    assert subsets.nested_subset_indices(5000, 0, 3) is None
+    assert subsets.nested_subset_indices(5000, 0, 3) is None and subsets.nested_subset_indices(5000, 5000, 3) is None
     with pytest.raises(InputError, match="data.subset_size=5001 exceeds the 5000 pairs of the source"):
         subsets.nested_subset_indices(5000, 5001, 3, noun="pairs")
 

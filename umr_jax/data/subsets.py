@@ -87,7 +87,7 @@ _CHUNK = 1 << 22
 
 def nested_subset_indices(count: int, size: int | None, seed: int, *, noun: str = "examples") -> np.ndarray | None:
     """The rows of a nested subset of `size` out of `count` rows drawn from every language
-    together: sorted int64 `[size]`, or None for all rows (`size` None or 0).
+    together: sorted int64 `[size]`, or None for all rows (`size` None, 0 or `count`).
 
     The same subset as `nested_subsets([...], [size], seed=seed)` over the rows: the `size`
     rows whose (seed, row) hash is smallest. The hashes are made and cut to the smallest `size`
@@ -102,7 +102,7 @@ def nested_subset_indices(count: int, size: int | None, seed: int, *, noun: str 
     if size > count:
         raise InputError(f"data.subset_size={size} exceeds the {count} {noun} of the source")
     if size == count:
-        return np.arange(count, dtype=np.int64)
+        return None
     key = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
     # The hash is a bijection of distinct inputs, so scores never tie: "the smallest `size`"
     # is one set, whatever the chunking.

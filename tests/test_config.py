@@ -113,7 +113,8 @@ def test_the_scaling_dry_run_reads_the_demo_study_by_name_from_any_folder(tmp_pa
     proc = _umr_jax(tmp_path, "scaling", "--config", "demo_scaling", "--output", str(tmp_path / "study"), "--dry-run",
                     "scaling.sources=webfaq,translated")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "6 points (0 finished):" in proc.stdout and "translated   n=   420  to train" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if "translated   n=   420" in line)
+    assert "6 points (0 finished):" in proc.stdout and row.endswith("to train") and row.split()[3] == "39"  # steps
 
 
 @pytest.mark.parametrize("command", [["train"], ["loop"], ["scaling", "--output", "study"], ["compile", "--topology", "v5e-16"]])

@@ -96,8 +96,13 @@ def write_pair_store(pairs: Iterable[Pair], folder: PathLike, *, source: dict[st
             if _valid(folder, manifest["source"]):  # another process built the same store meanwhile
                 shutil.rmtree(temp)
                 return folder
-            shutil.rmtree(folder)
-        os.replace(temp, folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(temp, folder)
+        except OSError:  # another process renamed its copy into place first
+            if not _valid(folder, manifest["source"]):
+                raise
+            shutil.rmtree(temp)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

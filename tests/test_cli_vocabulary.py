@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.test_bad_input_cli import _run
+
 from umr_jax import cli
 from umr_jax.data import formats
 from umr_jax.demo import models as demo_models
@@ -23,13 +25,6 @@ from tests.retrieval.towers import demo_questions, write_demo_tsv
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "umr_jax"
-
-
-def _run(argv: list) -> int:
-    try:
-        return cli.main([str(a) for a in argv])
-    except SystemExit as exit:  # argparse's usage errors
-        return int(exit.code)
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_kill_resume import LOOP_OVERRIDES
 from umr_jax.data import formats
 from umr_jax.demo import demo_paths
 from umr_jax.demo.models import PRETRAINED
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERRIDES = [
-    "loop.top_k=8", "encode.shard_size=32", "encode.batch_size=32",
-    "score.top_k=4", "score.max_source_length=96", "score.max_target_length=32", "score.tokens_per_batch=2048",
-    "score.questions_per_chunk=4", "model.query_max_length=32", "model.passage_max_length=96",
-    "data.top_k=4", "data.candidates_per_question=4",
-    "train.questions_per_batch=8", "train.epochs=1", "train.warmup_steps=2", "train.query_chunk=8", "train.passage_chunk=32",
-    "train.checkpoint_every=1", "train.keep_checkpoints=100", "train.eval_every=3", "train.log_every=1",
-]
+# The small one-iteration loop of the kill -9 tests (every step checkpointed and kept).
+OVERRIDES = LOOP_OVERRIDES
 CHECKPOINT = re.compile(r"iter0/train/checkpoints/(\d+)/commit_success")
 
 

@@ -128,9 +128,11 @@ def location(path: PathLike) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _quiet_loggers() -> None:
-    # gcsfs asks every bucket whether it is a zonal one and logs a warning when it cannot tell.
+    # gcsfs asks every bucket whether it is a zonal one and logs a warning when it cannot tell, and
+    # logs each failed request's traceback when its retries run out: the caller's one-line
+    # InputError (`_remote_error`) is the report.
     for name in ("gcsfs", "gcsfs.core", "gcsfs.extended_gcsfs", "fsspec", "google.auth", "urllib3"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def filesystem(url: str):

@@ -39,7 +39,7 @@ def _loop(output: Path, corpus: Path, cache: Path, *processes: str) -> list[subp
                  f"loop.dev_questions={corpus / 'dev.jsonl'}", f"loop.eval_gold={corpus / 'dev.jsonl'}", "loop.top_k=16",
                  "score.top_k=8", "data.top_k=8", "train.questions_per_batch=8"]
     command = [sys.executable, "-m", "umr_jax.cli", "--compilation-cache", str(cache), "loop", "--config",
-               str(ROOT / "configs" / "demo.py"), "--iterations", "1", "--output", str(output), *overrides]
+               str(ROOT / "configs" / "demo.py"), "--iterations", "1", "--output", str(output), "--json", *overrides]
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count="
                + ("4" if not processes else "2"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     if not processes:
@@ -61,8 +61,8 @@ def test_a_two_process_loop_equals_one_process(tmp_path, corpus):
     cache = tmp_path / "xla"
     one, two = tmp_path / "one", tmp_path / "two"
     _wait(_loop(one, corpus, cache))
-    printed = [[line for line in out.splitlines() if line.startswith("{")] for out in _wait(_loop(two, corpus, cache, "0", "1"))]
-    assert len(printed[0]) == 2 and printed[1] == printed[0]  # every process prints the same history (one line per iteration)
+    printed = [json.loads(out)["iterations"] for out in _wait(_loop(two, corpus, cache, "0", "1"))]
+    assert len(printed[0]) == 2 and printed[1] == printed[0]  # every process prints the same history (one entry per iteration)
 
     # Each host encodes on its own 2 devices, the single process on 4: the same rows, batched
     # differently, so embeddings and retrieval scores agree to float rounding, not to the bit.

@@ -363,7 +363,8 @@ def _env(cache: Path) -> dict:
 
 
 def _train(config_file: Path, output: Path, cache: Path, *args: str) -> subprocess.Popen:
-    return launch([sys.executable, "-m", "umr_jax.cli", "train", "--config", str(config_file), "--output", str(output), *args],
+    return launch([sys.executable, "-m", "umr_jax.cli", "train", "--config", str(config_file), "--output", str(output), "--json",
+                   *args],
                   cwd=ROOT, env=_env(cache))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Callable
 
 import jax
@@ -250,6 +251,7 @@ def build(stage: str, config, mesh, rules) -> Program:
     try:
         return BUILDERS[stage](config, mesh, rules)
     except (AttributeError, KeyError) as err:  # ml_collections names the missing key
-        key = str(err).strip("\"' ")
+        named = re.search(r"[A-Za-z_][A-Za-z0-9_]*", str(err))  # the key, not ml_collections' "Did you mean ..."
+        key = named.group(0) if named else str(err)
         raise UsageError(f"the {stage} stage needs a key this config lacks: {key!r} (stages of this config: "
                          f"{', '.join(stages_of(config)) or 'none'})") from None

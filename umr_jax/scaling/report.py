@@ -243,7 +243,8 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     fits = fit_sources({name: by_source[name] for name in arms}, settings, replicates)
     arm_objects = {f.source: compare_lib.Arm(f, replicates.get(f.source)) for f in fits}
     try:
-        pairs = compare_lib.comparison_pairs(arms, config.get("compare"), known=_configured(config))
+        pairs = compare_lib.comparison_pairs(arms, config.get("compare"),
+                                             known=[*_configured(config), *config.get("defined_sources", ())])
     except ValueError as err:
         raise InputError(str(err)) from None
     verdicts = [compare_lib.diminishing_returns(arm_objects[a], settings.flattening_gain) for a in arms]

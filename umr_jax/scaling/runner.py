@@ -320,8 +320,11 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
 
     study_dir = storage.local(study_dir)  # a gs:// study: its local mirror
     scaling = config.scaling
+    # The report compares arms by name: those the config defines (`sources.<name>`) are known even
+    # when this study runs only some of them (`scaling.sources`).
+    report_config = {**scaling.to_dict(), "defined_sources": sorted(config.get("sources", {}).keys())}
     if report_only:
-        report = study.write_report(study_dir, scaling)
+        report = study.write_report(study_dir, report_config)
         return {"plan": study.read_plan(study_dir), "report": report}
     runner = PointRunner(config, runtime=runtime, on_stage=on_stage, resume_anyway=resume_anyway)
     try:
@@ -338,5 +341,5 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
             study.write_baseline_summaries(study_dir, runner.names, baseline)
         results = study.run_study(study_dir, points, runner, config=scaling, write_results=writer, hparams=runner.hparams,
                                   after_result=runner.discard_embeddings)
-        report = study.write_report(study_dir, scaling, baseline=baseline) if writer else None
+        report = study.write_report(study_dir, report_config, baseline=baseline) if writer else None
     return {"plan": points, "points": results, "report": report, "baseline": baseline}

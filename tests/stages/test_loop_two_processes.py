@@ -61,7 +61,9 @@ def test_a_two_process_loop_equals_one_process(tmp_path, corpus):
     cache = tmp_path / "xla"
     one, two = tmp_path / "one", tmp_path / "two"
     _wait(_loop(one, corpus, cache))
-    printed = [json.loads(out)["iterations"] for out in _wait(_loop(two, corpus, cache, "0", "1"))]
+    # --json: one JSON object on stdout (after the lines Gloo's C++ writes there when processes join)
+    printed = [json.loads([line for line in out.splitlines() if line.startswith("{")][-1])["iterations"]
+               for out in _wait(_loop(two, corpus, cache, "0", "1"))]
     assert len(printed[0]) == 2 and printed[1] == printed[0]  # every process prints the same history (one entry per iteration)
 
     # Each host encodes on its own 2 devices, the single process on 4: the same rows, batched

@@ -366,12 +366,6 @@ def check_remote_output(url: str, kind: str) -> None:
         raise InputError("is a folder; expected a file path for the output", url)
 
 
-def orbax_location(path: PathLike) -> str:
-    """Where Orbax should write a checkpoint folder: the URL for a mirrored path (Orbax writes
-    object storage itself), else the absolute local path."""
-    return url_of(path) or str(Path(path).absolute())
-
-
 # -- a lock object ------------------------------------------------------------------------------
 
 

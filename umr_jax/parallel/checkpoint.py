@@ -32,7 +32,7 @@ class Checkpointer:
     """Save and restore `(state, config, data_state)` by step."""
 
     def __init__(self, directory: str | Path, *, save_interval_steps: int = 1000, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = epath.Path(storage.orbax_location(directory))
+        self.directory = epath.Path(storage.location(directory))  # a bucket folder by its URL: Orbax writes it
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=save_interval_steps,
             max_to_keep=max_to_keep,
@@ -101,7 +101,7 @@ class Checkpointer:
 def latest_saved_config(directory: str | Path) -> tuple[int, dict] | None:
     """(step, config) of the latest checkpoint in `directory`, read without creating or changing
     anything there and without restoring the state; None when there is no checkpoint."""
-    directory = epath.Path(storage.orbax_location(directory))
+    directory = epath.Path(storage.location(directory))  # a bucket folder by its URL: Orbax writes it
     if not directory.is_dir():
         return None
     # Opened without `create` and never asked to save, it writes nothing there (Orbax's read_only

@@ -8,8 +8,12 @@ output piped, and waited for with a timeout that kills whatever is still running
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
+import threading
+import time
 from typing import Iterable, Sequence
 
 Result = tuple[int, str, str]  # (return code, stdout, stderr)
@@ -28,8 +32,11 @@ def join_flags(port: int, process_id: int | str, num_processes: int = 2) -> list
 
 
 def launch(command: Sequence[str], **popen) -> subprocess.Popen:
-    """`command` started with stdout and stderr piped, as text."""
-    return subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    """`command` started with stdout and stderr piped, as text, and Python's fault handler on: a
+    process that JAX's coordination service aborts (a peer missed a barrier) prints where each of
+    its threads was."""
+    env = dict(popen.pop("env", None) or os.environ, PYTHONFAULTHANDLER="1")
+    return subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
 
 
 def launch_processes(command: Sequence[str], num_processes: int = 2, process_ids: Iterable[int | str] | None = None,
@@ -47,25 +54,57 @@ def finish(proc: subprocess.Popen, timeout: float) -> Result:
 
 
 def finish_all(procs: Sequence[subprocess.Popen], timeout: float) -> list[Result]:
-    """Wait for each process in turn, `timeout` seconds each; on a timeout (or any error) every
-    process still running is killed and reaped before the error propagates."""
-    results = []
+    """Wait for every process, `timeout` seconds in all, reading all their pipes at once (a
+    process that fills its pipe while another is waited for would block, and its peers with it
+    at their next barrier). On a timeout every process still running is aborted (the fault
+    handler prints where each of its threads was), killed if that does not end it, and an
+    AssertionError shows every process's stderr."""
+    outputs: list[list[str]] = [["", ""] for _ in procs]
+
+    def drain(i: int, which: int, stream) -> None:
+        outputs[i][which] = stream.read()
+
+    readers = [threading.Thread(target=drain, args=(i, which, stream), daemon=True)
+               for i, proc in enumerate(procs) for which, stream in enumerate((proc.stdout, proc.stderr))]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + timeout
+    timed_out = False
     try:
         for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            results.append((proc.returncode, out, err))
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        timed_out = True
     finally:
-        for proc in procs:
-            if proc.poll() is None:
+        running = [proc for proc in procs if proc.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGABRT)
+        for proc in running:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
+        for reader in readers:
+            reader.join()
+        for proc in procs:
+            proc.stdout.close()
+            proc.stderr.close()
+    results = [(proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs)]
+    if timed_out:
+        raise AssertionError(f"still running after {timeout:.0f} s; aborted\n{failures(results)}")
     return results
+
+
+def failures(results: Sequence[Result], tail: int = 4000) -> str:
+    """Each process's exit code and the end of its stderr (every process: the one that failed
+    first is often not the one that shows why)."""
+    return "\n".join(f"--- process {i}: exit {rc}\n{err[-tail:]}" for i, (rc, _, err) in enumerate(results))
 
 
 def wait_ok(procs: Sequence[subprocess.Popen], timeout: float, tail: int = 4000) -> list[str]:
     """`finish_all`, asserting that every process exited 0 (showing the end of its stderr);
     returns their stdout."""
     results = finish_all(procs, timeout)
-    for rc, _, err in results:
-        assert rc == 0, err[-tail:]
+    assert all(rc == 0 for rc, _, _ in results), failures(results, tail)
     return [out for _, out, _ in results]

@@ -109,9 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     # wrong; what is expected` and exit status 1. Anything else is a bug: it keeps its traceback.
     settle_output_flags(args)
     options = getattr(args, "_options", frozenset())
+    succeeded = False
     try:
         enable_compilation_cache(args.compilation_cache if args.compilation_cache is not None else default_compilation_cache())
-        return int(args._run(args) or 0)
+        rc = int(args._run(args) or 0)
+        if rc == 0:
+            _finish_job()
+            succeeded = True
+        return rc
     except UsageError as err:
         print(f"umr-jax {args.command}: error: {_with_hints(err, options)}", file=sys.stderr)
         return 2
@@ -121,8 +126,33 @@ def main(argv: list[str] | None = None) -> int:
         message = describe_os_error(err)
         if message is None:
             raise
+    finally:
+        if not succeeded:
+            _announce_failure()
     print(f"umr-jax {args.command}: error: {message}", file=sys.stderr)
     return 1
+
+
+def _finish_job() -> None:
+    """In a multi-process job, a command that succeeded waits for the other processes to succeed
+    (`finish_distributed`); a peer's failure is this process's failure too."""
+    if "umr_jax.parallel.mesh" not in sys.modules:  # the command joined no job
+        return
+    from umr_jax.errors import InputError
+    from umr_jax.parallel.mesh import finish_distributed
+
+    try:
+        finish_distributed()
+    except RuntimeError as err:
+        raise InputError(str(err)) from None
+
+
+def _announce_failure() -> None:
+    """In a multi-process job, tell the other processes that this one failed (they stop waiting)."""
+    if "umr_jax.parallel.mesh" in sys.modules:
+        from umr_jax.parallel.mesh import announce_failure
+
+        announce_failure()
 
 
 if __name__ == "__main__":

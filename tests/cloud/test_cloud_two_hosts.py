@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.multiprocess import finish_all, free_port, join_flags, launch
+from tests.multiprocess import failures, finish_all, free_port, join_flags, launch
 from tests.retrieval.towers import write_demo_tsv, xlmr_folder  # noqa: F401 (a fixture)
 
 
@@ -33,8 +33,7 @@ def test_two_hosts_encode_into_one_bucket_folder(bucket, tmp_path, xlmr_folder):
                     env=dict(env, UMR_JAX_MIRROR=str(tmp_path / f"host{i}-mirror")), cwd=tmp_path)
              for i in range(2)]
     outputs = finish_all(procs, timeout=600)  # the slow set compiles TPU programs beside it
-    for rc, _, err in outputs:
-        assert rc == 0, err[-3000:]
+    assert all(rc == 0 for rc, _, _ in outputs), failures(outputs, 3000)
     assert "process 0/2: encoded 2 shards (60 passages" in outputs[0][2]
     assert "process 1/2: encoded 2 shards (40 passages" in outputs[1][2]
 

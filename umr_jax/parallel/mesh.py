@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -121,6 +122,62 @@ def initialize_distributed(cfg: DistributedConfig = DistributedConfig()) -> bool
     log.info("joined distributed job: process %d of %d, %d local / %d global devices",
              jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
     return True
+
+
+FINISH_TIMEOUT_ENV = "UMR_JAX_FINISH_TIMEOUT"  # seconds a finished process waits for the others
+DEFAULT_FINISH_TIMEOUT = 24 * 3600
+_OUTCOME = "umr-jax/outcome/"  # the coordination service's keys: "<process>" -> "ok" | "failed"
+
+
+def _client():
+    if not _initialized or jax.process_count() == 1:
+        return None
+    from jax._src import distributed
+
+    return distributed.global_state.client
+
+
+def finish_distributed(poll_seconds: float = 1.0) -> None:
+    """Called by a command that succeeded: wait until every process of the job has succeeded too.
+
+    Process 0 often works on after the last collective (it checks every host's shards, writes a
+    manifest, uploads): at real scale for longer than JAX's shutdown barrier waits (300 s), and a
+    host that exited first would be aborted in that barrier. Here each process records its outcome
+    with the coordination service and a finished one waits, up to `UMR_JAX_FINISH_TIMEOUT` seconds
+    (default a day), until every process has finished, so the job's processes exit together.
+    Raises `RuntimeError` (one line) as soon as another process reports a failure
+    (`announce_failure`), or at the timeout. A no-op outside a multi-process job."""
+    client = _client()
+    if client is None:
+        return
+    me, count = jax.process_index(), jax.process_count()
+    client.key_value_set(f"{_OUTCOME}{me}", "ok")
+    deadline = time.monotonic() + float(os.environ.get(FINISH_TIMEOUT_ENV) or DEFAULT_FINISH_TIMEOUT)
+    while True:
+        outcomes = dict(client.key_value_dir_get(_OUTCOME))
+        failed = sorted(int(key.rsplit("/", 1)[-1]) for key, value in outcomes.items() if value == "failed")
+        if failed:
+            raise RuntimeError(f"process {me} finished, but process {', '.join(map(str, failed))} of the job failed; "
+                               "see its log")
+        if sum(value == "ok" for value in outcomes.values()) >= count:
+            return
+        if time.monotonic() > deadline:
+            waiting = sorted(set(range(count)) - {int(key.rsplit("/", 1)[-1]) for key in outcomes})
+            raise RuntimeError(f"process {me} finished, but process {', '.join(map(str, waiting))} did not within "
+                               f"{FINISH_TIMEOUT_ENV}={os.environ.get(FINISH_TIMEOUT_ENV) or DEFAULT_FINISH_TIMEOUT} s")
+        time.sleep(poll_seconds)
+
+
+def announce_failure() -> None:
+    """Called by a command that failed: the processes that finished stop waiting for this one
+    (`finish_distributed`) and fail too, instead of waiting in JAX's shutdown barrier."""
+    client = _client()
+    if client is None:
+        return
+    try:
+        client.key_value_set(f"{_OUTCOME}{jax.process_index()}", "failed", allow_overwrite=True)
+    except Exception:  # the service is gone: nobody is left to tell
+        pass
 
 
 def _enable_cpu_collectives() -> None:

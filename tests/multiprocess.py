@@ -98,8 +98,19 @@ def finish_all(procs: Sequence[subprocess.Popen], timeout: float) -> list[Result
 
 def failures(results: Sequence[Result], tail: int = 4000) -> str:
     """Each process's exit code and the end of its stderr (every process: the one that failed
-    first is often not the one that shows why)."""
-    return "\n".join(f"--- process {i}: exit {rc}\n{err[-tail:]}" for i, (rc, _, err) in enumerate(results))
+    first is often not the one that shows why). A process that was aborted shows the end of what
+    it printed before the abort and, apart, its main thread's stack from the fault handler (the
+    other threads' stacks would push the error out of view)."""
+    return "\n".join(f"--- process {i}: exit {rc}\n{_stderr_summary(err, tail)}" for i, (rc, _, err) in enumerate(results))
+
+
+def _stderr_summary(err: str, tail: int) -> str:
+    before, fatal, dump = err.partition("Fatal Python error")
+    if not fatal:
+        return err[-tail:]
+    stacks = [block for block in dump.split("\n\n") if "most recent call first" in block]
+    main = [block for block in stacks if "umr_jax" in block or "Current thread" in block] or stacks[:1]
+    return f"{before[-tail:]}\n[fault handler: {fatal}{dump.splitlines()[0]}]\n" + "\n".join(b[-2000:] for b in main)
 
 
 def wait_ok(procs: Sequence[subprocess.Popen], timeout: float, tail: int = 4000) -> list[str]:

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from umr_jax.config import default_compilation_cache, enable_compilation_cache
-    from umr_jax.errors import InputError, MissingDependencyError, ModelLoadError, UsageError, describe_os_error
+    from umr_jax.errors import InputError, JobFailed, MissingDependencyError, ModelLoadError, UsageError, describe_os_error
 
     # The one place where anticipated failures become `umr-jax CMD: error: path[:line]: what is
     # wrong; what is expected` and exit status 1. Anything else is a bug: it keeps its traceback.
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"umr-jax {args.command}: error: {_with_hints(err, options)}", file=sys.stderr)
         return 2
-    except (InputError, ModelLoadError, MissingDependencyError) as err:
+    except (InputError, ModelLoadError, MissingDependencyError, JobFailed) as err:
         message = _with_hints(err, options)
     except OSError as err:
         message = describe_os_error(err)
@@ -138,13 +138,9 @@ def _finish_job() -> None:
     (`finish_distributed`); a peer's failure is this process's failure too."""
     if "umr_jax.parallel.mesh" not in sys.modules:  # the command joined no job
         return
-    from umr_jax.errors import InputError
     from umr_jax.parallel.mesh import finish_distributed
 
-    try:
-        finish_distributed()
-    except RuntimeError as err:
-        raise InputError(str(err)) from None
+    finish_distributed()
 
 
 def _announce_failure() -> None:

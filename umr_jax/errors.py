@@ -76,6 +76,11 @@ class MissingDependencyError(RuntimeError):
     how to install it."""
 
 
+class JobFailed(RuntimeError):
+    """Another process of a multi-process job failed (it says why in its own log), or the
+    processes ran different code: this process stops with one line instead of waiting forever."""
+
+
 class UsageError(ValueError):
     """Arguments that do not go together (a conversion that does not exist): exit status 2,
     like argparse's own usage errors."""

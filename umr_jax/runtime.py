@@ -267,13 +267,11 @@ class Runtime:
         return jax.process_index() == 0
 
     def barrier(self, name: str) -> None:
-        """Wait for every process (a no-op with one)."""
-        import jax
+        """Wait for every process (a no-op with one); raises `JobFailed` when another process of
+        the job failed meanwhile (`parallel.mesh.barrier`)."""
+        from umr_jax.parallel.mesh import barrier
 
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(name)
+        barrier(name)
 
     def _layout(self, role: str) -> RoleLayout:
         if role not in self.layouts:

@@ -149,10 +149,12 @@ def filesystem(url: str):
 
 @functools.lru_cache(maxsize=None)
 def _filesystem(scheme: str, emulator: str | None):
-    """One file system per scheme and emulator address (a test's emulator is not a cached client's)."""
+    """One file system per scheme and emulator address (a test's emulator is not a cached client's).
+    Without fsspec's listings cache: another host writes into the folders this one listed (a
+    cached listing says the settings process 0 just uploaded do not exist)."""
     import fsspec
 
-    return fsspec.filesystem(scheme, skip_instance_cache=True)
+    return fsspec.filesystem(scheme, skip_instance_cache=True, use_listings_cache=False)
 
 
 def _remote_error(err: Exception, url: str, doing: str) -> InputError:

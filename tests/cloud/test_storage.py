@@ -52,6 +52,22 @@ def test_fetch_file_folder_and_shard_set_only_when_stale(bucket, tmp_path):
         expand_shards(f"{bucket.url}/data/missing.jsonl")  # named by its URL, not the mirror path
 
 
+def test_what_another_host_writes_after_a_listing_is_seen(bucket):
+    # Another host (here the Cloud Storage client, not our file system) writes into a folder this
+    # process listed a moment ago: a cached listing would say the new object does not exist.
+    from google.cloud import storage as gcs
+
+    other_host = gcs.Client().bucket(bucket.name)
+    other_host.blob("emb/records/a.json").upload_from_string("{}")
+    folder = storage.fetch(f"{bucket.url}/emb")
+    assert sorted(p.name for p in folder.rglob("*.json")) == ["a.json"]
+    other_host.blob("emb/encode.json").upload_from_string('{"shard_size": 30}')
+    other_host.blob("emb/records/b.json").upload_from_string("{}")
+    assert json.loads(storage.fetch(f"{bucket.url}/emb/encode.json").read_text()) == {"shard_size": 30}
+    assert storage.exists(folder / "records" / "b.json")
+    assert sorted(p.name for p in storage.fetch(f"{bucket.url}/emb").rglob("*.json")) == ["a.json", "b.json", "encode.json"]
+
+
 class Lines(TextSink):
     def write(self, record: str) -> None:
         self.text.write(record + "\n")

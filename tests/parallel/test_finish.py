@@ -62,3 +62,75 @@ def test_a_peer_that_never_finishes_is_reported_at_the_timeout():
     assert "process 1 finished, but process 0 did not within UMR_JAX_FINISH_TIMEOUT=1 s" in out1, out1 + err1[-2000:]
     assert "process 0 finished, but process 1 of the job failed" in out0, out0 + err0[-2000:]
     assert (rc0, rc1) == (1, 1)
+
+
+BARRIER_WORKER = """
+import os, sys, time
+from umr_jax.errors import JobFailed
+from umr_jax.parallel.mesh import DistributedConfig, announce_failure, barrier, initialize_distributed
+flags = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+process, mode = int(flags["--process-id"]), os.environ["MODE"]
+initialize_distributed(DistributedConfig(flags["--coordinator"], int(flags["--num-processes"]), process))
+started = time.monotonic()
+try:
+    barrier("start")
+    if mode == "fail" and process == 1:
+        time.sleep(2)
+        announce_failure()  # bad input on process 1, while process 0 waits at the next barrier
+        sys.exit(1)
+    barrier("done" if mode != "mismatch" or process == 0 else "elsewhere")
+except JobFailed as err:
+    announce_failure()
+    print(f"error after {time.monotonic() - started:.1f} s: {err}")
+    sys.exit(1)
+print(f"passed after {time.monotonic() - started:.1f} s")
+"""
+
+
+@pytest.mark.parametrize("mode", ["pass", "fail", "mismatch"])
+def test_a_barrier_lets_all_pass_or_stops_when_a_peer_failed(mode):
+    procs = launch_processes([sys.executable, "-c", BARRIER_WORKER], env=dict(os.environ, JAX_PLATFORMS="cpu", MODE=mode))
+    (rc0, out0, err0), (rc1, out1, err1) = finish_all(procs, timeout=120)
+    if mode == "pass":
+        assert (rc0, rc1) == (0, 0) and out0.startswith("passed") and out1.startswith("passed"), err0[-2000:] + err1[-2000:]
+    elif mode == "fail":
+        assert (rc0, rc1) == (1, 1), err0[-2000:] + err1[-2000:]
+        assert "process 0 stopped at 'done': process 1 of the job failed; see its log" in out0, out0 + err0[-2000:]
+        assert seconds(out0) < 30, out0  # at once, not after JAX's shutdown barrier timed out (300 s)
+    else:
+        assert (rc0, rc1) == (1, 1), err0[-2000:] + err1[-2000:]
+        assert "reached barrier 'done' where another process reached 'elsewhere'" in out0 + out1, out0 + out1
+    assert "Shutdown barrier" not in err0 + err1
+
+
+RUN_ONCE_WORKER = """
+import os, sys, time
+from pathlib import Path
+from umr_jax.parallel.mesh import DistributedConfig, barrier, initialize_distributed
+from umr_jax.stages.steps import run_once
+flags = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+process = int(flags["--process-id"])
+initialize_distributed(DistributedConfig(flags["--coordinator"], int(flags["--num-processes"]), process))
+
+class Runtime:
+    barrier = staticmethod(barrier)
+
+marker = Path(os.environ["MARKER"])
+if process == 1:
+    time.sleep(3)  # process 0 is done with the stage (it writes the marker at once) before process 1 looks
+def stage():
+    if process == 0:
+        marker.write_text("done")
+print("ran" if run_once("stage", marker, stage, Runtime()) else "skipped")
+"""
+
+
+def test_a_stage_is_run_or_skipped_by_every_process_together(tmp_path):
+    # A slow process must not find the marker a fast one wrote at the end of the stage, skip it
+    # and leave the fast one waiting in the stage's barrier.
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MARKER=str(tmp_path / "done.json"))
+    for expected in ("ran", "skipped"):  # the second time the marker is there for both
+        procs = launch_processes([sys.executable, "-c", RUN_ONCE_WORKER], env=env)
+        (rc0, out0, err0), (rc1, out1, err1) = finish_all(procs, timeout=120)
+        assert (rc0, rc1) == (0, 0), err0[-2000:] + err1[-2000:]
+        assert (out0.strip(), out1.strip()) == (expected, expected)

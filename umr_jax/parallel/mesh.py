@@ -10,6 +10,7 @@ Sizes come from config; one of them may be -1, meaning "whatever devices are lef
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import time
@@ -145,11 +146,13 @@ def finish_distributed(poll_seconds: float = 1.0) -> None:
     host that exited first would be aborted in that barrier. Here each process records its outcome
     with the coordination service and a finished one waits, up to `UMR_JAX_FINISH_TIMEOUT` seconds
     (default a day), until every process has finished, so the job's processes exit together.
-    Raises `RuntimeError` (one line) as soon as another process reports a failure
+    Raises `JobFailed` (one line) as soon as another process reports a failure
     (`announce_failure`), or at the timeout. A no-op outside a multi-process job."""
     client = _client()
     if client is None:
         return
+    from umr_jax.errors import JobFailed
+
     me, count = jax.process_index(), jax.process_count()
     client.key_value_set(f"{_OUTCOME}{me}", "ok")
     deadline = time.monotonic() + float(os.environ.get(FINISH_TIMEOUT_ENV) or DEFAULT_FINISH_TIMEOUT)
@@ -157,15 +160,61 @@ def finish_distributed(poll_seconds: float = 1.0) -> None:
         outcomes = dict(client.key_value_dir_get(_OUTCOME))
         failed = sorted(int(key.rsplit("/", 1)[-1]) for key, value in outcomes.items() if value == "failed")
         if failed:
-            raise RuntimeError(f"process {me} finished, but process {', '.join(map(str, failed))} of the job failed; "
+            raise JobFailed(f"process {me} finished, but process {', '.join(map(str, failed))} of the job failed; "
                                "see its log")
         if sum(value == "ok" for value in outcomes.values()) >= count:
             return
         if time.monotonic() > deadline:
             waiting = sorted(set(range(count)) - {int(key.rsplit("/", 1)[-1]) for key in outcomes})
-            raise RuntimeError(f"process {me} finished, but process {', '.join(map(str, waiting))} did not within "
+            raise JobFailed(f"process {me} finished, but process {', '.join(map(str, waiting))} did not within "
                                f"{FINISH_TIMEOUT_ENV}={os.environ.get(FINISH_TIMEOUT_ENV) or DEFAULT_FINISH_TIMEOUT} s")
         time.sleep(poll_seconds)
+
+
+_barriers = itertools.count()
+
+
+def barrier(name: str, poll_seconds: float = 0.2) -> None:
+    """Wait until every process of the job reaches this barrier (a no-op in one process).
+
+    Unlike a device collective (`multihost_utils.sync_global_devices`), which waits forever for a
+    peer that died with an error, this one is kept by the coordination service: each process
+    records that it arrived (the barriers a process passes are numbered, so every process must pass
+    the same ones in the same order, as with collectives), and a waiting process raises
+    `JobFailed` as soon as another announces a failure (`announce_failure`), e.g. process 1 meeting
+    bad input while process 0 builds the offset index; or when the processes arrived at
+    differently named barriers (they run different code). No timeout: process 0 may work long
+    before the others may go on."""
+    client = _client()
+    if client is None:
+        if jax.process_count() > 1:  # joined by someone else's jax.distributed.initialize
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+        return
+    from umr_jax.errors import JobFailed
+
+    me, count = jax.process_index(), jax.process_count()
+    prefix = f"umr-jax/barrier/{next(_barriers)}/"
+    client.key_value_set(f"{prefix}{me}", name)
+    while True:
+        failed = _failed_processes(client)
+        if failed:
+            raise JobFailed(f"process {me} stopped at {name!r}: process {', '.join(map(str, failed))} of the job failed; "
+                            "see its log")
+        arrived = dict(client.key_value_dir_get(prefix))
+        if len(arrived) >= count:
+            others = sorted({value for value in arrived.values()} - {name})
+            if others:
+                raise JobFailed(f"process {me} reached barrier {name!r} where another process reached {others[0]!r}: "
+                                "the processes disagree (every process must run the same command, on storage all of "
+                                "them see)")
+            return
+        time.sleep(poll_seconds)
+
+
+def _failed_processes(client) -> list[int]:
+    return sorted(int(key.rsplit("/", 1)[-1]) for key, value in client.key_value_dir_get(_OUTCOME) if value == "failed")
 
 
 def announce_failure() -> None:

@@ -100,9 +100,9 @@ def _default_barrier(process_count: int) -> Callable[[str], None]:
         return lambda name: None
 
     def barrier(name: str) -> None:
-        from jax.experimental import multihost_utils
+        from umr_jax.parallel.mesh import barrier as job_barrier
 
-        multihost_utils.sync_global_devices(name)
+        job_barrier(name)
 
     return barrier
 
@@ -140,7 +140,7 @@ def encode_to_store(
 
     Each process encodes the shards it owns (`shard_owner`) that are not complete yet, writes
     each atomically and calls `on_shard_written(index, manifest entry)`; after `barrier("...")`
-    (default: `multihost_utils.sync_global_devices` when there are several processes),
+    (default: `parallel.mesh.barrier` when there are several processes),
     process 0 checks every shard and writes `manifest.json`. `max_length` defaults to 256 for
     passages and 64 for queries. Raises `InputError` when the folder holds an encode with
     other settings, and when embeddings overflow `output_dtype`.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.data.files import atomic_write_bytes, json_dumps
 from umr_jax.stages.folder import write_json
@@ -48,5 +49,5 @@ def xor_retrieve(run: str | os.PathLike, gold: str | os.PathLike, output: str | 
         lines = "".join(json_dumps(outcome.to_json()) + "\n" for outcome in result.per_question)
         atomic_write_bytes(per_question_path(output), lambda f: f.write(lines.encode("utf-8")))
         write_json(output, report)
-    runtime.barrier(f"umr-jax-evaluate-{Path(output)}")
+    runtime.barrier(f"umr-jax-evaluate-{storage.location(output)}")
     return report

@@ -25,7 +25,7 @@ def build(embeddings: str | os.PathLike, output: str | os.PathLike, runtime, *, 
           ids: str | os.PathLike | None = None, scann_options: ScannOptions = ScannOptions()) -> Path:
     if runtime.is_writer:
         build_index(embeddings, output, backend=backend, ids_path=ids, k=k, scann_options=scann_options)
-    runtime.barrier(f"umr-jax-index-{output}")
+    runtime.barrier(f"umr-jax-index-{storage.location(output)}")
     return storage.local(output)
 
 

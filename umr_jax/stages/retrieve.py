@@ -6,8 +6,8 @@ file atomically."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.errors import InputError
 from umr_jax.retrieval.encode import TowerEncoder
@@ -34,5 +34,5 @@ def retrieve(model: str | os.PathLike, index: str | os.PathLike, questions: str 
                                progress=progress)
     if runtime.is_writer:
         write_results(output, results, format, tag=tag)
-    runtime.barrier(f"umr-jax-retrieve-{Path(output)}")
+    runtime.barrier(f"umr-jax-retrieve-{storage.location(output)}")
     return results

@@ -42,15 +42,25 @@ def retriever_in(folder: str | Path) -> Retriever:
     raise InputError("no exported towers (query_encoder/ and passage_encoder/, or encoder/)", folder)
 
 
+def marker_exists(name: str, marker: Path, runtime) -> bool:
+    """Whether `marker` exists, decided together: every process looks, then waits for the others
+    before any of them acts on it. (Looking alone, a slow process would find the marker that a
+    fast one has just written at the end of the stage, skip the stage, and leave the others
+    waiting in its barriers.) Processes that saw different things fail at the barrier."""
+    found = storage.exists(marker)
+    runtime.barrier(f"umr-jax-{name}-{storage.location(marker)}-{'found' if found else 'absent'}")
+    return found
+
+
 def run_once(name: str, marker: Path, action: Callable[[], Any], runtime, on_stage: Callable[[str], None] | None = None) -> bool:
-    """Run `action()` on every process unless `marker` exists; then wait for every process and
-    check that the stage left its marker. Returns True when the stage ran."""
-    if storage.exists(marker):
+    """Run `action()` on every process unless `marker` exists (`marker_exists`); then wait for
+    every process and check that the stage left its marker. Returns True when the stage ran."""
+    if marker_exists(name, marker, runtime):
         return False
     if on_stage is not None:
         on_stage(name)
     action()
-    runtime.barrier(f"umr-jax-{name}-{marker}")
+    runtime.barrier(f"umr-jax-{name}-{storage.location(marker)}")
     if not storage.exists(marker):
         raise RuntimeError(f"stage {name} finished without writing {marker}")
     return True

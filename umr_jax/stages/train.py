@@ -14,7 +14,7 @@ from typing import Iterator
 from umr_jax import storage
 from umr_jax.errors import InputError
 from umr_jax.stages.folder import StageFolder, write_json
-from umr_jax.stages.steps import Retriever, retriever_in
+from umr_jax.stages.steps import Retriever, marker_exists, retriever_in
 
 DONE = "DONE.json"
 
@@ -56,7 +56,7 @@ def train(config, output: str | Path, runtime, *, resume_anyway: bool = False) -
     `training.runner.RESUMABLE_WITH_CHANGES`)."""
     output = storage.local(output)
     done = output / DONE
-    if not storage.exists(done):
+    if not marker_exists("train", done, runtime):
         objective = config.get("objective", "distill")
         if objective == "distill":
             from umr_jax.training.distill import train as run
@@ -70,7 +70,7 @@ def train(config, output: str | Path, runtime, *, resume_anyway: bool = False) -
             raise InterruptedError(f"training stopped ({summary['reason']}) in {output}; run again to resume")
         if runtime.is_writer:
             write_json(done, {"retriever": retriever_in(_chosen_folder(summary, output)).to_json(), "summary": summary})
-        runtime.barrier(f"umr-jax-train-{output}")
+        runtime.barrier(f"umr-jax-train-{storage.location(output)}")
     return finished(output)
 
 

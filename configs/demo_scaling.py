@@ -34,11 +34,13 @@ def get_config(demo_output: str = "runs/demo"):
     c.output_dir = "runs/demo_scaling"
     c.model = dict(init=str(PRETRAINED / "retriever"), init_passage="", pooling="mean", separate_towers=False,
                    similarity="dot", dtype="float32", query_max_length=48, passage_max_length=128)
-    c.data = dict(source="pairs", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="")
+    c.data = dict(source="pairs", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="",
+                  dev_split=0)
     c.train = dict(
         batch_size=32, epochs=3, learning_rate=5e-4, adam_eps=1e-8, weight_decay=0.01, warmup_steps=5,
         grad_clip_norm=2.0, dropout=0.1, seed=12345, scale=1.0, grad_cache=False, query_chunk=32, passage_chunk=32,
         eval_every=1000, checkpoint_every=1000, keep_checkpoints=1, log_every=10,
+        steps=0, warmup_fraction=None, early_stopping_patience=0,  # how long: README "How long each point trains"
     )
     c.runtime = runtime_config()  # data parallel everywhere on the CPU
 

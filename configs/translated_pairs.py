@@ -17,12 +17,13 @@ def get_config():
     c.model = dict(init="", pooling="mean", separate_towers=False, similarity="cosine", dtype="bfloat16",
                    query_max_length=64, passage_max_length=256, scan_layers=True, remat="minimal")
     c.data = dict(source="pairs", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="",
-                  fixed_lengths=False)  # True: pad every batch to the max lengths (one compiled step)
+                  dev_split=0, fixed_lengths=False)  # True: pad every batch to the max lengths (one compiled step)
     c.train = dict(
         batch_size=128, epochs=1, learning_rate=1e-5, adam_eps=1e-8, weight_decay=0.01, warmup_steps=1000,
         grad_clip_norm=2.0, dropout=0.1, seed=12345, scale=20.0,
         grad_cache=False, query_chunk=128, passage_chunk=1024, eval_every=1000, checkpoint_every=1000,
         keep_checkpoints=2, log_every=10,
+        steps=0, warmup_fraction=None, early_stopping_patience=0,  # train.steps=N: N steps whatever the epochs
     )
     # XLM-R base (278M parameters, fp32 with Adam: 3.3 GB) fits every chip replicated: data parallel
     # on every topology `umr-jax compile` was run for (v4-32, v5e-16, v5p-8; docs/scale.md). On a

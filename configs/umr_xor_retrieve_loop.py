@@ -47,7 +47,8 @@ def get_config():
                    passage_max_length=256, scan_layers=True, remat="minimal")
     # Training (train and dev questions) drops one trailing "?", as released; retrieval and scoring do not.
     c.data = dict(pseudo_labels="", dev_pseudo_labels="", pseudo_labels_format="umr-jax", top_k=100,
-                  candidates_per_question=16, subset_size=0, strip_question_mark=True, fixed_lengths=False)
+                  candidates_per_question=16, subset_size=0, dev_split=0, strip_question_mark=True,
+                  fixed_lengths=False)
     # The released run's recipe, in true-gradient units: clip 16 and Adam eps 8e-8 placed as
     # transformers.AdamW places it (the derivation is in configs/umr_xor_retrieve.py), checkpoint
     # selection by DPR's average rank at epoch ends. It used gradient caching (chunks of 16 queries and 8
@@ -63,6 +64,7 @@ def get_config():
         dev_selection="average_rank", eval_per_epoch=4, val_av_rank_start_epoch=0, val_av_rank_hard_neg=30,
         val_av_rank_other_neg=30, dev_batch_size=12, val_av_rank_max_qs=10000,
         eval_every=500, checkpoint_every=500, keep_checkpoints=3, log_every=10,
+        steps=0, warmup_fraction=None, early_stopping_patience=0,
     )
     c.runtime = runtime_config(
         encode=dict(mesh="data=-1,fsdp=1,model=1", rules="data_parallel"),

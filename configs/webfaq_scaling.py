@@ -11,7 +11,10 @@ on XOR-Retrieve dev (R@5kt), with a saturating power law fitted per source.
       evaluation.gold=/data/xor/xor_dev_retrieve_eng_span.jsonl
 
 The base sections (model, data, train) are also a plain contrastive run on WebFAQ (batch 128,
-lr 1e-5, one epoch, in-batch InfoNCE, as the WebFAQ paper reports), on `data.subset_size` pairs:
+lr 1e-5, one epoch, in-batch InfoNCE, as the WebFAQ paper reports, here with the study's
+warm-up over 10% of the run and early stopping on 1000 held-out pairs; `train.warmup_fraction=None
+train.early_stopping_patience=0 data.dev_split=0` for the paper's 1000 warm-up steps and no
+stopping), on `data.subset_size` pairs:
 
   umr-jax train --config webfaq_scaling model.init=/models/xlm-roberta-base \
       data.path=/data/webfaq data.subset_size=100000 output_dir=runs/webfaq/100k
@@ -32,12 +35,13 @@ def get_config():
                    query_max_length=64, passage_max_length=256, scan_layers=True, remat="minimal")
     # source "webfaq": per-language parquet files or a folder of them; languages: None = all non-English.
     c.data = dict(source="webfaq", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="",
-                  fixed_lengths=False)  # True: pad every batch to the max lengths (one compiled step)
+                  dev_split=0, fixed_lengths=False)  # True: pad every batch to the max lengths (one compiled step)
     c.train = dict(
         batch_size=128, epochs=1, learning_rate=1e-5, adam_eps=1e-8, weight_decay=0.01, warmup_steps=1000,
         grad_clip_norm=2.0, dropout=0.1, seed=12345, scale=20.0,  # cosine / 0.05
         grad_cache=False, query_chunk=128, passage_chunk=1024, eval_every=1000, checkpoint_every=1000,
         keep_checkpoints=2, log_every=10,
+        steps=0, warmup_fraction=None, early_stopping_patience=0,  # set for the study below
     )
     # XLM-R base (278M parameters, fp32 with Adam: 3.3 GB) fits every chip replicated: data parallel
     # on every topology `umr-jax compile` was run for (v4-32, v5e-16, v5p-8; docs/scale.md). On a
@@ -51,6 +55,15 @@ def get_config():
     c.scaling.min_size = 1000           # 1k, 3k, 10k, ... up to each source's whole size (47M for WebFAQ)
     c.scaling.points_per_decade = 2
     c.scaling.flattening_gain = 1.0     # n*: where 10x more data adds less than 1 point of R@5kt
+    # Training length, the same rules for every arm: each point trains its arm's epochs over its
+    # subset, warms up over 10% of its own run (not a fixed 1000 steps, which would cover the
+    # small points whole), and stops early when 3 dev measurements in a row do not beat the best
+    # on 1000 examples held out of its source (in no subset). For fixed compute instead:
+    # scaling.protocol=steps scaling.steps=N (every point N steps, no early stopping).
+    c.scaling.protocol = "epochs"
+    c.train.warmup_fraction = 0.1
+    c.train.early_stopping_patience = 3
+    c.data.dev_split = 1000
     c.sources = dict(
         webfaq=dict(objective="contrastive", data=dict(source="webfaq", path="", languages=None, min_similarity=None)),
         translated=dict(objective="contrastive", data=dict(source="pairs", path="", languages=None)),
@@ -58,7 +71,7 @@ def get_config():
         # a point's size counts questions, each with its scored candidates.
         umr=dict(objective="distill",
                  model=dict(separate_towers=True, similarity="dot"),
-                 data=dict(pseudo_labels="", dev_pseudo_labels="", top_k=100, candidates_per_question=16),
+                 data=dict(pseudo_labels="", top_k=100, candidates_per_question=16),
                  train=dict(questions_per_batch=16, epochs=10, learning_rate=2e-5, weight_decay=0.0, warmup_steps=1237,
                             temperature=10.0, student_scale=1.0, query_chunk=16, passage_chunk=256, eval_every=500,
                             checkpoint_every=500)),

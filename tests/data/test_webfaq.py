@@ -130,3 +130,26 @@ def _one_file(tmp_path):
     path = tmp_path / "in" / "ara" / "x.parquet"
     write_published(path, rows("ar", [0.3, 0.6, 0.9]))
     return path
+
+
+def test_the_training_source_is_non_english_unless_english_is_asked_for(webfaq_dir, monkeypatch, tmp_path):
+    # WebFAQ's study data is its non-English pairs: a folder with English files leaves them out
+    # when no languages are given, and keeps them only when English is asked for by name.
+    import ml_collections
+
+    from umr_jax.training.contrastive import open_pairs
+
+    monkeypatch.setenv("UMR_JAX_CACHE", str(tmp_path / "cache"))
+    write_published(webfaq_dir / "eng" / "train-00000-of-00001.parquet", rows("en", [0.9, 0.9, 0.9]))
+
+    def data(**values):
+        return ml_collections.ConfigDict(dict(dict(source="webfaq", path=str(webfaq_dir), languages=None,
+                                                   min_similarity=None), **values))
+
+    store = open_pairs(data())
+    assert store.manifest["rows_per_language"] == {"ar": 6, "de": 2, "ja": 1}
+    assert open_pairs(data(languages=["en", "ja"])).manifest["rows_per_language"] == {"en": 3, "ja": 1}
+    assert open_pairs(data(languages="ara,eng")).manifest["rows_per_language"] == {"ar": 6, "en": 3}
+    with pytest.raises(InputError, match=r"data.languages asks for ko, which this source has no pairs of "
+                                         r"\(it has: ar\)"):
+        open_pairs(data(languages=["ar", "ko"]))

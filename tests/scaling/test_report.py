@@ -46,7 +46,10 @@ def write_point(study_dir, source, size, hits, *, per_question=True):
                    for lang in LANGS for i in range(PER_LANG)]
     report = xor.xor_retrieve_r_at_kt(gold, predictions, str.split)
     point = StudyPoint(source, size)
-    metrics = {**report.to_json(), "train": {"objective": "contrastive", "steps": size // 100, "seed": 7}}
+    steps = size // 100
+    metrics = {**report.to_json(), "train": {"objective": "contrastive", "steps": steps, "seed": 7,
+                                             "examples_seen": steps * 32,
+                                             "reason": "early_stopped" if size == SIZES[-1] else "done"}}
     study.write_point_result(study_dir, point, metrics, 1.0)
     if per_question:
         lines = "".join(json_dumps(o.to_json()) + "\n" for o in report.per_question)
@@ -98,6 +101,12 @@ def test_a_known_paired_effect_is_found_and_covered(tmp_path):
     text = report.markdown.read_text()
     assert "question-level paired bootstrap for better, base: 300 resamples of the 280 evaluation questions" in text
     assert "## Conclusion" in text and "better - base = +10.00 [" in text
+    # How long the points trained: the protocol and, per arm, steps, examples seen, early stops.
+    assert "Protocol: fixed epochs, each point trains its arm's `train.epochs`" in text
+    assert "| better | 5 | 10 to 1k | 320 to 32k | 1 |" in text
+    assert record["protocol"] == {"name": "epochs", "steps": 0}
+    fixed = study.write_report(tmp_path, config(bootstrap_samples=20, sources="better,base", protocol="steps", steps=500))
+    assert "Protocol: fixed compute, 500 optimizer steps for every point of every arm." in fixed.markdown.read_text()
 
 
 def test_question_resamples_are_shared_by_every_point():

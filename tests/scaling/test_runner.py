@@ -80,6 +80,38 @@ def test_bad_study_configs_name_the_key(overrides, message):
             runner.source_config(config, name)
 
 
+def test_protocols_set_each_points_training_length():
+    config = load_config(CONFIG, ["model.init=/models/x", "scaling.protocol=steps", "scaling.steps=40",
+                                  "train.early_stopping_patience=3"])
+    for name in runner.source_names(config):
+        source = runner.source_config(config, name)
+        assert source.train.steps == 40 and source.train.early_stopping_patience == 0  # the same budget for all
+        assert [runner.planned_steps(source, n) for n in (100, 300, 10_000)] == [40, 40, 40]
+    epochs = runner.source_config(load_config(CONFIG, ["model.init=/models/x"]), "translated")
+    assert [runner.planned_steps(epochs, n) for n in (100, 300)] == [9, 27]  # 3 epochs of whole batches of 32
+    assert runner.planned_steps(epochs, 31) == 0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["scaling.protocol=steps"], r"scaling.protocol=steps trains every point for scaling.steps steps, which is 0: zero "
+                                 r"steps; set scaling.steps=N"),
+    (["scaling.protocol=minutes"], r"scaling.protocol='minutes'; expected one of epochs, steps"),
+    (["train.steps=100"], r"sources.webfaq: train.steps=100 fixes the steps, but scaling.protocol=epochs"),
+])
+def test_protocol_settings_that_cannot_train_are_refused(overrides, message):
+    config = load_config(CONFIG, ["model.init=/models/x", *overrides])
+    with pytest.raises(InputError, match=message):
+        runner.source_config(config, "webfaq")
+
+
+def test_a_point_that_cannot_fill_a_batch_is_refused():
+    source = runner.source_config(load_config(CONFIG, ["model.init=/models/x"]), "umr")
+    runner.check_trainable(source, "umr", [16, 100])
+    with pytest.raises(InputError, match=r"^sources.umr: the point of 10 examples cannot fill one batch of 16 "
+                                         r"\(train.questions_per_batch\), so it trains for zero steps"):
+        runner.check_trainable(source, "umr", [10, 100])
+
+
 def test_question_subsets_are_nested():
     questions = [ScoredQuestion(str(i), f"q{i}", "ja" if i % 3 else "ko", ("t",), ("x",), np.zeros(1, np.float32))
                  for i in range(200)]
@@ -111,6 +143,7 @@ def test_scaling_command_trains_evaluates_fits_and_resumes(tmp_path, study_data,
         train = result.metrics["train"]
         assert train["examples"] == size and train["objective"] == ("contrastive" if source == "translated" else "distill")
         assert train["steps"] == size // 8  # one epoch of whole batches of 8
+        assert (train["examples_seen"], train["total_steps"], train["reason"]) == (size // 8 * 8, size // 8, "done")
         assert 0.0 <= result.metrics["r@5kt"]["average"] <= 100.0
         assert result.metrics["r@2kt"]["average"] <= result.metrics["r@5kt"]["average"]
     # Cosine-trained towers carry a Normalize module and are encoded to unit length.
@@ -203,6 +236,19 @@ def test_a_subset_larger_than_the_source_is_refused(tmp_path, study_data, tiny_r
                    f"data.path={study_data / 'pairs.jsonl'}", "data.subset_size=41"])
     err = capsys.readouterr().err
     assert rc == 1 and "data.subset_size=41 exceeds the 40 pairs of the source" in err and "Traceback" not in err
+
+
+def test_a_study_point_too_small_for_a_batch_is_refused_before_training(tmp_path, study_data, tiny_retriever, capsys):  # noqa: F811
+    args = ["scaling", "--config", CONFIG, "--output", str(tmp_path / "study"), *_overrides(study_data, tiny_retriever)]
+    assert cli.main([*args, "scaling.min_size=5", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().endswith("sources.translated: the point of 5 examples cannot fill one batch of 8 (train.batch_size), "
+                                "so it trains for zero steps; raise scaling.min_size or lower the batch"), err
+    assert "Traceback" not in err and not (tmp_path / "study").exists()
+    # A dev split is held out of the source: the study's sizes count what is left.
+    config = load_config(CONFIG, [*_overrides(study_data, tiny_retriever), "data.dev_split=10"])
+    assert runner.source_size(runner.source_config(config, "translated")) == 30
+    assert runner.source_size(runner.source_config(config, "umr")) == 30
 
 
 def test_report_only_without_points_fails_clearly(tmp_path, capsys):

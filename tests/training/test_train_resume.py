@@ -90,6 +90,13 @@ def test_config_differences_name_every_key_but_the_allow_listed_ones():
     ]
     assert RESUMABLE_WITH_CHANGES == {"output_dir", "train.log_every", "train.eval_every", "train.checkpoint_every",
                                       "train.keep_checkpoints"}
+    # Keys added to the configs since: a checkpoint without them resumes at their old behaviour only.
+    added = json.loads(json.dumps(saved))
+    added["train"].update(steps=0, warmup_fraction=None, early_stopping_patience=0)
+    added["data"]["dev_split"] = 0
+    assert config_differences(saved, added) == []
+    added["train"].update(steps=500, warmup_fraction=0.1)
+    assert config_differences(saved, added) == ["train.steps: (absent) -> 500", "train.warmup_fraction: (absent) -> 0.1"]
 
 
 def old_style(config: dict, mesh: dict | None = None, rules="data_parallel") -> dict:

@@ -85,24 +85,46 @@ def nested_subsets(
 _CHUNK = 1 << 18  # rows hashed at once (or `size`, when larger: fewer passes over the kept rows)
 
 
-def nested_subset_indices(count: int, size: int | None, seed: int, *, noun: str = "examples") -> np.ndarray | None:
+def nested_subset_indices(count: int, size: int | None, seed: int, *, noun: str = "examples",
+                          held_out: int = 0) -> np.ndarray | None:
     """The rows of a nested subset of `size` out of `count` rows drawn from every language
-    together: sorted int64 `[size]`, or None for all rows (`size` None, 0 or `count`).
+    together: sorted int64 `[size]`, or None for all rows (`size` None, 0 or `count`, and
+    nothing held out).
 
     The same subset as `nested_subsets([...], [size], seed=seed)` over the rows: the `size`
     rows whose (seed, row) hash is smallest. The hashes are made and cut to the smallest `size`
     a chunk of max(2^18, size) rows at a time, so memory is O(size), never O(count): a 100k
-    subset of a 47M-row store takes a few MB. Raises InputError when `size` exceeds `count`.
+    subset of a 47M-row store takes a few MB. `held_out` rows (`held_out_indices`: those whose
+    hash is largest) are never in a subset: `size` 0 then means every other row. Raises
+    InputError when `size` exceeds the rows that are not held out.
     """
+    count, held_out = int(count), int(held_out or 0)
+    if held_out < 0 or held_out >= count:
+        raise InputError(f"data.dev_split={held_out} must be >= 0 and leave training {noun} of the {count} of the source")
+    available = count - held_out
     if not size:
-        return None
-    size, count = int(size), int(count)
+        if not held_out:
+            return None
+        size = available
+    size = int(size)
     if size < 0:
         raise InputError(f"data.subset_size must be >= 0, got {size}")
-    if size > count:
-        raise InputError(f"data.subset_size={size} exceeds the {count} {noun} of the source")
+    if size > available:
+        after = f" left after data.dev_split={held_out}" if held_out else ""
+        raise InputError(f"data.subset_size={size} exceeds the {available} {noun} of the source{after}")
     if size == count:
         return None
+    return _smallest_hashes(count, size, seed, largest=False)
+
+
+def held_out_indices(count: int, n: int, seed: int) -> np.ndarray:
+    """The `n` rows held out of every subset (a dev split): sorted int64, the rows whose (seed,
+    row) hash is largest, so no subset of at most `count - n` rows (the smallest hashes) holds
+    one, and the subsets stay those drawn without a split."""
+    return _smallest_hashes(int(count), int(n), seed, largest=True) if n else np.empty(0, np.int64)
+
+
+def _smallest_hashes(count: int, size: int, seed: int, *, largest: bool) -> np.ndarray:
     key = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
     # The hash is a bijection of distinct inputs, so scores never tie: "the smallest `size`"
     # is one set, whatever the chunking.
@@ -112,6 +134,8 @@ def nested_subset_indices(count: int, size: int | None, seed: int, *, noun: str 
     for start in range(0, count, chunk):
         rows = np.arange(start, min(count, start + chunk), dtype=np.int64)
         rows_scores = _splitmix64(rows.astype(np.uint64) ^ key)
+        if largest:
+            rows_scores = ~rows_scores
         rows, rows_scores = np.concatenate([best_rows, rows]), np.concatenate([best_scores, rows_scores])
         if len(rows) > size:
             keep = np.argpartition(rows_scores, size - 1)[:size]
@@ -120,14 +144,16 @@ def nested_subset_indices(count: int, size: int | None, seed: int, *, noun: str 
     return np.sort(best_rows)
 
 
-def nested_subset(items: Sequence[T], size: int | None, seed: int, *, noun: str = "items") -> list[T]:
+def nested_subset(items: Sequence[T], size: int | None, seed: int, *, noun: str = "items",
+                  held_out: int = 0) -> list[T]:
     """A nested subset of `size` items (all of them when `size` is None or 0), drawn from every
     language together: for one seed, the subset of a smaller size lies inside that of a larger
     one (`nested_subset_indices`; equal to `nested_subsets` over the items' languages), as
     scaling studies need. The distillation trainer draws its `data.subset_size` subsets with it.
-    Raises InputError when `size` exceeds the items. (A subset drawn from every language
-    together does not depend on the items' languages.)"""
-    indices = nested_subset_indices(len(items), size, seed, noun=noun)
+    `held_out` items (`held_out_indices`) are in no subset. Raises InputError when `size`
+    exceeds the items. (A subset drawn from every language together does not depend on the
+    items' languages.)"""
+    indices = nested_subset_indices(len(items), size, seed, noun=noun, held_out=held_out)
     if indices is None:
         return list(items)
     return [items[i] for i in indices]

@@ -216,6 +216,26 @@ def _bootstrap_lines(info: Mapping[str, Any], arms: Sequence[str], confidence: f
     return lines + [""]
 
 
+def _protocol_lines(config: Mapping[str, Any], results: Sequence[study.PointResult], arms: Sequence[str]) -> list[str]:
+    """How long the points trained: the protocol, and per arm the steps and examples seen (as its
+    points' result.json recorded them) and how many stopped early on their dev split."""
+    if config.get("protocol", "epochs") == "steps":
+        head = f"Protocol: fixed compute, {int(config.get('steps') or 0)} optimizer steps for every point of every arm."
+    else:
+        head = ("Protocol: fixed epochs, each point trains its arm's `train.epochs` over its subset (at most; with "
+                "`train.early_stopping_patience` it stops early on a dev split of its source).")
+    lines = ["## Training", "", head, "", "| arm | points | steps | examples seen | stopped early |", "|---|---|---|---|---|"]
+    for arm in arms:
+        trained = [r.metrics.get("train") or {} for r in results if r.source == arm]
+        steps = [int(t["steps"]) for t in trained if "steps" in t]
+        seen = [int(t["examples_seen"]) for t in trained if "examples_seen" in t]
+        early = sum(t.get("reason") == "early_stopped" for t in trained)
+        span = lambda xs: "?" if not xs else (format_size(min(xs)) if min(xs) == max(xs)  # noqa: E731
+                                              else f"{format_size(min(xs))} to {format_size(max(xs))}")
+        lines.append(f"| {arm} | {len(trained)} | {span(steps)} | {span(seen)} | {early} |")
+    return lines + [""]
+
+
 def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
                  baseline: Mapping[str, Any] | None = None) -> StudyReport:
     """Fit every arm's finished points and write STUDY_DIR/report/scaling.{md,json,csv,png,svg}.
@@ -278,6 +298,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     if baseline_value is not None:
         lines += [f"Starting model, before any training (n = 0, not part of the fits): {baseline_value:.2f}.", ""]
     lines += ["## Fits", "", markdown_table(fits, metric_label=label), "![scaling curves](scaling.png)", ""]
+    lines += _protocol_lines(config, results, arms)
     lines += _comparison_lines(comparisons, settings.confidence)
     lines += _language_lines(languages, table, arms, results)
     lines += ["Every point, every metric and language: [scaling.csv](scaling.csv).", ""]
@@ -298,6 +319,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
         "per_language": {"table": table, "sources": languages},
         "pending": [{"source": p.source, "size": p.size} for p in pending],
         "baseline": baseline_value,
+        "protocol": {"name": config.get("protocol", "epochs"), "steps": int(config.get("steps") or 0)},
     }
     json_path = out / "scaling.json"
     with AtomicFile(json_path) as f:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -56,8 +55,10 @@ _MERGED_SECTIONS = ("model", "data", "train", "runtime")
 # A point's settings that TensorBoard's hparams view shows (beside source, size and objective).
 HPARAMS = ("model.init", "model.similarity", "model.separate_towers", "model.query_max_length",
            "model.passage_max_length", "data.source", "data.hard_negatives", "data.candidates_per_question",
-           "train.batch_size", "train.questions_per_batch", "train.epochs", "train.learning_rate", "train.warmup_steps",
+           "data.dev_split", "train.batch_size", "train.questions_per_batch", "train.epochs", "train.steps",
+           "train.learning_rate", "train.warmup_steps", "train.warmup_fraction", "train.early_stopping_patience",
            "train.scale", "train.temperature", "train.seed")
+PROTOCOLS = ("epochs", "steps")
 
 
 def source_names(config) -> list[str]:
@@ -96,10 +97,23 @@ def source_config(config, name: str) -> ml_collections.ConfigDict:
     if unknown:
         raise InputError(f"sources.{name}: unknown keys {unknown} (allowed: objective, {', '.join(_MERGED_SECTIONS)})")
     out = ml_collections.ConfigDict({k: v for k, v in config.to_dict().items() if k not in ("sources", "scaling", "evaluation")})
+    protocol = config.scaling.get("protocol", "epochs")
+    if protocol not in PROTOCOLS:
+        raise InputError(f"scaling.protocol={protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     with out.unlocked():
         _merge(out, overlay.to_dict() if isinstance(overlay, ml_collections.ConfigDict) else dict(overlay))
         out.objective = objective
         out.data.subset_seed = int(config.scaling.subset_seed)
+        if protocol == "steps":  # fixed compute: every point of every source trains this many steps
+            steps = int(config.scaling.get("steps") or 0)
+            if steps < 1:
+                raise InputError(f"scaling.protocol=steps trains every point for scaling.steps steps, which is {steps}: "
+                                 "zero steps; set scaling.steps=N")
+            out.train.steps = steps
+            out.train.early_stopping_patience = 0  # a stop would break the fixed budget
+        elif out.train.get("steps"):
+            raise InputError(f"sources.{name}: train.steps={out.train.steps} fixes the steps, but scaling.protocol=epochs "
+                             "trains train.epochs; use scaling.protocol=steps scaling.steps=N")
     if objective == "contrastive" and not out.data.get("path"):
         raise InputError(f"sources.{name}.data.path is not set (give it as sources.{name}.data.path=...)")
     if objective == "distill" and not out.data.get("pseudo_labels"):
@@ -113,14 +127,19 @@ def source_size(config: ml_collections.ConfigDict) -> int:
     """The training examples of a source config, read as its trainer reads them. A pairs source
     is counted by its store's row count (`data.pair_store`: converted on first use, then read
     from its manifest), never by holding its pairs."""
+    held_out = int(config.data.get("dev_split") or 0)
     if config.objective == "contrastive":
         from umr_jax.training.contrastive import open_pairs
 
-        return len(open_pairs(config.data))
-    from umr_jax.training.distill import load_pseudo_labels
+        count = len(open_pairs(config.data))
+    else:
+        from umr_jax.training.distill import load_pseudo_labels
 
-    return len(load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k,
-                                  file_format=config.data.get("pseudo_labels_format", "umr-jax")))
+        count = len(load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k,
+                                       file_format=config.data.get("pseudo_labels_format", "umr-jax")))
+    if held_out and held_out >= count:
+        raise InputError(f"data.dev_split={held_out} leaves none of the source's {count} training examples")
+    return count - held_out  # the dev split is in no subset
 
 
 def evaluation_settings(config) -> ml_collections.ConfigDict:
@@ -137,10 +156,24 @@ def evaluation_settings(config) -> ml_collections.ConfigDict:
 
 def planned_steps(config: ml_collections.ConfigDict, size: int) -> int:
     """The optimizer steps a point of `size` examples trains for (0: too few for one batch),
-    as the trainers count them: ceil(epochs x (size // examples per batch)), at least 1."""
+    as the trainers count them (`common.total_steps_of`): `train.steps` under the fixed-compute
+    protocol, else ceil(epochs x (size // examples per batch)), at least 1. With early stopping
+    this is the most it trains."""
+    from umr_jax.training.common import total_steps_of
+
+    per_epoch = int(size) // examples_per_batch(config)
+    return 0 if per_epoch == 0 else total_steps_of(config.train, per_epoch)
+
+
+def check_trainable(config: ml_collections.ConfigDict, name: str, sizes: list[int]) -> None:
+    """InputError when a planned point of source `name` trains for zero steps: its size cannot
+    fill one batch."""
     per_batch = examples_per_batch(config)
-    per_epoch = int(size) // per_batch
-    return 0 if per_epoch == 0 else max(1, int(math.ceil(float(config.train.epochs) * per_epoch)))
+    small = [size for size in sizes if size < per_batch]
+    if small:
+        key = "train.batch_size" if config.objective == "contrastive" else "train.questions_per_batch"
+        raise InputError(f"sources.{name}: the point of {small[0]} examples cannot fill one batch of {per_batch} ({key}), "
+                         "so it trains for zero steps; raise scaling.min_size or lower the batch")
 
 
 def examples_per_batch(config: ml_collections.ConfigDict) -> int:
@@ -299,8 +332,11 @@ class PointRunner:
         trained = train.train(config, train_dir, self.runtime, resume_anyway=self.resume_anyway)
         metrics = dict(self.evaluate(trained.retriever, point_dir / "eval"))
         best_record = trained.summary.get("best") or {}
-        metrics["train"] = {"objective": config.objective, "steps": trained.summary["steps"], "examples": int(size),
-                            "retriever": str(trained.folder)}
+        steps = int(trained.summary["steps"])
+        metrics["train"] = {"objective": config.objective, "steps": steps, "examples": int(size),
+                            "examples_seen": steps * examples_per_batch(config),
+                            "total_steps": int(trained.summary.get("total_steps", steps)),
+                            "reason": trained.summary.get("reason", "done"), "retriever": str(trained.folder)}
         if "step" in best_record:  # a dev-selected retriever (no dev data: the last one, nothing to record)
             metrics["train"]["dev_best"] = best_record
         return metrics
@@ -331,6 +367,8 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
         points = study.plan_study(scaling, runner.available())
     except ValueError as err:
         raise InputError(str(err)) from None
+    for name in runner.names:
+        check_trainable(runner.sources[name], name, [p.size for p in points if p.source == name])
     if dry_run:
         return {"plan": points, "finished": [p for p in points if p.is_finished(study_dir)],
                 "estimates": runner.estimates(points)}

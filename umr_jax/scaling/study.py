@@ -81,6 +81,12 @@ def scaling_config() -> ml_collections.ConfigDict:
         points_per_decade=2,        # 1k, 3k, 10k, 30k, ...
         include_full_size=True,
         subset_seed=0,              # the seed of subsets.nested_subsets
+        # How long each point trains (runner.source_config): "epochs", each point train.epochs
+        # over its subset (with train.early_stopping_patience=P and data.dev_split=N: stopped
+        # early on N held-out examples of its source), or "steps", fixed compute: every point of
+        # every source trains `steps` optimizer steps, whatever its size.
+        protocol="epochs",
+        steps=0,
         metric="r@5kt.average",     # dotted path into each point's metrics
         metric_label="XOR-Retrieve R@5kt",
         flattening_gain=1.0,        # n*: where 10x more data adds less than this many points

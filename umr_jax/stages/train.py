@@ -66,7 +66,7 @@ def train(config, output: str | Path, runtime, *, resume_anyway: bool = False) -
             raise InputError(f"objective must be 'distill' or 'contrastive', got {objective!r}")
         with locked(output, runtime):
             summary = run(config, output_dir=output, runtime=runtime, resume_anyway=resume_anyway)
-        if summary["reason"] != "done":
+        if summary["reason"] not in ("done", "early_stopped"):
             raise InterruptedError(f"training stopped ({summary['reason']}) in {output}; run again to resume")
         if runtime.is_writer:
             write_json(done, {"retriever": retriever_in(_chosen_folder(summary, output)).to_json(), "summary": summary})

@@ -64,4 +64,4 @@ def run(args: argparse.Namespace) -> int:
     emit(args, summary, f"{output}: {summary['reason']} at step {summary['steps']} of {summary['total_steps']}"
          + (f"; best retriever {summary['best_dir']}" if summary.get("best_dir") else "")
          + (f"; final retriever {summary['final_dir']}" if summary.get("final_dir") else ""))
-    return 0 if summary["reason"] in ("done", "preempted") else 1
+    return 0 if summary["reason"] in ("done", "early_stopped", "preempted") else 1

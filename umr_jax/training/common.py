@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from umr_jax import storage
+from umr_jax.errors import InputError
 from umr_jax.models import BertEncoderTower, DualEncoder, T5EncoderTower, hf_io
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,32 @@ def optimizer_for(t, *, total_steps: int, warmup_steps: int):
                           eps_before_bias_correction=bool(t.get("adam_eps_before_bias_correction", False)))
 
 
+def total_steps_of(t, steps_per_epoch: int) -> int:
+    """The optimizer steps of a run (the config's `train` section): `train.steps` when set (a
+    fixed compute budget, the same whatever the data size; the batches go round the data as
+    often as it takes), else ceil(`train.epochs` x `steps_per_epoch`); at least 1."""
+    steps = int(t.get("steps") or 0)
+    if steps < 0:
+        raise InputError(f"train.steps={steps}; expected a number of optimizer steps >= 1, or 0 to train train.epochs")
+    if steps:
+        return steps
+    if float(t.epochs) <= 0:
+        raise InputError(f"train.epochs={t.epochs} trains for zero steps; expected epochs > 0 (or train.steps=N)")
+    return max(1, int(math.ceil(float(t.epochs) * steps_per_epoch)))
+
+
+def warmup_steps_of(t, total_steps: int, default: int) -> int:
+    """The warm-up steps of a run of `total_steps`: `train.warmup_fraction` of them (rounded)
+    when set, in the spirit of big_vision's `warmup_percent`, so that a study's small and large
+    points warm up over the same share of their run; else `default` (the trainer's own rule)."""
+    fraction = t.get("warmup_fraction")
+    if fraction is None:
+        return int(default)
+    if not 0.0 <= float(fraction) < 1.0:
+        raise InputError(f"train.warmup_fraction={fraction}; expected a fraction of the run in [0, 1)")
+    return int(round(float(fraction) * total_steps))
+
+
 def train_step_for(module: DualEncoder, t, optimizer, mesh, rules, state_shardings, loss_on_embeddings: Callable, *,
                    queries_per_batch: int, passages_per_batch: int):
     """The trainers' one jitted step `(state, batch, rng) -> (state, metrics)` for the config's
@@ -338,6 +365,21 @@ def train_step_for(module: DualEncoder, t, optimizer, mesh, rules, state_shardin
     value_and_grad = make_vg(enc_q, enc_p, loss_on_embeddings, query_chunk=query_chunk, passage_chunk=passage_chunk)
     return make_train_step(None, optimizer, mesh, state_shardings, shd.batch_sharding(mesh), rules,
                            value_and_grad_fn=value_and_grad)
+
+
+class EarlyStopping:
+    """Stop when `patience` eligible dev measurements in a row (those `schedule` measures and
+    allows as the best) came after the best one without beating it. Decided from the step of the
+    best (kept in best.json) alone, so a resumed run stops where the uninterrupted one did."""
+
+    def __init__(self, schedule, patience: int):
+        self.schedule, self.patience = schedule, int(patience)
+
+    def should_stop(self, step: int, best_step: int | None) -> bool:
+        if best_step is None or not self.schedule.eligible(step):
+            return False
+        since = sum(1 for k in range(int(best_step) + 1, step + 1) if self.schedule.measures(k) and self.schedule.eligible(k))
+        return since >= self.patience
 
 
 def run_dual_encoder_training(
@@ -367,6 +409,9 @@ def run_dual_encoder_training(
     steps `dev_schedule(total_steps)` measures (a `dev_selection` schedule; default: step 0, every
     `train.eval_every` steps and the end), and of the eligible ones the params with the lowest
     `selection_metric` are exported to `output/best`. The last params go to `output/final`.
+    With `train.early_stopping_patience` = P > 0 (and dev metrics), training stops once P
+    eligible measurements in a row have not improved on the best (`EarlyStopping`); the
+    summary's reason is then "early_stopped" and the best params are the run's retriever.
     `config` is the resolved config (`resolved_config`): written to `output/config.json` before
     the first step, and kept with every checkpoint.
 
@@ -386,7 +431,12 @@ def run_dual_encoder_training(
     from umr_jax.training.state import state_from_params
 
     t = config.train
-    total_steps = max(1, int(math.ceil(t.epochs * batches.steps_per_epoch)))
+    patience = int(t.get("early_stopping_patience") or 0)
+    if patience < 0:
+        raise InputError(f"train.early_stopping_patience={patience}; expected 0 (off) or a number of dev measurements")
+    if patience and dev_metrics is None:
+        raise InputError("train.early_stopping_patience needs dev data (data.dev_split=N, or the trainer's dev file)")
+    total_steps = total_steps_of(t, batches.steps_per_epoch)
     optimizer = optimizer_for(t, total_steps=total_steps, warmup_steps=warmup_steps)
     state, shardings = state_from_params(setup.params, boxed_abstract_params(setup.module), optimizer, mesh, rules)
     step = train_step_for(setup.module, t, optimizer, mesh, rules, shardings, loss_on_embeddings,
@@ -435,6 +485,18 @@ def run_dual_encoder_training(
     def on_step(step_number: int, state_now) -> None:
         evaluate(step_number, state_now)
 
+    stopping = EarlyStopping(schedule, patience) if patience else None
+
+    def stop_early(step_number: int) -> bool:
+        if stopping is None or not schedule.eligible(step_number):
+            return False
+        decision = stopping.should_stop(step_number, best.get("step"))
+        if jax.process_count() > 1:  # process 0's: it alone is sure to hold best.json after a resume
+            from jax.experimental import multihost_utils
+
+            decision = bool(multihost_utils.broadcast_one_to_all(np.asarray(decision)))
+        return decision
+
     if checkpointer.latest_step() is None:
         evaluate(0, state)  # the starting point (with EveryNSteps also a candidate for "best")
     if progress is not None:
@@ -444,14 +506,17 @@ def run_dual_encoder_training(
             state=state, state_shardings=shardings, train_step=step, data=batches,
             to_global=lambda b: shd.host_batch_to_global(b, mesh), total_steps=total_steps, checkpointer=checkpointer,
             rng=jax.random.PRNGKey(t.seed), config=config.to_dict(), on_metrics=on_metrics, on_step=on_step,
-            resume_anyway=resume_anyway, meter=meter,
+            resume_anyway=resume_anyway, meter=meter, stop_early=stop_early,
         )
     finally:
         if progress is not None:
             progress.close()
     checkpointer.close()
     metrics_log.close()
-    final = export_towers(output / "final", setup, state.params) if reason == "done" else None
+    if reason == "early_stopped":
+        log.info("early stopping at step %d: %d dev measurements without a better %s than step %s's", int(state.step),
+                 patience, selection_metric, best.get("step"))
+    final = export_towers(output / "final", setup, state.params) if reason in ("done", "early_stopped") else None
     return {"reason": reason, "steps": int(state.step), "total_steps": total_steps, "best": best,
             "best_dir": storage.location(output / "best") if dev_metrics is not None else None,
             "final_dir": storage.location(output / "final") if final else None}

@@ -13,7 +13,6 @@ source (`data.pair_store`); the subset and each epoch's order are index arrays o
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,7 +22,7 @@ from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.data.batches import EpochBatches, pad_rows, rows_of
 from umr_jax.data.pair_store import PairStore, open_pair_store
-from umr_jax.data.subsets import nested_subset_indices
+from umr_jax.data.subsets import held_out_indices, nested_subset_indices
 from umr_jax.errors import InputError
 from umr_jax.numerics import l2_normalize
 from umr_jax.training import common
@@ -127,8 +126,14 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
                                       scan_layers=bool(m.get("scan_layers", False)),
                                       remat=m.get("remat", "none"))
     store = open_pairs(d)
-    subset = nested_subset_indices(len(store), d.get("subset_size"), d.get("subset_seed", t.seed), noun="pairs")
-    dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
+    seed, held_out = d.get("subset_seed", t.seed), int(d.get("dev_split") or 0)
+    if held_out and d.get("dev_path"):
+        raise InputError("data.dev_split and data.dev_path both name dev pairs; give one")
+    subset = nested_subset_indices(len(store), d.get("subset_size"), seed, noun="pairs", held_out=held_out)
+    if held_out:  # pairs of the source that no subset holds (`subsets.held_out_indices`)
+        dev = [store[int(i)] for i in held_out_indices(len(store), held_out, seed)]
+    else:
+        dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
     batches = PairBatches(store, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),
                           seed=t.seed, query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
                           fixed_lengths=bool(d.get("fixed_lengths", False)), subset=subset)
@@ -140,11 +145,12 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
         return dev_metrics(setup, params, dev, query_max_length=m.query_max_length,
                            passage_max_length=m.passage_max_length, encoders=encoders)
 
-    steps = max(1, int(math.ceil(t.epochs * batches.steps_per_epoch)))
+    steps = common.total_steps_of(t, batches.steps_per_epoch)
     summary = common.run_dual_encoder_training(
         config=config, setup=setup, batches=batches, loss_on_embeddings=loss_on_embeddings,
         queries_per_batch=t.batch_size, passages_per_batch=t.batch_size * (1 + hard),
-        warmup_steps=min(t.warmup_steps, steps // 10 or 1), output=output, mesh=mesh, rules=rules,
+        warmup_steps=common.warmup_steps_of(t, steps, min(t.warmup_steps, steps // 10 or 1)), output=output, mesh=mesh,
+        rules=rules,
         dev_metrics=dev_metrics_of if dev else None, selection_metric="positive_mean_rank",
         resume_anyway=resume_anyway, progress=progress,
     )

@@ -27,7 +27,7 @@ from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.data.batches import EpochBatches, batch_buckets, pad_rows
 from umr_jax.data.files import expand_shards
-from umr_jax.data.subsets import nested_subset
+from umr_jax.data.subsets import held_out_indices, nested_subset
 from umr_jax.errors import InputError
 from umr_jax.training import common
 from umr_jax.training.losses import umr_distillation_loss
@@ -281,9 +281,16 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
                                       remat=m.get("remat", "none"))
     labels = dict(top_k=d.top_k, file_format=d.get("pseudo_labels_format", "umr-jax"),
                   strip_question=bool(d.get("strip_question_mark", False)))
-    questions = nested_subset(load_pseudo_labels(d.pseudo_labels, **labels), d.get("subset_size"),
-                              d.get("subset_seed", t.seed))
-    dev = load_pseudo_labels(d.dev_pseudo_labels, **labels) if d.get("dev_pseudo_labels") else []
+    seed, held_out = d.get("subset_seed", t.seed), int(d.get("dev_split") or 0)
+    if held_out and d.get("dev_pseudo_labels"):
+        raise InputError("data.dev_split and data.dev_pseudo_labels both name dev questions; give one")
+    scored = load_pseudo_labels(d.pseudo_labels, **labels)
+    questions = nested_subset(scored, d.get("subset_size"), seed, noun="questions", held_out=held_out)
+    if held_out:  # questions no subset holds (`subsets.held_out_indices`)
+        dev = [scored[int(i)] for i in held_out_indices(len(scored), held_out, seed)]
+    else:
+        dev = load_pseudo_labels(d.dev_pseudo_labels, **labels) if d.get("dev_pseudo_labels") else []
+    del scored
     batches = DistillBatches(questions, setup.tokenizer, questions_per_batch=t.questions_per_batch,
                              candidates=d.candidates_per_question, seed=t.seed,
                              query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
@@ -292,10 +299,11 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     loss_on_embeddings = distillation_loss(t)
     dev_metrics, selection_metric, schedule = dev_selection_of(t, setup, dev, batches.steps_per_epoch, m, encoders)
 
+    steps = common.total_steps_of(t, batches.steps_per_epoch)
     return common.run_dual_encoder_training(
         config=config, setup=setup, batches=batches, loss_on_embeddings=loss_on_embeddings,
         queries_per_batch=t.questions_per_batch, passages_per_batch=t.questions_per_batch * d.candidates_per_question,
-        warmup_steps=t.warmup_steps, output=output, mesh=mesh, rules=rules,
+        warmup_steps=common.warmup_steps_of(t, steps, t.warmup_steps), output=output, mesh=mesh, rules=rules,
         dev_metrics=dev_metrics, selection_metric=selection_metric, dev_schedule=schedule, resume_anyway=resume_anyway,
         progress=progress,
     )

@@ -41,6 +41,15 @@ RESUMABLE_WITH_CHANGES = frozenset({
     "train.keep_checkpoints",
 })
 
+# Keys the trainers gained after checkpoints were made without them, with the value that trains as
+# before: a checkpoint whose config lacks one resumes under a config that holds that value.
+ADDED_WITH_DEFAULTS = {
+    "train.steps": 0,
+    "train.warmup_fraction": None,
+    "train.early_stopping_patience": 0,
+    "data.dev_split": 0,
+}
+
 _ABSENT = object()
 
 
@@ -108,7 +117,8 @@ def _comparable(config: dict) -> dict:
 
 def config_differences(saved: dict, requested: dict) -> list[str]:
     """`key: saved -> requested` for every key whose value differs (or exists on one side only),
-    sorted, leaving out `RESUMABLE_WITH_CHANGES`. Both sides are compared as JSON holds them
+    sorted, leaving out `RESUMABLE_WITH_CHANGES` and keys of `ADDED_WITH_DEFAULTS` absent on one
+    side and at their default on the other. Both sides are compared as JSON holds them
     (tuples are lists), since that is how a checkpoint keeps its config, after `migrate_config`
     (a checkpoint made before the runtime object resumes under the current spelling of its
     mesh and rules), with meshes compared as the axis sizes they give (`_mesh_spelling`)."""
@@ -116,6 +126,8 @@ def config_differences(saved: dict, requested: dict) -> list[str]:
     out = []
     for key in sorted(set(saved) | set(requested)):
         old, new = saved.get(key, _ABSENT), requested.get(key, _ABSENT)
+        if key in ADDED_WITH_DEFAULTS and ADDED_WITH_DEFAULTS[key] in (old, new) and _ABSENT in (old, new):
+            continue  # a key added since, at the value that trains as before
         if old != new and key not in RESUMABLE_WITH_CHANGES:
             out.append(f"{key}: {_show(old)} -> {_show(new)}")
     return out
@@ -180,14 +192,16 @@ def train_loop(
     guard: PreemptionGuard | None = None,
     resume_anyway: bool = False,
     meter: StepMeter | None = None,
+    stop_early: Callable[[int], bool] | None = None,
 ) -> tuple[Any, str]:
     """Run `train_step` until `total_steps`, resuming from `checkpointer`'s latest step.
 
     `data` yields host-local batches (numpy); `to_global` turns them into global arrays.
     The rng for step i is `fold_in(rng, i)`, so a resumed run takes exactly the same steps.
     `on_metrics(step, metrics)` sees every step's metrics (host floats); `on_step(step, state)`
-    runs after it (periodic evaluation, exports). Returns (state, reason) with reason "done" or
-    "preempted". Raises NonFiniteLossError.
+    runs after it (periodic evaluation, exports). `stop_early(step)`, asked after `on_step` (and
+    at a resumed step), ends training there with a saved checkpoint. Returns (state, reason) with
+    reason "done", "early_stopped" or "preempted". Raises NonFiniteLossError.
 
     A checkpoint saved with another `config` (other than `RESUMABLE_WITH_CHANGES`) is refused
     with an InputError listing the differences, before any state is restored; with
@@ -223,6 +237,8 @@ def train_loop(
     def save(at: int, force: bool) -> None:
         checkpointer.save(at, state, config=config, data_state={"iterator": _jsonable(data_position)}, force=force)
 
+    if start is not None and stop_early is not None and stop_early(step):
+        return state, "early_stopped"  # killed after it stopped early, before it was recorded
     with guard:
         upcoming = draw() if step < total_steps else None
         while step < total_steps:
@@ -250,6 +266,10 @@ def train_loop(
                 checkpointer.wait_until_finished()
                 log.warning("preempted: saved step %d to %s", step, checkpointer.directory)
                 return state, "preempted"
+            if stop_early is not None and step < total_steps and stop_early(step):
+                save(step, force=True)
+                checkpointer.wait_until_finished()
+                return state, "early_stopped"
             save(step, force=step == total_steps)
     checkpointer.wait_until_finished()
     return state, "done"

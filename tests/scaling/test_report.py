@@ -103,7 +103,7 @@ def test_a_known_paired_effect_is_found_and_covered(tmp_path):
     assert "## Conclusion" in text and "better - base = +10.00 [" in text
     # How long the points trained: the protocol and, per arm, steps, examples seen, early stops.
     assert "Protocol: fixed epochs, each point trains its arm's `train.epochs`" in text
-    assert "| better | 5 | 10 to 1k | 320 to 32k | 1 |" in text
+    assert "| better | ? | 5 | 10 to 1k | 320 to 32k | 1 |" in text
     assert record["protocol"] == {"name": "epochs", "steps": 0}
     fixed = study.write_report(tmp_path, config(bootstrap_samples=20, sources="better,base", protocol="steps", steps=500))
     assert "Protocol: fixed compute, 500 optimizer steps for every point of every arm." in fixed.markdown.read_text()
@@ -247,3 +247,21 @@ def test_bad_compare_entries_and_a_per_question_file_of_another_evaluation(tmp_p
     other.write_text(other.read_text().replace('"r@5kt": true', '"r@5kt": false', 3))
     with pytest.raises(InputError, match="eval.per_question.jsonl: its outcomes give r@5kt.average"):
         study.write_report(tmp_path, config(bootstrap_samples=30))
+
+
+def test_the_report_says_where_each_arm_started(tmp_path):
+    rng = np.random.default_rng(1)
+    hits, _ = hit_sets(PowerLaw(60.0, 300.0, 0.4), rng)
+    for arm, objective, init in (("webfaq", "contrastive", "/models/xlm-roberta-base"), ("umr", "distill", None)):
+        for size in SIZES:
+            write_point(tmp_path, arm, size, hits[size])
+            result = study.read_point_result(StudyPoint(arm, size).result_path(tmp_path))
+            train = dict(result.metrics["train"], objective=objective, init=init or "/models/xlm-roberta-base")
+            study.write_point_result(tmp_path, StudyPoint(arm, size), {**result.metrics, "train": train}, 1.0)
+    settings = {**config(bootstrap_samples=20, sources="webfaq,umr").to_dict(), "base_init": "/models/xlm-roberta-base"}
+    shared = study.write_report(tmp_path, settings).markdown.read_text()
+    assert "| umr | xlm-roberta-base | 5 |" in shared
+    assert ("Note: umr is distillation from xlm-roberta-base, the init every arm shares, not UMR's own start "
+            "(mContriever)") in shared
+    own = study.write_report(tmp_path, {**settings, "base_init": "/models/mcontriever"}).markdown.read_text()
+    assert "Note:" not in own

@@ -63,6 +63,12 @@ def test_source_configs_lay_each_source_over_the_base(tmp_path):
     assert umr.train.questions_per_batch == 16 and umr.train.epochs == 1 and umr.train.seed == config.train.seed
     webfaq = runner.source_config(config, "webfaq")
     assert webfaq.objective == "contrastive" and webfaq.data.source == "webfaq" and "sources" not in webfaq
+    # An arm may start from its own model (UMR from mContriever); None or "" is the shared one.
+    paths = ["model.init=/models/x", "sources.umr.data.pseudo_labels=p.jsonl", "sources.webfaq.data.path=webfaq"]
+    own = load_config("webfaq_scaling", [*paths, "sources.umr.model.init=/models/mcontriever"])
+    assert runner.source_config(own, "umr").model.init == "/models/mcontriever"
+    assert runner.source_config(own, "webfaq").model.init == "/models/x"
+    assert runner.source_config(load_config("webfaq_scaling", paths), "umr").model.init == "/models/x"
     assert runner.source_names(config) == ["webfaq", "translated", "umr"]
 
 

@@ -58,10 +58,11 @@ def _fingerprint(files: Sequence[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def source_files(source: str, path: PathLike | Sequence[PathLike], *, languages: Collection[str] | None = None) -> list[Path]:
+def source_files(source: str, path: PathLike | Sequence[PathLike], *, languages: Collection[str] | None = None,
+                 exclude: Collection[str] = ()) -> list[Path]:
     """The files a source is read from (remote ones fetched into the local mirror first)."""
     if source == "webfaq":
-        return [file for file, _ in webfaq_files(path, languages=languages)]
+        return [file for file, _ in webfaq_files(path, languages=languages, exclude=exclude)]
     if source == "pairs":
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         return [file for p in paths for file in expand_shards(p)]
@@ -69,15 +70,17 @@ def source_files(source: str, path: PathLike | Sequence[PathLike], *, languages:
 
 
 def source_pairs(source: str, path: PathLike | Sequence[PathLike], *, languages: Collection[str] | None = None,
-                 min_similarity: float | None = None) -> Iterable[Pair]:
+                 min_similarity: float | None = None, exclude: Collection[str] = ()) -> Iterable[Pair]:
     """The source's pairs, streamed in reading order: WebFAQ records of `languages` (files of
-    other languages are not opened) with `semantic_similarity_score >= min_similarity`, as
-    pairs; or pairs whose `lang` is one of `languages`."""
+    other languages, and of `exclude`, are not opened) with `semantic_similarity_score >=
+    min_similarity`, as pairs; or pairs whose `lang` is one of `languages` and not of `exclude`."""
     if source == "webfaq":
-        return (webfaq_to_pair(r) for r in read_webfaq(path, languages=languages, min_similarity=min_similarity))
+        return (webfaq_to_pair(r) for r in read_webfaq(path, languages=languages, min_similarity=min_similarity,
+                                                        exclude=exclude))
     wanted = None if languages is None else set(languages)
+    unwanted = set(exclude)
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    return (p for one in paths for p in read_pairs(one) if wanted is None or p.lang in wanted)
+    return (p for one in paths for p in read_pairs(one) if (wanted is None or p.lang in wanted) and p.lang not in unwanted)
 
 
 def write_pair_store(pairs: Iterable[Pair], folder: PathLike, *, source: dict[str, Any] | None = None) -> Path:
@@ -247,18 +250,21 @@ class PairStore:
 
 
 def open_pair_store(source: str, path: PathLike | Sequence[PathLike], *, languages: Collection[str] | None = None,
-                    min_similarity: float | None = None, root: PathLike | None = None) -> PairStore:
+                    min_similarity: float | None = None, root: PathLike | None = None,
+                    exclude: Collection[str] = ()) -> PairStore:
     """The store of a pairs source (`source` "pairs" or "webfaq", as `data.source`), converted
     on first use and reused while the source's files are unchanged (module docstring).
-    `root`: where stores live (default `stores_root()`)."""
-    files = source_files(source, path, languages=languages)
+    `exclude`: languages left out. `root`: where stores live (default `stores_root()`)."""
+    files = source_files(source, path, languages=languages, exclude=exclude)
     described = {"kind": source, "files": _fingerprint(files),
                  "languages": None if languages is None else sorted(languages),
                  "min_similarity": None if min_similarity is None else float(min_similarity)}
+    if exclude:  # (absent otherwise: the stores made before it stay valid)
+        described["exclude"] = sorted(exclude)
     key = hashlib.sha256(json.dumps(described, sort_keys=True).encode("utf-8")).hexdigest()[:20]
     folder = storage.local(root) if root is not None else stores_root()
     folder = folder / f"{source}-{key}"
     if not _valid(folder, described):
-        write_pair_store(source_pairs(source, path, languages=languages, min_similarity=min_similarity), folder,
-                         source=described)
+        write_pair_store(source_pairs(source, path, languages=languages, min_similarity=min_similarity, exclude=exclude),
+                         folder, source=described)
     return PairStore(folder)

@@ -224,16 +224,28 @@ def _protocol_lines(config: Mapping[str, Any], results: Sequence[study.PointResu
     else:
         head = ("Protocol: fixed epochs, each point trains its arm's `train.epochs` over its subset (at most; with "
                 "`train.early_stopping_patience` it stops early on a dev split of its source).")
-    lines = ["## Training", "", head, "", "| arm | points | steps | examples seen | stopped early |", "|---|---|---|---|---|"]
+    lines = ["## Training", "", head, "", "| arm | starts from | points | steps | examples seen | stopped early |",
+             "|---|---|---|---|---|---|"]
+    notes = []
     for arm in arms:
         trained = [r.metrics.get("train") or {} for r in results if r.source == arm]
+        inits = sorted({str(t["init"]) for t in trained if t.get("init")})
+        start = ", ".join(_model_name(i) for i in inits) or "?"
+        if any(t.get("objective") == "distill" for t in trained) and inits and inits == [config.get("base_init")]:
+            notes.append(f"{arm} is distillation from {start}, the init every arm shares, not UMR's own start "
+                         "(mContriever); give it one with sources.<arm>.model.init=...")
         steps = [int(t["steps"]) for t in trained if "steps" in t]
         seen = [int(t["examples_seen"]) for t in trained if "examples_seen" in t]
         early = sum(t.get("reason") == "early_stopped" for t in trained)
         span = lambda xs: "?" if not xs else (format_size(min(xs)) if min(xs) == max(xs)  # noqa: E731
                                               else f"{format_size(min(xs))} to {format_size(max(xs))}")
-        lines.append(f"| {arm} | {len(trained)} | {span(steps)} | {span(seen)} | {early} |")
-    return lines + [""]
+        lines.append(f"| {arm} | {start} | {len(trained)} | {span(steps)} | {span(seen)} | {early} |")
+    return lines + [""] + [f"Note: {n}." for n in notes] + ([""] if notes else [])
+
+
+def _model_name(init: str) -> str:
+    """A model's name as a reader knows it: the folder's last part (`/models/mcontriever` -> mcontriever)."""
+    return init.rstrip("/").rsplit("/", 1)[-1] or init
 
 
 def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],

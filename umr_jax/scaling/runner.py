@@ -102,6 +102,8 @@ def source_config(config, name: str) -> ml_collections.ConfigDict:
         raise InputError(f"scaling.protocol={protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     with out.unlocked():
         _merge(out, overlay.to_dict() if isinstance(overlay, ml_collections.ConfigDict) else dict(overlay))
+        if not out.model.get("init"):  # `sources.<name>.model.init` None or "": the study's shared init
+            out.model.init = config.model.get("init")
         out.objective = objective
         out.data.subset_seed = int(config.scaling.subset_seed)
         if protocol == "steps":  # fixed compute: every point of every source trains this many steps
@@ -336,7 +338,8 @@ class PointRunner:
         metrics["train"] = {"objective": config.objective, "steps": steps, "examples": int(size),
                             "examples_seen": steps * examples_per_batch(config),
                             "total_steps": int(trained.summary.get("total_steps", steps)),
-                            "reason": trained.summary.get("reason", "done"), "retriever": str(trained.folder)}
+                            "reason": trained.summary.get("reason", "done"), "retriever": str(trained.folder),
+                            "init": str(config.model.init)}
         if "step" in best_record:  # a dev-selected retriever (no dev data: the last one, nothing to record)
             metrics["train"]["dev_best"] = best_record
         return metrics
@@ -358,7 +361,8 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     scaling = config.scaling
     # The report compares arms by name: those the config defines (`sources.<name>`) are known even
     # when this study runs only some of them (`scaling.sources`).
-    report_config = {**scaling.to_dict(), "defined_sources": sorted(config.get("sources", {}).keys())}
+    report_config = {**scaling.to_dict(), "defined_sources": sorted(config.get("sources", {}).keys()),
+                     "base_init": str(config.model.get("init") or "")}
     if report_only:
         report = study.write_report(study_dir, report_config)
         return {"plan": study.read_plan(study_dir), "report": report}

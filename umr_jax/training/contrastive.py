@@ -22,6 +22,7 @@ from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.data.batches import EpochBatches, pad_rows, rows_of
 from umr_jax.data.pair_store import PairStore, open_pair_store
+from umr_jax.data.languages import to_iso639_1
 from umr_jax.data.subsets import held_out_indices, nested_subset_indices
 from umr_jax.errors import InputError
 from umr_jax.numerics import l2_normalize
@@ -32,17 +33,33 @@ from umr_jax.training.losses import info_nce_loss
 log = logging.getLogger(__name__)
 
 
+WEBFAQ_EXCLUDED = ("en",)  # WebFAQ's English pairs are not part of the study's non-English data
+
+
 def open_pairs(data) -> PairStore:
     """The pairs of the config's `data` section, as a store read by row (`data.pair_store`,
     converted on first use): `source` "pairs" (JSONL/parquet pairs, kept when their `lang` is in
     `languages`) or "webfaq" (WebFAQ parquet files/folder, filtered by `languages` and
-    `min_similarity`). Nothing of the source is held in memory."""
+    `min_similarity`; without `languages`, every language but English: WebFAQ's 47M non-English
+    pairs). Nothing of the source is held in memory. Raises InputError when a language asked
+    for has no pairs."""
     source = data.get("source", "pairs")
     if source not in ("pairs", "webfaq"):
         raise InputError(f"data.source must be 'pairs' or 'webfaq', got {source!r}")
     languages = list(data.languages) if data.get("languages") else None
+    if isinstance(data.get("languages"), str):
+        languages = [code.strip() for code in data.languages.split(",") if code.strip()]
     min_similarity = data.get("min_similarity") if source == "webfaq" else None
-    return open_pair_store(source, data.path, languages=languages, min_similarity=min_similarity)
+    exclude = WEBFAQ_EXCLUDED if source == "webfaq" and languages is None else ()
+    store = open_pair_store(source, data.path, languages=languages, min_similarity=min_similarity, exclude=exclude)
+    if languages:
+        held = store.manifest.get("rows_per_language", {})
+        missing = [code for code in languages if to_iso639_1(code) not in held and code not in held]
+        if missing:
+            raise InputError(f"data.languages asks for {', '.join(missing)}, which this source has no pairs of (it has: "
+                             f"{', '.join(sorted(held)) or 'none'})", data.path)
+    return store
+
 
 
 class PairBatches(EpochBatches):

@@ -116,19 +116,21 @@ def webfaq_files(
     languages: Collection[str] | None = None,
     lang: str | None = None,
     known_languages: Collection[str] | None = None,
+    exclude: Collection[str] = (),
 ) -> list[tuple[Path, str]]:
     """The (file, language) pairs `read_webfaq` reads, in reading order: every parquet file of
     `paths` (folders searched recursively) whose language (`webfaq_language`, or `lang`) is one
-    of `languages` (ISO 639-1 or 639-3; all when None)."""
+    of `languages` (ISO 639-1 or 639-3; all when None) and not one of `exclude`."""
     known = known_codes(known_languages)
     wanted = None if languages is None else {to_iso639_1(code) for code in languages}
+    unwanted = {to_iso639_1(code) for code in exclude}
     chosen: list[tuple[Path, str]] = []
     for file in _webfaq_files(paths):
         file_lang = lang if lang is not None else webfaq_language(file, known)
         if file_lang is None:
             raise InputError("cannot tell the language of this WebFAQ file: name it or its folder by the language code (e.g. ara/ or ara.parquet), or pass lang", file)
         check_language(file_lang, known, os.fspath(file))
-        if wanted is None or to_iso639_1(file_lang) in wanted:
+        if (wanted is None or to_iso639_1(file_lang) in wanted) and to_iso639_1(file_lang) not in unwanted:
             chosen.append((file, file_lang))
     return chosen
 
@@ -158,6 +160,7 @@ def read_webfaq(
     known_languages: Collection[str] | None = None,
     skip_invalid: SkippedRecords | None = None,
     batch_size: int = 8192,
+    exclude: Collection[str] = (),
 ) -> Iterator[WebFaqRecord]:
     """WebFAQ records from parquet files or folders of them, in row batches (never a whole file).
 
@@ -165,9 +168,10 @@ def read_webfaq(
     files. `languages` keeps only those languages (ISO 639-1 or 639-3 codes both match:
     `ar` selects `ara` files); files of other languages are not opened. `min_similarity` keeps rows
     with `semantic_similarity_score >= min_similarity` (filtered in arrow before rows become
-    Python objects). Ids must be unique across all files read.
+    Python objects). Files of the languages in `exclude` are not read. Ids must be unique across
+    all files read.
     """
-    chosen = webfaq_files(paths, languages=languages, lang=lang, known_languages=known_languages)
+    chosen = webfaq_files(paths, languages=languages, lang=lang, known_languages=known_languages, exclude=exclude)
 
     def items() -> Iterator[tuple[str, int, Any]]:
         for file, file_lang in chosen:

@@ -86,7 +86,7 @@ def get_config():
     # and dev); its retrieval and its reranker keep the question as it is, and so do ours.
     # pseudo_labels_format="released" reads the released reranker's rank*.json instead.
     c.data = dict(pseudo_labels="", dev_pseudo_labels="", pseudo_labels_format="umr-jax", top_k=100,
-                  candidates_per_question=16, subset_size=0, dev_split=0, strip_question_mark=True,
+                  candidates_per_question=16, subset_size=0, dev_split=0, batch_by_language=False, strip_question_mark=True,
                   fixed_lengths=False)  # True: pad every batch to the max lengths (one compiled step)
     c.train = dict(RELEASED_TRAIN, steps=0, warmup_fraction=None, early_stopping_patience=0)  # the released length
     c.runtime = runtime_config()

@@ -47,7 +47,7 @@ def get_config():
                    passage_max_length=256, scan_layers=True, remat="minimal")
     # Training (train and dev questions) drops one trailing "?", as released; retrieval and scoring do not.
     c.data = dict(pseudo_labels="", dev_pseudo_labels="", pseudo_labels_format="umr-jax", top_k=100,
-                  candidates_per_question=16, subset_size=0, dev_split=0, strip_question_mark=True,
+                  candidates_per_question=16, subset_size=0, dev_split=0, batch_by_language=False, strip_question_mark=True,
                   fixed_lengths=False)
     # The released run's recipe, in true-gradient units: clip 16 and Adam eps 8e-8 placed as
     # transformers.AdamW places it (the derivation is in configs/umr_xor_retrieve.py), checkpoint

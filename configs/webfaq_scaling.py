@@ -35,7 +35,8 @@ def get_config():
                    query_max_length=64, passage_max_length=256, scan_layers=True, remat="minimal")
     # source "webfaq": per-language parquet files or a folder of them; languages: None = all non-English.
     c.data = dict(source="webfaq", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="",
-                  dev_split=0, fixed_lengths=False)  # True: pad every batch to the max lengths (one compiled step)
+                  dev_split=0, fixed_lengths=False,  # True: pad every batch to the max lengths (one compiled step)
+                  batch_by_language=True)  # one language per batch, as WebFAQ trains
     c.train = dict(
         batch_size=128, epochs=1, learning_rate=1e-5, adam_eps=1e-8, weight_decay=0.01, warmup_steps=1000,
         grad_clip_norm=2.0, dropout=0.1, seed=12345, scale=20.0,  # cosine / 0.05

@@ -11,6 +11,7 @@ import pytest
 from umr_jax.data import formats
 from umr_jax.data.subsets import nested_subset
 from umr_jax.demo import demo_paths
+from umr_jax.errors import InputError
 from umr_jax.models import hf_io
 from umr_jax.training import contrastive
 from umr_jax.runtime import runtime_config
@@ -78,3 +79,52 @@ def test_contrastive_training_improves_dev_ranking(tiny_retriever, tmp_path):
     assert dev[0]["step"] == 0 and dev[-1]["step"] == summary["total_steps"]
     assert dev[-1]["positive_mean_rank"] < 0.8 * dev[0]["positive_mean_rank"]
     assert hf_io.load_bert(tmp_path / "run" / "best" / "encoder").config.pooling == "mean"
+
+
+def test_single_language_batches():
+    pairs = list(formats.read_pairs(demo_paths()["translated_pairs"]))[:150]
+    tok = hf_io.load_tokenizer(demo_paths()["xlmr_tokenizer"])
+    langs = np.array([p.lang for p in pairs])
+    counts = {lang: int((langs == lang).sum()) for lang in set(langs.tolist())}
+    assert len(counts) > 1
+    make = lambda: contrastive.PairBatches(pairs, tok, batch_size=8, hard_negatives=0, seed=2,  # noqa: E731
+                                           passage_max_length=32, by_language=True)
+    batches = make()
+    assert batches.steps_per_epoch == sum(n // 8 for n in counts.values()) < len(pairs) // 8 + len(counts)
+    epoch = [batches.next_indices() for _ in range(batches.steps_per_epoch)]
+    assert all(len(set(langs[rows].tolist())) == 1 for rows in epoch)  # one language per batch
+    seen = np.concatenate(epoch)
+    assert len(set(seen.tolist())) == len(seen)  # no pair twice in an epoch
+    assert {lang: int((langs[seen] == lang).sum()) for lang in counts} == {k: n // 8 * 8 for k, n in counts.items()}
+    assert len({tuple(sorted(set(langs[rows].tolist()))) for rows in epoch}) == len([n for n in counts.values() if n >= 8])
+    following = batches.next_indices()
+    assert batches.epoch == 1 and len(set(langs[following].tolist())) == 1
+    # Resumed from its state, a batcher yields what the original would have.
+    again = make()
+    again.set_state({"epoch": 0, "position": 8 * 3})
+    np.testing.assert_array_equal(again.next_indices(), epoch[3])
+    # Within a subset, by the subset's languages.
+    subset = np.arange(0, 150, 2)
+    sub = contrastive.PairBatches(pairs, tok, batch_size=8, hard_negatives=0, seed=2, passage_max_length=32,
+                                  subset=subset, by_language=True)
+    assert all(len(set(langs[sub.next_indices()].tolist())) == 1 for _ in range(sub.steps_per_epoch))
+    with pytest.raises(InputError, match=r"no language has 100 pairs for one single-language batch"):
+        contrastive.PairBatches(pairs, tok, batch_size=100, hard_negatives=0, seed=2, by_language=True)
+
+
+def test_single_language_batches_from_a_store(tmp_path, monkeypatch):
+    from umr_jax.data.pair_store import open_pair_store
+    from umr_jax.data.subsets import nested_subset_indices
+
+    monkeypatch.setenv("UMR_JAX_CACHE", str(tmp_path))
+    store = open_pair_store("pairs", demo_paths()["translated_pairs"])
+    tok = hf_io.load_tokenizer(demo_paths()["xlmr_tokenizer"])
+    subset = nested_subset_indices(len(store), 200, seed=0)
+    batches = contrastive.PairBatches(store, tok, batch_size=8, hard_negatives=0, seed=2, passage_max_length=32,
+                                      subset=subset, by_language=True)
+    for _ in range(batches.steps_per_epoch):
+        rows = batches.next_indices()
+        assert set(rows.tolist()) <= set(subset.tolist())
+        assert len({store[int(i)].lang for i in rows}) == 1
+    batch = next(batches)
+    assert batch["query_ids"].shape[0] == 8

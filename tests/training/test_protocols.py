@@ -102,6 +102,12 @@ def test_fixed_steps_and_early_stopping_in_real_runs(tmp_path, tiny_retriever): 
     again = contrastive.train(config)
     assert (again["reason"], again["steps"]) == ("early_stopped", 2) and dev_steps(tmp_path / "stopped") == [0, 1, 2]
 
+    # Single-language batches reach the trainer: 64 pairs of several languages fill no batch of 64.
+    by_language = run_config(tmp_path, tiny_retriever, "by_language", batch_size=64)
+    by_language.data.batch_by_language = True
+    with pytest.raises(InputError, match=r"no language has 64 pairs for one single-language batch"):
+        contrastive.train(by_language)
+
     no_dev = run_config(tmp_path, tiny_retriever, "nodev", early_stopping_patience=2)
     no_dev.data.dev_split = 0
     with pytest.raises(InputError, match="train.early_stopping_patience needs dev data"):

@@ -55,7 +55,7 @@ _MERGED_SECTIONS = ("model", "data", "train", "runtime")
 # A point's settings that TensorBoard's hparams view shows (beside source, size and objective).
 HPARAMS = ("model.init", "model.similarity", "model.separate_towers", "model.query_max_length",
            "model.passage_max_length", "data.source", "data.hard_negatives", "data.candidates_per_question",
-           "data.dev_split", "train.batch_size", "train.questions_per_batch", "train.epochs", "train.steps",
+           "data.dev_split", "data.batch_by_language", "train.batch_size", "train.questions_per_batch", "train.epochs", "train.steps",
            "train.learning_rate", "train.warmup_steps", "train.warmup_fraction", "train.early_stopping_patience",
            "train.scale", "train.temperature", "train.seed")
 PROTOCOLS = ("epochs", "steps")

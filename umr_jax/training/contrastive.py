@@ -62,6 +62,16 @@ def open_pairs(data) -> PairStore:
 
 
 
+def pair_languages(pairs: Sequence[formats.Pair] | PairStore, subset: np.ndarray | None) -> np.ndarray:
+    """Each training pair's language (of `subset`'s rows when given): codes from a store's
+    memory-mapped column, never its pairs."""
+    if isinstance(pairs, PairStore):
+        codes = pairs.row_languages()
+        return np.asarray(codes if subset is None else codes[subset])
+    rows = range(len(pairs)) if subset is None else subset
+    return np.array([pairs[int(i)].lang for i in rows])
+
+
 class PairBatches(EpochBatches):
     """Deterministic, resumable global batches of pairs (each query's positive, then its hard
     negatives); state = (epoch, position). See `data.batches.EpochBatches`. `pairs` is a list
@@ -69,11 +79,13 @@ class PairBatches(EpochBatches):
 
     def __init__(self, pairs: Sequence[formats.Pair] | PairStore, tokenizer, *, batch_size: int, hard_negatives: int,
                  seed: int, query_max_length: int = 64, passage_max_length: int = 256, process_index: int | None = None,
-                 process_count: int | None = None, fixed_lengths: bool = False, subset: np.ndarray | None = None):
+                 process_count: int | None = None, fixed_lengths: bool = False, subset: np.ndarray | None = None,
+                 by_language: bool = False):
         super().__init__(pairs, tokenizer, examples_per_batch=batch_size, passages_per_example=1 + hard_negatives,
                          seed=seed, query_max_length=query_max_length, passage_max_length=passage_max_length,
                          process_index=process_index, process_count=process_count, fixed_lengths=fixed_lengths,
-                         noun="pairs", batch_name="batch_size", subset=subset)
+                         noun="pairs", batch_name="batch_size", subset=subset,
+                         languages=pair_languages(pairs, subset) if by_language else None)
         if isinstance(pairs, PairStore):  # the store knows its fewest negatives: no pass over 47M rows
             short = pairs[pairs.manifest["fewest_negatives_row"]] if pairs.fewest_negatives < hard_negatives else None
         else:
@@ -153,7 +165,8 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
         dev = list(formats.read_pairs(d.dev_path)) if d.get("dev_path") else []
     batches = PairBatches(store, setup.tokenizer, batch_size=t.batch_size, hard_negatives=d.get("hard_negatives", 0),
                           seed=t.seed, query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
-                          fixed_lengths=bool(d.get("fixed_lengths", False)), subset=subset)
+                          fixed_lengths=bool(d.get("fixed_lengths", False)), subset=subset,
+                          by_language=bool(d.get("batch_by_language")))
     encoders = jitted_encoders(setup.module)
     hard = d.get("hard_negatives", 0)
     loss_on_embeddings = contrastive_loss(m, t, hard)

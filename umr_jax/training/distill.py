@@ -128,11 +128,13 @@ class DistillBatches(EpochBatches):
 
     def __init__(self, questions: Sequence[ScoredQuestion], tokenizer, *, questions_per_batch: int, candidates: int,
                  seed: int, query_max_length: int = 64, passage_max_length: int = 256,
-                 process_index: int | None = None, process_count: int | None = None, fixed_lengths: bool = False):
+                 process_index: int | None = None, process_count: int | None = None, fixed_lengths: bool = False,
+                 by_language: bool = False):
         super().__init__(questions, tokenizer, examples_per_batch=questions_per_batch, passages_per_example=candidates,
                          seed=seed, query_max_length=query_max_length, passage_max_length=passage_max_length,
                          process_index=process_index, process_count=process_count, fixed_lengths=fixed_lengths,
-                         noun="questions", batch_name="questions_per_batch")
+                         noun="questions", batch_name="questions_per_batch",
+                         languages=np.array([q.lang for q in questions]) if by_language else None)
         self.questions, self.q, self.c = questions, questions_per_batch, candidates
 
     def build_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
@@ -294,7 +296,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     batches = DistillBatches(questions, setup.tokenizer, questions_per_batch=t.questions_per_batch,
                              candidates=d.candidates_per_question, seed=t.seed,
                              query_max_length=m.query_max_length, passage_max_length=m.passage_max_length,
-                             fixed_lengths=bool(d.get("fixed_lengths", False)))
+                             fixed_lengths=bool(d.get("fixed_lengths", False)), by_language=bool(d.get("batch_by_language")))
     encoders = jitted_encoders(setup.module)
     loss_on_embeddings = distillation_loss(t)
     dev_metrics, selection_metric, schedule = dev_selection_of(t, setup, dev, batches.steps_per_epoch, m, encoders)

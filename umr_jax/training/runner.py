@@ -48,6 +48,7 @@ ADDED_WITH_DEFAULTS = {
     "train.warmup_fraction": None,
     "train.early_stopping_patience": 0,
     "data.dev_split": 0,
+    "data.batch_by_language": False,
 }
 
 _ABSENT = object()

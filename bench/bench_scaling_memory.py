@@ -21,6 +21,10 @@ the epoch order and the batches. Two points per source:
   full     the whole source (the study's last point): the subset is all rows (no array) and the
            epoch order is int32, 4 bytes per pair, which is the one thing that grows
 
+With `--by-language` the batches are single-language (`data.batch_by_language`, as
+`webfaq_scaling` trains): the batcher also holds each language's positions (4 bytes per pair of
+the point) and builds each epoch's order from them.
+
 The worker imports jax, as every training process does, so the baseline is a trainer's.
 """
 
@@ -99,7 +103,8 @@ def convert(folder: Path, stores: Path) -> dict:
     return {"pairs": len(store), "seconds": time.perf_counter() - start, "peak": _vm("VmHWM")}
 
 
-def batch(folder: Path, stores: Path, point: str, subset: int, batches: int, batch_size: int) -> dict:
+def batch(folder: Path, stores: Path, point: str, subset: int, batches: int, batch_size: int,
+          by_language: bool = False) -> dict:
     """One point in a fresh process over the converted store: its peak RSS while batching."""
     import jax  # noqa: F401  (a training process has it; its memory is part of the baseline)
     import numpy as np
@@ -117,7 +122,8 @@ def batch(folder: Path, stores: Path, point: str, subset: int, batches: int, bat
     baseline = _vm("VmRSS")
     indices = nested_subset_indices(len(store), size, seed=0, noun="pairs")
     batcher = PairBatches(store, tokenizer, batch_size=batch_size, hard_negatives=0, seed=0, query_max_length=64,
-                          passage_max_length=256, process_index=0, process_count=1, subset=indices)
+                          passage_max_length=256, process_index=0, process_count=1, subset=indices,
+                          by_language=by_language)
     start = time.perf_counter()
     for _ in range(batches):
         out = next(batcher)
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=300, help="global batches per point")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--work", type=Path, help="folder for the synthetic parquet and the stores (default: a temp folder)")
+    parser.add_argument("--by-language", action="store_true",
+                        help="single-language batches (data.batch_by_language, as webfaq_scaling trains)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     parser.add_argument("--worker", nargs=3, metavar=("convert|subset|full", "SOURCE", "STORES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -178,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         kind, source, stores = args.worker[0], Path(args.worker[1]), Path(args.worker[2])
         result = (convert(source, stores) if kind == "convert"
-                  else batch(source, stores, kind, args.subset, args.batches, args.batch_size))
+                  else batch(source, stores, kind, args.subset, args.batches, args.batch_size, args.by_language))
         print(json.dumps(result))
         return 0
 
@@ -196,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {size:,} synthetic WebFAQ rows in {time.perf_counter() - start:.0f} s", flush=True)
             stores = str(work / "stores")
             conversion = _run("--worker", "convert", str(source), stores)
-            options = ["--subset", str(args.subset), "--batches", str(args.batches), "--batch-size", str(args.batch_size)]
+            options = ["--subset", str(args.subset), "--batches", str(args.batches), "--batch-size", str(args.batch_size),
+                       *(["--by-language"] if args.by_language else [])]
             results.append({"pairs": conversion["pairs"], "conversion": conversion,
                             **{point: _run("--worker", point, str(source), stores, *options) for point in ("subset", "full")}})
             r = results[-1]

@@ -39,13 +39,13 @@ def config(sources=None, **overrides):
     return c
 
 
-def write_point(study_dir, source, size, hits, *, per_question=True):
+def write_point(study_dir, source, size, hits, *, per_question=True, seed=0):
     """A finished point whose questions `q<lang><i>` are hits where `hits[lang][i]` is True."""
     gold = {f"q{lang}{i}": ["ANSWER"] for lang in LANGS for i in range(PER_LANG)}
     predictions = [XorPrediction(f"q{lang}{i}", lang, ("the ANSWER" if hits[lang][i] else "nothing",))
                    for lang in LANGS for i in range(PER_LANG)]
     report = xor.xor_retrieve_r_at_kt(gold, predictions, str.split)
-    point = StudyPoint(source, size)
+    point = StudyPoint(source, size, seed)
     steps = size // 100
     metrics = {**report.to_json(), "train": {"objective": "contrastive", "steps": steps, "seed": 7,
                                              "examples_seen": steps * 32,
@@ -103,7 +103,7 @@ def test_a_known_paired_effect_is_found_and_covered(tmp_path):
     assert "## Conclusion" in text and "better - base = +10.00 [" in text
     # How long the points trained: the protocol and, per arm, steps, examples seen, early stops.
     assert "Protocol: fixed epochs, each point trains its arm's `train.epochs`" in text
-    assert "| better | ? | 5 | 10 to 1k | 320 to 32k | 1 |" in text
+    assert "| better | ? | 5 | 1 | n/a | 10 to 1k | 320 to 32k | 1 |" in text
     assert record["protocol"] == {"name": "epochs", "steps": 0}
     fixed = study.write_report(tmp_path, config(bootstrap_samples=20, sources="better,base", protocol="steps", steps=500))
     assert "Protocol: fixed compute, 500 optimizer steps for every point of every arm." in fixed.markdown.read_text()
@@ -265,3 +265,34 @@ def test_the_report_says_where_each_arm_started(tmp_path):
             "(mContriever)") in shared
     own = study.write_report(tmp_path, {**settings, "base_init": "/models/mcontriever"}).markdown.read_text()
     assert "Note:" not in own
+
+
+def test_seeds_are_fitted_as_their_mean_with_their_outcomes_averaged(tmp_path):
+    """Two seeds per size: the second hits 4 more questions per language (10 points) at every
+    size. The fitted point is their mean (+5), its question bootstrap averages each question's
+    hits over the seeds (it gives back the mean exactly), and the Training table shows the seeds
+    and their spread (sd of two values 10 apart: 7.07)."""
+    rng = np.random.default_rng(2)
+    base, orders = hit_sets(PowerLaw(60.0, 300.0, 0.4), rng)
+    for size in SIZES:
+        write_point(tmp_path, "arm", size, base[size])
+        better = {}
+        for lang in LANGS:
+            misses = [i for i in orders[lang] if not base[size][lang][i]][:4]
+            better[lang] = base[size][lang].copy()
+            better[lang][misses] = True
+        write_point(tmp_path, "arm", size, better, seed=1)
+    report = study.write_report(tmp_path, config(bootstrap_samples=50, sources="arm"))
+    record = json.loads(report.json.read_text())
+    assert record["bootstrap"]["method"] == "questions"
+    means = study.mean_over_seeds(study.collect_results(tmp_path))
+    for r in means:
+        values = [study.metric_value(x.metrics, "r@5kt.average") for x in r.replicas]
+        assert values[1] - values[0] == pytest.approx(10.0) and r.metrics["r@5kt"]["average"] == pytest.approx(np.mean(values))
+    np.testing.assert_allclose(report.fits[0].sizes, SIZES)
+    np.testing.assert_allclose(report.fits[0].scores, [r.metrics["r@5kt"]["average"] for r in means])
+    text = report.markdown.read_text()
+    assert "10 finished points (5 sizes of the arms, each the mean of its seeds)" in text
+    assert "| arm | ? | 5 | 2 | 7.07 |" in text
+    assert (tmp_path / "points" / "arm" / "size-0000001000-seed-1" / "result.json").is_file()
+    assert len(report.csv.read_text().splitlines()) == 1 + 10  # every seed's point

@@ -192,7 +192,7 @@ def test_dry_run_prints_each_points_cost(tmp_path, study_data, tiny_retriever, c
                             ("umr", 10), ("umr", 30), ("umr", 40)]
     # 40 pairs at batch 8, one epoch: 5 steps, 40 pairs seen, one passage each; 160 passages of
     # width 32 at float16; no compile file, no time.
-    assert plan[("translated", 40)] == {"source": "translated", "size": 40, "objective": "contrastive", "steps": 5,
+    assert plan[("translated", 40)] == {"source": "translated", "size": 40, "seed": 0, "objective": "contrastive", "steps": 5,
                                         "pairs_seen": 40, "train_passages": 40, "eval_passages": 160,
                                         "embedding_bytes": 160 * 32 * 2, "seconds": None, "finished": False}
     assert plan[("umr", 30)]["steps"] == 3 and plan[("umr", 30)]["train_passages"] == 3 * 8 * 4  # 4 candidates each
@@ -217,7 +217,7 @@ def test_embeddings_are_deleted_once_the_points_result_is_written(tmp_path):
     point_runner = runner.PointRunner.__new__(runner.PointRunner)  # only its config is needed here
     point_runner.config = config
 
-    def train_and_evaluate(source, size, point_dir):
+    def train_and_evaluate(source, size, point_dir, seed):
         for name in ("embeddings", "index"):
             (point_dir / "eval" / name).mkdir(parents=True)
             (point_dir / "eval" / name / "shard.npy").write_bytes(b"x")

@@ -24,21 +24,21 @@ class FakeTrainAndEvaluate:
         self.fail_at = fail_at
         self.leftovers_seen = []
 
-    def __call__(self, source, size, point_dir):
-        self.calls.append((source, size))
+    def __call__(self, source, size, point_dir, seed):
+        self.calls.append((source, size) if not seed else (source, size, seed))
         leftover = point_dir / "checkpoint.txt"
         self.leftovers_seen.append(leftover.exists())
         leftover.write_text("step 7\n")
         if (source, size) == self.fail_at:
             raise RuntimeError("preempted")
-        score = float(CURVES[source](size))
+        score = float(CURVES[source](size)) + 0.5 * seed  # another seed, another score
         return {"r@2kt": {"ja": score - 8, "average": np.float32(score - 8)},
                 "r@5kt": {"ja": score, "average": np.float64(score)}}
 
 
 def small_config(**overrides):
     config = study.scaling_config()
-    apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
+    apply_overrides(config, [f"{k}={v}" for k, v in {"seeds": 1, **overrides}.items()])
     return config
 
 
@@ -117,10 +117,10 @@ def test_only_the_writer_process_records_results(tmp_path):
 def test_bad_metrics_and_bad_result_files(tmp_path):
     point = StudyPoint("webfaq", 1000)
     with pytest.raises(TypeError, match="expected a mapping"):
-        study.run_study(tmp_path, [point], lambda source, size, point_dir: [1, 2])
+        study.run_study(tmp_path, [point], lambda source, size, point_dir, seed: [1, 2])
     assert not point.is_finished(tmp_path)
     with pytest.raises(TypeError, match="not JSON"):
-        study.run_study(tmp_path, [point], lambda source, size, point_dir: {"r": object()})
+        study.run_study(tmp_path, [point], lambda source, size, point_dir, seed: {"r": object()})
     path = point.result_path(tmp_path)
     path.write_text("{not json")
     with pytest.raises(InputError, match=re.escape(str(path))):
@@ -158,7 +158,7 @@ def test_report_writes_figures_table_and_json(tmp_path):
     assert "XOR-Retrieve R@5kt" in table
     record = json.loads(report.json.read_text())
     assert [s["source"] for s in record["sources"]] == ["translated", "webfaq"]
-    assert record["pending"] == [{"source": "umr", "size": 1000}, {"source": "umr", "size": 2000}]
+    assert record["pending"] == [{"source": "umr", "size": 1000, "seed": 0}, {"source": "umr", "size": 2000, "seed": 0}]
     assert record["sources"][1]["a"] == pytest.approx(webfaq.fit.law.a)
 
 
@@ -201,3 +201,32 @@ def test_points_reach_tensorboard_once_with_their_hyper_parameters(tmp_path):
     assert [s for s, _ in read_scalars(board / "webfaq")["eval/r@5kt/average"]] == [0, 1000, 3000, 10_000]
     assert read_scalars(board / "translated")["eval/r@5kt/average"][0] == (0, 20.0)
     assert read_hparams(board / "points" / "translated-size-0000001000")[0] == {"source": "translated", "size": 1000.0}
+
+
+def test_every_size_is_trained_with_several_seeds_and_reported_as_their_mean(tmp_path):
+    config = small_config(seeds=3)
+    assert study.scaling_config().seeds == 3  # the default
+    points = study.plan_study(config, {"webfaq": 3000})
+    # every size once before any is repeated; the first seed keeps the folder it always had
+    assert [(p.size, p.seed) for p in points] == [(1000, 0), (3000, 0), (1000, 1), (3000, 1), (1000, 2), (3000, 2)]
+    assert [p.directory(tmp_path).name for p in points[:3]] == ["size-0000001000", "size-0000003000",
+                                                                 "size-0000001000-seed-1"]
+    fake = FakeTrainAndEvaluate()
+    study.run_study(tmp_path, points, fake, config=config)
+    assert fake.calls == [("webfaq", 1000), ("webfaq", 3000), ("webfaq", 1000, 1), ("webfaq", 3000, 1),
+                          ("webfaq", 1000, 2), ("webfaq", 3000, 2)]
+    assert study.read_plan(tmp_path) == points
+    every = study.collect_results(tmp_path)
+    assert [(r.size, r.seed) for r in every] == [(1000, 0), (1000, 1), (1000, 2), (3000, 0), (3000, 1), (3000, 2)]
+    means = study.mean_over_seeds(every)
+    assert [(r.size, len(r.replicas), r.metrics["train"]["seeds"]) for r in means] == [(1000, 3, 3), (3000, 3, 3)]
+    for r in means:  # seeds score +0, +0.5, +1: the mean is +0.5
+        assert r.metrics["r@5kt"]["average"] == pytest.approx(float(CURVES["webfaq"](r.size)) + 0.5)
+    with pytest.raises(ValueError, match="scaling.seeds=0"):
+        study.plan_study(small_config(seeds=0), {"webfaq": 3000})
+    # a result in the folder of another seed is refused
+    wrong = StudyPoint("webfaq", 1000, 4).result_path(tmp_path)
+    wrong.parent.mkdir(parents=True)
+    wrong.write_text(points[2].result_path(tmp_path).read_text())
+    with pytest.raises(InputError, match="seed 1 lies in the wrong folder"):
+        study.collect_results(tmp_path)

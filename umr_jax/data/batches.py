@@ -89,9 +89,9 @@ class EpochBatches:
             languages = np.asarray(languages)
             if len(languages) != self.count:
                 raise ValueError(f"{len(languages)} languages for {self.count} {noun}")
-            codes, inverse = np.unique(languages, return_inverse=True)
-            order = np.argsort(inverse, kind="stable").astype(_index_dtype(self.count))
-            self._groups = np.split(order, np.cumsum(np.bincount(inverse, minlength=len(codes)))[:-1])
+            codes = np.unique(languages)  # a store's uint16 codes, or language names
+            # per language its positions, 4 bytes each below 2^31 (never an int64 array of all)
+            self._groups = [np.flatnonzero(languages == code).astype(_index_dtype(self.count)) for code in codes]
             if not any(len(g) >= examples_per_batch for g in self._groups):
                 raise InputError(f"no language has {examples_per_batch} {noun} for one single-language batch "
                                  f"({', '.join(f'{c}: {len(g)}' for c, g in zip(codes.tolist(), self._groups))})")

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"  {point.source:<12} n={format_size(point.size):>6}  {e['steps']:>9,} {e['pairs_seen']:>11,} "
                          f"{e['train_passages']:>10,} {_count(e['eval_passages']):>10} {_bytes(e['embedding_bytes']):>10} "
                          f"{_duration(e['seconds']):>9}  {'finished' if point in finished else 'to train'}"
+                         + (f"  (seed {point.seed})" if point.seed else "")
                          + ("  (too few examples for one batch)" if e["steps"] == 0 else ""))
         if not any(e["seconds"] is not None for e in out["estimates"]):
             lines.append("time: n/a (give scaling.step_time_from=FILE, a `umr-jax compile --json-out FILE` of this config)")

@@ -88,7 +88,7 @@ def question_replicates(results: Sequence[study.PointResult], metric: str, setti
     table, lang = parsed
     outcomes: dict[tuple[str, int], resample.PointOutcomes] = {}
     for r in results:
-        found = resample.read_outcomes(per_question_file(r), table)
+        found = _seed_mean_outcomes(r, table)
         if found is None:
             info["without_outcomes"].append(f"{r.source} n={format_size(r.size)}")
         else:
@@ -111,6 +111,22 @@ def question_replicates(results: Sequence[study.PointResult], metric: str, setti
     info.update(method="questions", sources=complete, resamples=int(boot.replicates.shape[0]),
                 questions=boot.questions, languages=boot.languages)
     return replicates, info
+
+
+def _seed_mean_outcomes(result: study.PointResult, table: str) -> resample.PointOutcomes | None:
+    """A point's per-question outcomes; for a mean over seeds, each question's hits averaged over
+    the seeds (a fraction), so its R@kt is the mean of theirs. None when a seed has no file."""
+    found = [resample.read_outcomes(per_question_file(r), table) for r in (result.replicas or (result,))]
+    if any(f is None for f in found):
+        return None
+    if len(found) == 1:
+        return found[0]
+    for other in found[1:]:
+        if other.ids != found[0].ids:
+            raise InputError(f"the seeds of {result.source} n={format_size(result.size)} counted other questions than "
+                             f"{found[0].path}: they must share one evaluation", other.path)
+    hits = np.mean([f.hits.astype(np.float64) for f in found], axis=0)
+    return resample.PointOutcomes(found[0].ids, found[0].langs, hits, found[0].path)
 
 
 def per_language(results: Sequence[study.PointResult], table: str) -> dict[str, dict[str, list[list[float]]]]:
@@ -144,16 +160,16 @@ def points_csv(results: Sequence[study.PointResult], arms: Sequence[str]) -> str
     """Every point as CSV: arm, size, seed, steps, per_question (whether its outcomes exist),
     then every metric value (`r@5kt.average`, `r@5kt.ja`, ..., `counted.ja`), blank where a
     point lacks it. Tables sorted by name, each with its average first."""
-    flat = {(r.source, r.size): _flat_metrics(r.metrics) for r in results}
+    flat = {(r.source, r.size, r.seed): _flat_metrics(r.metrics) for r in results}
     keys = sorted({k for f in flat.values() for k in f},
                   key=lambda k: (k.split(".")[0], k.split(".", 1)[-1] != "average", k))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["arm", "size", "seed", "steps", "per_question", *keys])
     order = {name: i for i, name in enumerate(arms)}
-    for r in sorted(results, key=lambda r: (order.get(r.source, len(order)), r.size)):
+    for r in sorted(results, key=lambda r: (order.get(r.source, len(order)), r.size, r.seed)):
         train = r.metrics.get("train") or {}
-        values = flat[(r.source, r.size)]
+        values = flat[(r.source, r.size, r.seed)]
         writer.writerow([r.source, r.size, train.get("seed", ""), train.get("steps", ""),
                          "yes" if per_question_file(r).is_file() else "no",
                          *[repr(values[k]) if k in values else "" for k in keys]])
@@ -216,19 +232,27 @@ def _bootstrap_lines(info: Mapping[str, Any], arms: Sequence[str], confidence: f
     return lines + [""]
 
 
-def _protocol_lines(config: Mapping[str, Any], results: Sequence[study.PointResult], arms: Sequence[str]) -> list[str]:
+def _protocol_lines(config: Mapping[str, Any], results: Sequence[study.PointResult], arms: Sequence[str],
+                    metric: str) -> list[str]:
     """How long the points trained: the protocol, and per arm the steps and examples seen (as its
-    points' result.json recorded them) and how many stopped early on their dev split."""
+    points' result.json recorded them), how many stopped early on their dev split, the seeds per
+    size and the metric's spread over them (`results`: means over seeds)."""
     if config.get("protocol", "epochs") == "steps":
         head = f"Protocol: fixed compute, {int(config.get('steps') or 0)} optimizer steps for every point of every arm."
     else:
         head = ("Protocol: fixed epochs, each point trains its arm's `train.epochs` over its subset (at most; with "
                 "`train.early_stopping_patience` it stops early on a dev split of its source).")
-    lines = ["## Training", "", head, "", "| arm | starts from | points | steps | examples seen | stopped early |",
-             "|---|---|---|---|---|---|"]
+    lines = ["## Training", "", head, "", "| arm | starts from | sizes | seeds | seed sd | steps | examples seen | stopped early |",
+             "|---|---|---|---|---|---|---|---|"]
     notes = []
     for arm in arms:
-        trained = [r.metrics.get("train") or {} for r in results if r.source == arm]
+        means = [r for r in results if r.source == arm]
+        replicas = [x for r in means for x in (r.replicas or (r,))]
+        trained = [x.metrics.get("train") or {} for x in replicas]
+        seeds = sorted({len(r.replicas or (r,)) for r in means})
+        spreads = [float(np.std([study.metric_value(x.metrics, metric) for x in r.replicas], ddof=1))
+                   for r in means if len(r.replicas) > 1]
+        spread = f"{np.mean(spreads):.2f}" if spreads else "n/a"
         inits = sorted({str(t["init"]) for t in trained if t.get("init")})
         start = ", ".join(_model_name(i) for i in inits) or "?"
         if any(t.get("objective") == "distill" for t in trained) and inits and inits == [config.get("base_init")]:
@@ -239,7 +263,8 @@ def _protocol_lines(config: Mapping[str, Any], results: Sequence[study.PointResu
         early = sum(t.get("reason") == "early_stopped" for t in trained)
         span = lambda xs: "?" if not xs else (format_size(min(xs)) if min(xs) == max(xs)  # noqa: E731
                                               else f"{format_size(min(xs))} to {format_size(max(xs))}")
-        lines.append(f"| {arm} | {start} | {len(trained)} | {span(steps)} | {span(seen)} | {early} |")
+        lines.append(f"| {arm} | {start} | {len(means)} | {'-'.join(map(str, seeds))} | {spread} | {span(steps)} | "
+                     f"{span(seen)} | {early} |")
     return lines + [""] + [f"Note: {n}." for n in notes] + ([""] if notes else [])
 
 
@@ -262,7 +287,8 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     from umr_jax.scaling.plots import markdown_table, plot_scaling_curves
 
     study_dir = storage.local(study_dir)  # a gs:// study: its local mirror
-    results = study.collect_results(study_dir)
+    every_seed = study.collect_results(study_dir)
+    results = study.mean_over_seeds(every_seed)  # one point per (arm, size): the mean of its seeds
     if not results:
         raise InputError(f"no finished points (no {study.POINTS_DIR}/<source>/size-*/{study.RESULT_FILE})", study_dir)
     metric = str(config.get("metric", "r@5kt.average"))
@@ -284,8 +310,8 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
                                             horizon_factor=settings.horizon_factor) for a, b in pairs]
     languages = per_language(results, table)
 
-    finished = {(r.source, r.size) for r in results}
-    pending = [p for p in study.read_plan(study_dir) if (p.source, p.size) not in finished]
+    finished = {(r.source, r.size, r.seed) for r in every_seed}
+    pending = [p for p in study.read_plan(study_dir) if (p.source, p.size, p.seed) not in finished]
     baseline_file = study_dir / study.BASELINE_FILE
     if baseline is None and baseline_file.is_file():
         try:
@@ -295,7 +321,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     baseline_value = None if baseline is None else study.metric_value(baseline, metric, where=baseline_file)
     if baseline is not None:
         study.write_baseline_summaries(study_dir, arms, baseline)
-    for result in results:  # points of a study made before its TensorBoard files were written
+    for result in every_seed:  # points of a study made before its TensorBoard files were written
         study.write_point_summaries(study_dir, result, config=config)
 
     out = study_dir / study.REPORT_DIR
@@ -303,25 +329,27 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
                                    baseline=baseline_value, per_language=languages)
     sentences = [v["sentence"] for v in verdicts] + [c["sentence"] for c in comparisons]
     lines = [f"# Scaling study: {label} ({metric})", "",
-             f"{len(results)} finished point{'s' if len(results) != 1 else ''}"
+             f"{len(every_seed)} finished point{'s' if len(every_seed) != 1 else ''}"
+             + (f" ({len(results)} sizes of the arms, each the mean of its seeds)" if len(every_seed) > len(results) else "")
              + (f", {len(pending)} pending" if pending else "") + ".", "", "## Conclusion", ""]
     lines += [f"- {s}" for s in sentences] + [""]
     lines += _bootstrap_lines(bootstrap_info, arms, settings.confidence)
     if baseline_value is not None:
         lines += [f"Starting model, before any training (n = 0, not part of the fits): {baseline_value:.2f}.", ""]
     lines += ["## Fits", "", markdown_table(fits, metric_label=label), "![scaling curves](scaling.png)", ""]
-    lines += _protocol_lines(config, results, arms)
+    lines += _protocol_lines(config, results, arms, metric)
     lines += _comparison_lines(comparisons, settings.confidence)
     lines += _language_lines(languages, table, arms, results)
     lines += ["Every point, every metric and language: [scaling.csv](scaling.csv).", ""]
     if pending:
-        lines += ["Pending points:", ""] + [f"- {p.source} n={format_size(p.size)}" for p in pending] + [""]
+        lines += ["Pending points:", ""] + [f"- {p.source} n={format_size(p.size)}" + (f" seed {p.seed}" if p.seed else "")
+                                            for p in pending] + [""]
     markdown = out / "scaling.md"
     with AtomicFile(markdown) as f:
         f.write("\n".join(lines).encode("utf-8"))
     csv_path = out / "scaling.csv"
     with AtomicFile(csv_path) as f:
-        f.write(points_csv(results, arms).encode("utf-8"))
+        f.write(points_csv(every_seed, arms).encode("utf-8"))
     record = {
         "metric": metric, "metric_label": label, "settings": dataclasses.asdict(settings),
         "bootstrap": bootstrap_info,
@@ -329,7 +357,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
         "sources": [fit.to_dict() for fit in fits],
         "comparisons": comparisons,
         "per_language": {"table": table, "sources": languages},
-        "pending": [{"source": p.source, "size": p.size} for p in pending],
+        "pending": [{"source": p.source, "size": p.size, "seed": p.seed} for p in pending],
         "baseline": baseline_value,
         "protocol": {"name": config.get("protocol", "epochs"), "steps": int(config.get("steps") or 0)},
     }

@@ -303,7 +303,8 @@ class PointRunner:
                 if eval_passages is not None and encode_rate:
                     seconds += eval_passages / float(encode_rate)
             out.append({
-                "source": point.source, "size": int(point.size), "objective": config.objective, "steps": steps,
+                "source": point.source, "size": int(point.size), "seed": int(point.seed), "objective": config.objective,
+                "steps": steps,
                 "pairs_seen": steps * examples_per_batch(config),
                 "train_passages": steps * examples_per_batch(config) * passages_per_example(config),
                 "eval_passages": eval_passages,
@@ -323,11 +324,12 @@ class PointRunner:
 
         return config_values(self.sources[point.source], HPARAMS)
 
-    def __call__(self, source: str, size: int, point_dir: Path) -> dict:
+    def __call__(self, source: str, size: int, point_dir: Path, seed: int = 0) -> dict:
         config = self.sources[source].copy_and_resolve_references()
         with config.unlocked():
             config.data.subset_size = int(size)
             config.output_dir = str(point_dir / "train")
+            config.train.seed = int(config.train.seed) + int(seed)  # the subset keeps data.subset_seed
         train_dir = point_dir / "train"
         if not (train_dir / train.DONE).is_file():
             self.on_stage(f"train ({train_dir})")

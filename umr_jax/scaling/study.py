@@ -6,9 +6,11 @@ same benchmark, and fits score against size per source (`umr_jax.scaling.fit`). 
 
     STUDY_DIR/
       plan.json                        the planned points and the scaling config of the last run
-      points/<source>/size-<n:010d>/   one folder per (source, size) point, e.g. size-0000010000
+      points/<source>/size-<n:010d>/   one folder per (source, size) point, e.g. size-0000010000;
+                                       its further seeds (`scaling.seeds`) beside it, in
+                                       size-<n:010d>-seed-<k>/ (k = 1, 2, ...), laid out alike
         result.json                    written atomically once the point is trained and evaluated:
-                                       {"source", "size", "metrics", "finished_at", "elapsed_seconds"};
+                                       {"source", "size", "seed", "metrics", "finished_at", "elapsed_seconds"};
                                        a point with result.json is finished and never recomputed
         eval/eval.per_question.jsonl   the point's per-question outcomes, when its evaluation recorded
                                        them: the report's question-level bootstrap resamples them
@@ -25,10 +27,12 @@ same benchmark, and fits score against size per source (`umr_jax.scaling.fit`). 
                                        hparams view) with the same metrics
 
 Training itself is not done here: a study is driven by any callable with the
-`TrainAndEvaluate` signature, `(source, size, point_dir) -> metrics`. Its data subset must be
+`TrainAndEvaluate` signature, `(source, size, point_dir, seed) -> metrics`. Its data subset must be
 `subsets.nested_subsets(languages_of_source, [size], seed=scaling.subset_seed)[size]`: subsets
 are prefixes of one seeded order, so every point gets its subset independently and the subsets
-of one source are nested (1k inside 3k inside 10k ...).
+of one source are nested (1k inside 3k inside 10k ...). A point's seed k (0 .. scaling.seeds - 1)
+changes its training's randomness (`train.seed + k`: initial dropout and batch order), never its
+subset; the report fits each size's mean over its seeds.
 
 One cohesive thing: the bookkeeping of one study folder (plan, point results, resuming; the report
 reads it in `umr_jax.scaling.report`),
@@ -65,7 +69,7 @@ POINTS_DIR = "points"
 REPORT_DIR = "report"
 BASELINE_FILE = "baseline/eval.json"
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SIZE_DIR = re.compile(r"^size-(\d{10})$")
+_SIZE_DIR = re.compile(r"^size-(\d{10})(-seed-\d+)?$")
 
 
 def scaling_config() -> ml_collections.ConfigDict:
@@ -81,6 +85,7 @@ def scaling_config() -> ml_collections.ConfigDict:
         points_per_decade=2,        # 1k, 3k, 10k, 30k, ...
         include_full_size=True,
         subset_seed=0,              # the seed of subsets.nested_subsets
+        seeds=3,                    # trainings per (source, size), train.seed + 0, 1, ...; the fit uses their mean
         # How long each point trains (runner.source_config): "epochs", each point train.epochs
         # over its subset (with train.early_stopping_patience=P and data.dev_split=N: stopped
         # early on N held-out examples of its source), or "steps", fixed compute: every point of
@@ -141,20 +146,29 @@ def plan_sizes(available: int, config: Mapping[str, Any]) -> list[int]:
 
 @dataclasses.dataclass(frozen=True, order=True)
 class StudyPoint:
-    """One (source, size) point of a study: a model trained on `size` pairs of `source`."""
+    """One (source, size, seed) point of a study: a model trained on `size` pairs of `source`,
+    with training seed `train.seed + seed` (the subset does not depend on it)."""
 
     source: str
     size: int
+    seed: int = 0
 
     def __post_init__(self):
         if not _SOURCE_NAME.match(self.source):
             raise ValueError(f"source name {self.source!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
         if int(self.size) < 1:
             raise ValueError(f"size must be >= 1, got {self.size}")
+        if int(self.seed) < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    @property
+    def folder_name(self) -> str:
+        """size-<size:010d>, and -seed-<k> for seeds after the first."""
+        return f"size-{int(self.size):010d}" + (f"-seed-{int(self.seed)}" if self.seed else "")
 
     def directory(self, study_dir: str | os.PathLike) -> Path:
-        """STUDY_DIR/points/<source>/size-<size:010d>."""
-        return storage.local(study_dir) / POINTS_DIR / self.source / f"size-{int(self.size):010d}"
+        """STUDY_DIR/points/<source>/size-<size:010d>[-seed-<k>]."""
+        return storage.local(study_dir) / POINTS_DIR / self.source / self.folder_name
 
     def result_path(self, study_dir: str | os.PathLike) -> Path:
         return self.directory(study_dir) / RESULT_FILE
@@ -164,18 +178,23 @@ class StudyPoint:
 
 
 def plan_study(config: Mapping[str, Any], available: Mapping[str, int]) -> list[StudyPoint]:
-    """Every (source, size) point, smallest sizes first (every source's curve grows together).
+    """Every (source, size, seed) point: the first seed of every size first, smallest sizes first
+    (every source's curve grows together, and is whole before any point is repeated), then the
+    next seed of every size, and so on (`seeds`, default 1 here).
 
     available: source name -> training pairs it holds. Raises ValueError for a source smaller
-    than `min_size`.
+    than `min_size`, or `seeds` < 1.
     """
+    seeds = int(config.get("seeds", 1) or 0)
+    if seeds < 1:
+        raise ValueError(f"scaling.seeds={seeds}: every point needs at least one training")
     points = []
     for source, count in available.items():
         sizes = plan_sizes(count, config)
         if not sizes:
             raise ValueError(f"source {source!r} has {count} pairs, fewer than scaling.min_size={config['min_size']}")
-        points.extend(StudyPoint(source, size) for size in sizes)
-    return sorted(points, key=lambda p: (p.size, p.source))
+        points.extend(StudyPoint(source, size, seed) for size in sizes for seed in range(seeds))
+    return sorted(points, key=lambda p: (p.seed, p.size, p.source))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +202,8 @@ def plan_study(config: Mapping[str, Any], available: Mapping[str, int]) -> list[
 
 
 class TrainAndEvaluate(Protocol):
-    """Trains on `size` pairs of `source` and evaluates: returns the metrics (JSON-able).
+    """Trains on `size` pairs of `source` with training seed offset `seed` and evaluates: returns
+    the metrics (JSON-able).
 
     The metrics usually are an evaluation report, e.g. {"r@2kt": {"ja": .., "average": ..},
     "r@5kt": {...}}; the study's `metric` is a dotted path into them. `point_dir` exists and is
@@ -191,12 +211,13 @@ class TrainAndEvaluate(Protocol):
     previous, interrupted attempt left in it. Raise to stop the study (nothing is recorded).
     """
 
-    def __call__(self, source: str, size: int, point_dir: Path) -> Mapping[str, Any]: ...
+    def __call__(self, source: str, size: int, point_dir: Path, seed: int) -> Mapping[str, Any]: ...
 
 
 @dataclasses.dataclass(frozen=True)
 class PointResult:
-    """A finished point, as read from (or written to) its result.json."""
+    """A finished point, as read from (or written to) its result.json; or, from `mean_over_seeds`,
+    the mean of a size's seeds (`replicas` then holds each seed's result)."""
 
     source: str
     size: int
@@ -204,6 +225,8 @@ class PointResult:
     finished_at: str
     elapsed_seconds: float
     path: Path
+    seed: int = 0
+    replicas: tuple["PointResult", ...] = ()
 
 
 def _json_default(value: Any) -> Any:
@@ -221,7 +244,7 @@ def write_point_result(study_dir: str | os.PathLike, point: StudyPoint, metrics:
         raise TypeError(f"train_and_evaluate({point.source!r}, {point.size}) returned {type(metrics).__name__}; "
                         "expected a mapping of metrics")
     finished_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    record = {"source": point.source, "size": int(point.size), "metrics": dict(metrics),
+    record = {"source": point.source, "size": int(point.size), "seed": int(point.seed), "metrics": dict(metrics),
               "finished_at": finished_at, "elapsed_seconds": float(elapsed_seconds)}
     try:
         text = json.dumps(record, indent=2, ensure_ascii=False, default=_json_default, allow_nan=False)
@@ -244,23 +267,25 @@ def read_point_result(path: str | os.PathLike) -> PointResult:
         raise InputError(f"not a JSON point result ({err})", path) from None
     if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
         raise InputError('expected {"source", "size", "metrics": {...}, ...}', path)
-    source, size = record.get("source"), record.get("size")
+    source, size, seed = record.get("source"), record.get("size"), record.get("seed", 0)
     if (not isinstance(source, str) or not _SOURCE_NAME.match(source)
-            or not isinstance(size, int) or isinstance(size, bool) or size < 1):
-        raise InputError(f"bad source or size in point result: {source!r}, {size!r}", path)
-    expected = StudyPoint(source, size)
-    if path.parent.name != expected.directory(".").name or path.parent.parent.name != expected.source:
-        raise InputError(f"result of {expected.source!r} size {size} lies in the wrong folder "
-                         f"(expected .../{POINTS_DIR}/{expected.source}/{expected.directory('.').name}/)", path)
+            or not isinstance(size, int) or isinstance(size, bool) or size < 1
+            or not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise InputError(f"bad source, size or seed in point result: {source!r}, {size!r}, {seed!r}", path)
+    expected = StudyPoint(source, size, seed)
+    if path.parent.name != expected.folder_name or path.parent.parent.name != expected.source:
+        raise InputError(f"result of {expected.source!r} size {size} seed {seed} lies in the wrong folder "
+                         f"(expected .../{POINTS_DIR}/{expected.source}/{expected.folder_name}/)", path)
     return PointResult(source=source, size=size, metrics=record["metrics"],
                        finished_at=str(record.get("finished_at", "")),
-                       elapsed_seconds=float(record.get("elapsed_seconds", 0.0)), path=path)
+                       elapsed_seconds=float(record.get("elapsed_seconds", 0.0)), path=path, seed=seed)
 
 
 def write_plan(study_dir: str | os.PathLike, points: Sequence[StudyPoint], config: Mapping[str, Any]) -> Path:
     """STUDY_DIR/plan.json: the points and the scaling config, written atomically."""
     section = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-    record = {"points": [{"source": p.source, "size": int(p.size)} for p in points], "scaling": section}
+    record = {"points": [{"source": p.source, "size": int(p.size), "seed": int(p.seed)} for p in points],
+              "scaling": section}
     path = storage.local(study_dir) / PLAN_FILE
     with AtomicFile(path) as out:
         out.write((json.dumps(record, indent=2, default=_json_default) + "\n").encode("utf-8"))
@@ -274,7 +299,7 @@ def read_plan(study_dir: str | os.PathLike) -> list[StudyPoint]:
         return []
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        return [StudyPoint(p["source"], int(p["size"])) for p in record["points"]]
+        return [StudyPoint(p["source"], int(p["size"]), int(p.get("seed", 0))) for p in record["points"]]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
         raise InputError(f'not a study plan ({err}); expected {{"points": [{{"source", "size"}}, ...]}}', path) from None
 
@@ -306,7 +331,8 @@ def run_study(
         write_plan(study_dir, points, config)
     results = []
     for number, point in enumerate(points, 1):
-        label = f"point {number}/{len(points)}: {point.source} n={format_size(point.size)}"
+        label = (f"point {number}/{len(points)}: {point.source} n={format_size(point.size)}"
+                 + (f" seed {point.seed}" if point.seed else ""))
         if point.is_finished(study_dir):
             log.info("%s: finished earlier, not recomputed", label)
             results.append(read_point_result(point.result_path(study_dir)))
@@ -319,7 +345,7 @@ def run_study(
         point_dir.mkdir(parents=True, exist_ok=True)
         log.info("%s: training and evaluating in %s", label, point_dir)
         start = time.monotonic()
-        metrics = train_and_evaluate(point.source, int(point.size), point_dir)
+        metrics = train_and_evaluate(point.source, int(point.size), point_dir, int(point.seed))
         elapsed = time.monotonic() - start
         if write_results:
             results.append(write_point_result(study_dir, point, metrics, elapsed))
@@ -327,7 +353,8 @@ def run_study(
             if after_result is not None:
                 after_result(point, point_dir)
         else:
-            results.append(PointResult(point.source, int(point.size), dict(metrics), "", elapsed, point.result_path(study_dir)))
+            results.append(PointResult(point.source, int(point.size), dict(metrics), "", elapsed, point.result_path(study_dir),
+                                       seed=int(point.seed)))
         log.info("%s: done in %.0f s", label, elapsed)
     return results
 
@@ -353,10 +380,10 @@ def write_point_summaries(study_dir: str | os.PathLike, result: PointResult, hpa
 
     root = storage.local(study_dir) / TENSORBOARD_DIR
     values = _summary_values(result.metrics)
-    name = f"size-{int(result.size):010d}"
+    name = StudyPoint(result.source, result.size, result.seed).folder_name
     write_scalars(root / result.source, name, step=int(result.size), values=values)
     run = root / POINTS_DIR / f"{result.source}-{name}"
-    settings = {"source": result.source, "size": int(result.size),
+    settings = {"source": result.source, "size": int(result.size), **({"seed": int(result.seed)} if result.seed else {}),
                 "objective": (result.metrics.get("train") or {}).get("objective"), **(hparams or {})}
     if hparams is not None or not any(run.glob("events.out.tfevents.hparams-*")):  # keep the fuller set written with the point
         write_hparams(run, settings, _hparam_metric_tags(config))
@@ -385,7 +412,39 @@ def collect_results(study_dir: str | os.PathLike) -> list[PointResult]:
             for point_dir in sorted(p for p in source_dir.iterdir() if p.is_dir() and _SIZE_DIR.match(p.name)):
                 if (point_dir / RESULT_FILE).is_file():
                     results.append(read_point_result(point_dir / RESULT_FILE))
-    return sorted(results, key=lambda r: (r.source, r.size))
+    return sorted(results, key=lambda r: (r.source, r.size, r.seed))
+
+
+def mean_over_seeds(results: Sequence[PointResult]) -> list[PointResult]:
+    """One result per (source, size): its seeds' results with every number of their metrics
+    averaged (a number some seed lacks is left out), `train` the first seed's with `seeds` (how
+    many) added, and `replicas` the seeds' own results. The report fits these means."""
+    groups: dict[tuple[str, int], list[PointResult]] = {}
+    for result in sorted(results, key=lambda r: (r.source, r.size, r.seed)):
+        groups.setdefault((result.source, result.size), []).append(result)
+    out = []
+    for (source, size), replicas in groups.items():
+        first = replicas[0]
+        metrics = _mean_tree([r.metrics for r in replicas], skip=("train",))
+        metrics["train"] = {**(first.metrics.get("train") or {}), "seeds": len(replicas)}
+        out.append(dataclasses.replace(first, metrics=metrics, replicas=tuple(replicas),
+                                       elapsed_seconds=sum(r.elapsed_seconds for r in replicas)))
+    return out
+
+
+def _mean_tree(trees: Sequence[Mapping[str, Any]], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in trees[0].items():
+        if key in skip:
+            continue
+        values = [t.get(key) for t in trees]
+        if isinstance(value, Mapping) and all(isinstance(v, Mapping) for v in values):
+            out[key] = _mean_tree(values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = float(np.mean(values)) if len(values) > 1 else value
+        elif len(values) == 1:
+            out[key] = value
+    return out
 
 
 def metric_value(metrics: Mapping[str, Any], metric: str, *, where: str | os.PathLike | None = None) -> float:

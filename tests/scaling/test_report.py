@@ -68,6 +68,16 @@ def hit_sets(curve, rng):
     return out, orders
 
 
+def four_more(hits, orders):
+    """`hits` with 4 more questions per language made hits (the first misses in `orders`): +10 points."""
+    more = {}
+    for lang in LANGS:
+        misses = [i for i in orders[lang] if not hits[lang][i]][:4]
+        more[lang] = hits[lang].copy()
+        more[lang][misses] = True
+    return more
+
+
 def test_a_known_paired_effect_is_found_and_covered(tmp_path):
     """Arm 'better' hits every question 'base' hits plus 4 more per language (10% of the
     questions) at every size: the difference is exactly +10 points; its paired CI excludes 0,
@@ -76,12 +86,7 @@ def test_a_known_paired_effect_is_found_and_covered(tmp_path):
     base, orders = hit_sets(PowerLaw(70.0, 400.0, 0.45), rng)
     for size in SIZES:
         write_point(tmp_path, "base", size, base[size])
-        better = {}
-        for lang in LANGS:
-            misses = [i for i in orders[lang] if not base[size][lang][i]][:4]
-            better[lang] = base[size][lang].copy()
-            better[lang][misses] = True
-        write_point(tmp_path, "better", size, better)
+        write_point(tmp_path, "better", size, four_more(base[size], orders))
     report = study.write_report(tmp_path, config(bootstrap_samples=300, sources="better,base"))
     record = json.loads(report.json.read_text())
     assert record["bootstrap"]["method"] == "questions"
@@ -276,12 +281,7 @@ def test_seeds_are_fitted_as_their_mean_with_their_outcomes_averaged(tmp_path):
     base, orders = hit_sets(PowerLaw(60.0, 300.0, 0.4), rng)
     for size in SIZES:
         write_point(tmp_path, "arm", size, base[size])
-        better = {}
-        for lang in LANGS:
-            misses = [i for i in orders[lang] if not base[size][lang][i]][:4]
-            better[lang] = base[size][lang].copy()
-            better[lang][misses] = True
-        write_point(tmp_path, "arm", size, better, seed=1)
+        write_point(tmp_path, "arm", size, four_more(base[size], orders), seed=1)
     report = study.write_report(tmp_path, config(bootstrap_samples=50, sources="arm"))
     record = json.loads(report.json.read_text())
     assert record["bootstrap"]["method"] == "questions"

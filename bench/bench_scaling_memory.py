@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({'flat' if abs(growth) <= 0.10 else 'NOT flat'} within 10%)")
     if not args.no_record:
         date = datetime.date.today().isoformat()
-        command = "python bench/bench_scaling_memory.py" + ("" if argv is None else " " + " ".join(argv))
+        shown = sys.argv[1:] if argv is None else argv
+        command = " ".join(["python bench/bench_scaling_memory.py", *shown])
         for r in results:
             _append_row(f"| {date} | {device} | {_versions()} | `{command}` | {r['pairs']:,} | {r['conversion']['seconds']:.0f} "
                         f"({_mib(r['conversion']['peak'])}) | {_mib(r['subset']['baseline'])} | {_mib(r['subset']['peak'])} "

@@ -35,7 +35,7 @@ def get_config(demo_output: str = "runs/demo"):
     c.model = dict(init=str(PRETRAINED / "retriever"), init_passage="", pooling="mean", separate_towers=False,
                    similarity="dot", dtype="float32", query_max_length=48, passage_max_length=128)
     c.data = dict(source="pairs", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="",
-                  dev_split=0, batch_by_language=False)
+                  dev_split=0, batch_by_language=False, stratify=False, direction=None)
     c.train = dict(
         batch_size=32, epochs=3, learning_rate=5e-4, adam_eps=1e-8, weight_decay=0.01, warmup_steps=5,
         grad_clip_norm=2.0, dropout=0.1, seed=12345, scale=1.0, grad_cache=False, query_chunk=32, passage_chunk=32,
@@ -55,8 +55,9 @@ def get_config(demo_output: str = "runs/demo"):
     c.scaling.compare = "webfaq:translated,umr:translated,umr:webfaq"
     c.sources = dict(
         webfaq=dict(objective="contrastive", data=dict(source="webfaq", path=str(p["webfaq_dir"]))),
+        # The demo's translated pairs are a native query with an English passage (passage_lang "en").
         translated=dict(objective="contrastive", model=dict(similarity="dot"),
-                        data=dict(source="pairs", path=str(p["translated_pairs"]))),
+                        data=dict(source="pairs", path=str(p["translated_pairs"]), direction="cross-lingual")),
         umr=dict(objective="distill",
                  data=dict(pseudo_labels=str(demo / "iter0" / "pseudo_labels" / "pseudo_labels.jsonl"),
                            dev_pseudo_labels="", top_k=16, candidates_per_question=4),

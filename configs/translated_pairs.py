@@ -1,8 +1,16 @@
 r"""Contrastive training on translated query-passage pairs (e.g. mMARCO written as a pairs
-file: {query, positive, lang, negatives?}), the "small, high-quality translated data" arm.
+file: {query, positive, lang, negatives?, passage_lang?}), the "small, high-quality translated
+data" arm.
 
   umr-jax train --config translated_pairs model.init=/models/xlm-roberta-base \
       data.path=/data/mmarco_pairs.parquet data.hard_negatives=1 output_dir=runs/translated
+
+`data.direction` says which pairs train: "cross-lingual" (a translated query with the English
+passage, as XOR-Retrieve asks: query in its language, passage in English), "monolingual" (a
+translated query with its translated passage) or "both"; it reads each pair's `passage_lang`
+(the passage's language), so a file declaring a direction must state it on every pair. None
+trains on every pair, direction unstated. `data.languages="xor"`: those of XOR-TyDi's 7
+languages the file has (mMARCO: ar, ja, ru); `data.stratify=True`: equal shares of them.
 """
 
 import ml_collections
@@ -18,7 +26,9 @@ def get_config():
                    query_max_length=64, passage_max_length=256, scan_layers=True, remat="minimal")
     c.data = dict(source="pairs", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="",
                   dev_split=0, fixed_lengths=False,  # True: pad every batch to the max lengths (one compiled step)
-                  batch_by_language=False)  # True: one language per batch
+                  batch_by_language=False,  # True: one language per batch
+                  stratify=False,  # True: every subset holds equal shares of its languages
+                  direction=None)  # monolingual | cross-lingual | both (by each pair's passage_lang)
     c.train = dict(
         batch_size=128, epochs=1, learning_rate=1e-5, adam_eps=1e-8, weight_decay=0.01, warmup_steps=1000,
         grad_clip_norm=2.0, dropout=0.1, seed=12345, scale=20.0,

@@ -33,10 +33,13 @@ def get_config():
     c.output_dir = "runs/webfaq"
     c.model = dict(init="", pooling="mean", separate_towers=False, similarity="cosine", dtype="bfloat16",
                    query_max_length=64, passage_max_length=256, scan_layers=True, remat="minimal")
-    # source "webfaq": per-language parquet files or a folder of them; languages: None = all non-English.
+    # source "webfaq": per-language parquet files or a folder of them; languages: None = all non-English,
+    # "xor" = XOR-TyDi's 7 (ar, bn, fi, ja, ko, ru, te), or a list; min_similarity: keep pairs whose
+    # semantic_similarity_score is at least this; stratify: equal shares of the languages in every subset.
     c.data = dict(source="webfaq", path="", languages=None, min_similarity=None, subset_size=0, hard_negatives=0, dev_path="",
                   dev_split=0, fixed_lengths=False,  # True: pad every batch to the max lengths (one compiled step)
-                  batch_by_language=True)  # one language per batch, as WebFAQ trains
+                  batch_by_language=True,  # one language per batch, as WebFAQ trains
+                  stratify=False, direction=None)  # direction: translated pairs only (configs/translated_pairs.py)
     c.train = dict(
         batch_size=128, epochs=1, learning_rate=1e-5, adam_eps=1e-8, weight_decay=0.01, warmup_steps=1000,
         grad_clip_norm=2.0, dropout=0.1, seed=12345, scale=20.0,  # cosine / 0.05
@@ -66,8 +69,15 @@ def get_config():
     c.train.early_stopping_patience = 3
     c.data.dev_split = 1000
     c.sources = dict(
-        webfaq=dict(objective="contrastive", data=dict(source="webfaq", path="", languages=None, min_similarity=None)),
-        translated=dict(objective="contrastive", data=dict(source="pairs", path="", languages=None)),
+        # The arms' data, declared: WebFAQ's non-English pairs (sources.webfaq.data.languages=xor
+        # sources.webfaq.data.stratify=True for XOR's languages at equal shares); the translated set
+        # as XOR-Retrieve pairs its languages, a translated query with an English passage (each pair's
+        # passage_lang "en"; "monolingual" or "both" for the other kinds), in those of XOR's
+        # languages it has (mMARCO: ar, ja, ru).
+        webfaq=dict(objective="contrastive", data=dict(source="webfaq", path="", languages=None, min_similarity=None,
+                                                       stratify=False)),
+        translated=dict(objective="contrastive", data=dict(source="pairs", path="", languages="xor",
+                                                           direction="cross-lingual", stratify=False)),
         # UMR: distillation from the LM's scores, with the released run's settings (configs/umr_xor_retrieve.py);
         # a point's size counts questions, each with its scored candidates.
         # Its own start, as UMR trains: mContriever (sources.umr.model.init=/models/mcontriever); left

@@ -272,7 +272,28 @@ def _emb_without_shard_ids(fx: Path, tmp: Path) -> Path:
     return tmp / "emb"
 
 
+def _train_pairs(fx: Path, tmp: Path, lines: list[dict], *overrides: str) -> list:
+    """A contrastive run (configs/translated_pairs.py) on the pairs `lines`, written to tmp."""
+    path = _write(tmp / "pairs.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    return ["train", "--config", str(REPO / "configs" / "translated_pairs.py"), f"model.init={fx / 'retriever'}",
+            f"data.path={path}", "train.batch_size=2", "model.dtype=float32", *overrides, "--output", tmp / "out"]
+
+
+_PAIRS = [{"query": f"q{i}", "positive": f"p{i}", "lang": ("ar", "ja", "ja")[i % 3], "passage_lang": "en"} for i in range(12)]
+
 CASES: dict[str, Callable[[Path, Path], Case]] = {
+    # 16. arms that cannot be trained as declared (issue 21)
+    "train: a direction over pairs that do not state it": lambda fx, tmp: Case(
+        _train_pairs(fx, tmp, _PAIRS[:3] + [{"query": "q", "positive": "p", "lang": "ja"}], "data.direction=cross-lingual"),
+        [f"{tmp}/pairs.jsonl: record 4: data.direction=cross-lingual needs every pair's passage_lang"]),
+    "train: no pairs of the direction": lambda fx, tmp: Case(
+        _train_pairs(fx, tmp, _PAIRS, "data.direction=monolingual"), [f"{tmp}/pairs.jsonl: no training pairs", "data.direction"]),
+    "train: a stratified subset too large": lambda fx, tmp: Case(
+        _train_pairs(fx, tmp, _PAIRS, "data.stratify=True", "data.subset_size=10"),
+        ["data.stratify: a subset of 10 pairs takes 5 of each of its 2 languages, but ar has 4",
+         "the largest stratified subset is 8"]),
+    "train: a language the pairs lack": lambda fx, tmp: Case(
+        _train_pairs(fx, tmp, _PAIRS, "data.languages=ja,ko"), ["data.languages asks for ko, which this source has no pairs of (of those asked for, it has: ja)"]),
     # 2. a truncated model.safetensors, wherever a model is loaded
     "truncated safetensors: model inspect": lambda fx, tmp: Case(
         ["model", "inspect", _truncated(fx, tmp)], [f"{tmp}/cut-retriever/model.safetensors: not a readable safetensors file", "interrupted download"]),

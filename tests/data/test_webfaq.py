@@ -151,5 +151,5 @@ def test_the_training_source_is_non_english_unless_english_is_asked_for(webfaq_d
     assert open_pairs(data(languages=["en", "ja"])).manifest["rows_per_language"] == {"en": 3, "ja": 1}
     assert open_pairs(data(languages="ara,eng")).manifest["rows_per_language"] == {"ar": 6, "en": 3}
     with pytest.raises(InputError, match=r"data.languages asks for ko, which this source has no pairs of "
-                                         r"\(it has: ar\)"):
+                                         r"\(of those asked for, it has: ar\)"):
         open_pairs(data(languages=["ar", "ko"]))

@@ -163,7 +163,7 @@ def test_translated_pairs_are_native_queries_with_english_passages():
     assert set(collections.Counter(p["lang"] for p in pairs)) == set(LANGUAGES)
     texts = {p["text"] for p in PASSAGES}
     for p in pairs:
-        assert list(p) == ["query", "positive", "lang"]
+        assert list(p) == ["query", "positive", "lang", "passage_lang"] and p["passage_lang"] == "en"
         assert p["positive"] in texts
     assert len({(p["query"], p["positive"]) for p in pairs}) == len(pairs)
 

@@ -228,11 +228,12 @@ def test_old_points_use_the_point_bootstrap_and_say_so_with_csv_and_languages(tm
 
     rows = list(csv.DictReader(report.csv.open()))
     header = next(csv.reader(report.csv.open()))
-    assert header[:5] == ["arm", "size", "seed", "steps", "per_question"]
-    assert header[5:] == ([f"counted.{lang}" for lang in LANGS] + ["duplicate_predictions", "missing_predictions", "r@2kt.average", *[f"r@2kt.{lang}" for lang in LANGS]]
+    assert header[:6] == ["arm", "size", "seed", "steps", "per_question", "pairs_seen"]
+    assert header[6:] == ([f"counted.{lang}" for lang in LANGS] + ["duplicate_predictions", "missing_predictions", "r@2kt.average", *[f"r@2kt.{lang}" for lang in LANGS]]
                           + ["r@5kt.average", *[f"r@5kt.{lang}" for lang in LANGS]])
     assert [(r["arm"], int(r["size"])) for r in rows] == [("webfaq", n) for n in SIZES] + [("translated", n) for n in SIZES[:3]]
     assert rows[0]["seed"] == "7" and rows[0]["per_question"] == "no" and rows[-1]["per_question"] == "yes"
+    assert [int(r["pairs_seen"]) for r in rows[:2]] == [SIZES[0] // 100 * 32, SIZES[1] // 100 * 32]
     first = study.read_point_result(StudyPoint("webfaq", 1000).result_path(tmp_path)).metrics
     assert float(rows[0]["r@5kt.ja"]) == first["r@5kt"]["ja"] and float(rows[0]["counted.ja"]) == PER_LANG
     assert report.png.stat().st_size > 20_000
@@ -270,6 +271,34 @@ def test_the_report_says_where_each_arm_started(tmp_path):
             "(mContriever)") in shared
     own = study.write_report(tmp_path, {**settings, "base_init": "/models/mcontriever"}).markdown.read_text()
     assert "Note:" not in own
+
+
+def test_the_report_declares_each_arms_data(tmp_path):
+    """The Arms table says what each arm trains on, as the study config declares it: WebFAQ's
+    languages and shares, the translated set's direction, UMR's unit of size; the JSON too."""
+    from umr_jax.config import load_config
+    from umr_jax.scaling.runner import arm_description
+
+    rng = np.random.default_rng(2)
+    hits, _ = hit_sets(PowerLaw(60.0, 300.0, 0.4), rng)
+    for arm in ("webfaq", "translated", "umr"):
+        for size in SIZES:
+            write_point(tmp_path, arm, size, hits[size])
+    study_config = load_config("webfaq_scaling", ["sources.webfaq.data.languages=xor", "sources.webfaq.data.stratify=True"])
+    arms = {name: arm_description(study_config, name) for name in ("webfaq", "translated", "umr")}
+    settings = {**config(bootstrap_samples=20, sources="webfaq,translated,umr").to_dict(), "arms": arms}
+    report = study.write_report(tmp_path, settings)
+    text = report.markdown.read_text()
+    assert "| arm | objective | data | languages | shares | direction | size counts |" in text
+    assert ("| webfaq | contrastive | WebFAQ | XOR-TyDi's 7 (those the source has) | equal "
+            "| monolingual (a question and its answer) | pairs |") in text
+    assert ("| translated | contrastive | pairs file | XOR-TyDi's 7 (those the source has) | as in the source "
+            "| cross-lingual | pairs |") in text
+    assert "| umr | distill | UMR pseudo labels |" in text and "questions, each with its 16 scored candidates |" in text
+    assert report.record["arms"]["translated"]["direction"] == "cross-lingual"
+    plain = arm_description(load_config("webfaq_scaling", ["sources.translated.data.direction=None"]), "translated")
+    assert plain["direction"] == "not declared (data.direction)"
+    assert arm_description(load_config("webfaq_scaling"), "webfaq")["languages"] == "every language but English"
 
 
 def test_seeds_are_fitted_as_their_mean_with_their_outcomes_averaged(tmp_path):

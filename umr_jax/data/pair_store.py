@@ -35,7 +35,7 @@ import numpy as np
 
 from umr_jax import storage
 from umr_jax.data.files import AtomicFile, PathLike, expand_shards, make_output_temp_dir
-from umr_jax.data.formats import Pair, read_pairs, read_webfaq, webfaq_files, webfaq_to_pair
+from umr_jax.data.formats import DIRECTIONS, Pair, pair_direction, read_pairs, read_webfaq, webfaq_files, webfaq_to_pair
 from umr_jax.errors import InputError
 
 STORE_VERSION = 1
@@ -70,17 +70,38 @@ def source_files(source: str, path: PathLike | Sequence[PathLike], *, languages:
 
 
 def source_pairs(source: str, path: PathLike | Sequence[PathLike], *, languages: Collection[str] | None = None,
-                 min_similarity: float | None = None, exclude: Collection[str] = ()) -> Iterable[Pair]:
+                 min_similarity: float | None = None, exclude: Collection[str] = (),
+                 direction: str | None = None) -> Iterable[Pair]:
     """The source's pairs, streamed in reading order: WebFAQ records of `languages` (files of
     other languages, and of `exclude`, are not opened) with `semantic_similarity_score >=
-    min_similarity`, as pairs; or pairs whose `lang` is one of `languages` and not of `exclude`."""
+    min_similarity`, as pairs; or pairs whose `lang` is one of `languages` and not of `exclude`,
+    and with `direction` ("monolingual"/"cross-lingual": those whose passage is in the query's
+    language / another; "both": all) only pairs that state their `passage_lang`, else InputError
+    naming the file and record."""
     if source == "webfaq":
         return (webfaq_to_pair(r) for r in read_webfaq(path, languages=languages, min_similarity=min_similarity,
                                                         exclude=exclude))
-    wanted = None if languages is None else set(languages)
-    unwanted = set(exclude)
+    if direction is not None and direction not in DIRECTIONS:
+        raise InputError(f"data.direction must be one of {', '.join(DIRECTIONS)} (or None), got {direction!r}")
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    return (p for one in paths for p in read_pairs(one) if (wanted is None or p.lang in wanted) and p.lang not in unwanted)
+    return _filtered_pairs(paths, None if languages is None else set(languages), set(exclude), direction)
+
+
+def _filtered_pairs(paths: Sequence[PathLike], wanted: set[str] | None, unwanted: set[str],
+                    direction: str | None) -> Iterable[Pair]:
+    for one in paths:
+        for file in expand_shards(one):
+            for record, pair in enumerate(read_pairs(file), 1):
+                if (wanted is not None and pair.lang not in wanted) or pair.lang in unwanted:
+                    continue
+                if direction is not None:
+                    kind = pair_direction(pair)
+                    if kind is None:
+                        raise InputError(f"record {record}: data.direction={direction} needs every pair's passage_lang "
+                                         "(the passage's language), and this pair has none", file)
+                    if direction != "both" and kind != direction:
+                        continue
+                yield pair
 
 
 def write_pair_store(pairs: Iterable[Pair], folder: PathLike, *, source: dict[str, Any] | None = None) -> Path:
@@ -146,7 +167,7 @@ def _write_files(pairs: Iterable[Pair], folder: Path) -> dict[str, Any]:
             f.flush()
             os.fsync(f.fileno())
     if rows == 0:
-        raise InputError("no training pairs (check data.path, data.languages, data.min_similarity)")
+        raise InputError("no training pairs (check data.path, data.languages, data.min_similarity, data.direction)")
     if len(codes) > np.iinfo(np.uint16).max:
         raise InputError(f"{len(codes)} languages in one source; a store holds at most 65535")
     languages = sorted(codes, key=codes.get)
@@ -251,20 +272,28 @@ class PairStore:
 
 def open_pair_store(source: str, path: PathLike | Sequence[PathLike], *, languages: Collection[str] | None = None,
                     min_similarity: float | None = None, root: PathLike | None = None,
-                    exclude: Collection[str] = ()) -> PairStore:
+                    exclude: Collection[str] = (), direction: str | None = None) -> PairStore:
     """The store of a pairs source (`source` "pairs" or "webfaq", as `data.source`), converted
     on first use and reused while the source's files are unchanged (module docstring).
-    `exclude`: languages left out. `root`: where stores live (default `stores_root()`)."""
+    `exclude`: languages left out; `direction`: translated pairs of one direction
+    (`source_pairs`). `root`: where stores live (default `stores_root()`)."""
     files = source_files(source, path, languages=languages, exclude=exclude)
     described = {"kind": source, "files": _fingerprint(files),
                  "languages": None if languages is None else sorted(languages),
                  "min_similarity": None if min_similarity is None else float(min_similarity)}
     if exclude:  # (absent otherwise: the stores made before it stay valid)
         described["exclude"] = sorted(exclude)
+    if direction:  # (likewise)
+        described["direction"] = direction
     key = hashlib.sha256(json.dumps(described, sort_keys=True).encode("utf-8")).hexdigest()[:20]
     folder = storage.local(root) if root is not None else stores_root()
     folder = folder / f"{source}-{key}"
     if not _valid(folder, described):
-        write_pair_store(source_pairs(source, path, languages=languages, min_similarity=min_similarity, exclude=exclude),
-                         folder, source=described)
+        try:
+            write_pair_store(source_pairs(source, path, languages=languages, min_similarity=min_similarity,
+                                          exclude=exclude, direction=direction), folder, source=described)
+        except InputError as err:
+            if err.path is None and isinstance(path, (str, os.PathLike)):  # name the source
+                raise InputError(err.message, path) from None
+            raise
     return PairStore(folder)

@@ -1,12 +1,13 @@
 """Nested subsets for scaling studies: subsets by language and size such that every smaller
 subset is contained in every larger one (prefixes of one seeded order): `nested_subsets` over
 records' languages, `nested_subset_indices`, the trainers' `data.subset_size` subsets as index
-arrays over a store of any size (memory O(size), not O(source)), and `nested_subset`, the same
+arrays over a store of any size (memory O(size), not O(source)), `stratified_subset_indices`,
+the same with equal shares of every language (`data.stratify`), and `nested_subset`, the same
 subset of a list (scored questions)."""
 
 from __future__ import annotations
 
-from typing import Collection, Iterable, Sequence, TypeVar
+from typing import Collection, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -157,3 +158,92 @@ def nested_subset(items: Sequence[T], size: int | None, seed: int, *, noun: str 
     if indices is None:
         return list(items)
     return [items[i] for i in indices]
+
+
+def equal_shares(size: int, languages: Sequence[str]) -> dict[str, int]:
+    """How a stratified subset of `size` examples splits over `languages`: size // k each, and
+    one more for each of the first size % k languages in sorted order. Shares only grow with
+    `size`, so stratified subsets stay nested."""
+    names = sorted(languages)
+    base, extra = divmod(int(size), len(names))
+    return {name: base + (i < extra) for i, name in enumerate(names)}
+
+
+def largest_stratified_size(available: Mapping[str, int]) -> int:
+    """The largest size whose equal shares (`equal_shares`) every language can fill, given the
+    examples `available` in each: min over the sorted languages i of available_i * k + i."""
+    names = sorted(available)
+    return min(int(available[name]) * len(names) + i for i, name in enumerate(names))
+
+
+def available_by_language(row_languages: np.ndarray, languages: Sequence[str], seed: int, *,
+                          held_out: int = 0) -> dict[str, int]:
+    """{language: rows a subset may draw from}: each language's rows (`row_languages[i]` indexes
+    `languages`; read a chunk at a time), less those of the `held_out` dev rows
+    (`held_out_indices`). Languages without rows are left out."""
+    available = np.zeros(len(languages), dtype=np.int64)
+    for start in range(0, len(row_languages), _CHUNK):
+        chunk = np.asarray(row_languages[start : start + _CHUNK])
+        available += np.bincount(chunk, minlength=len(languages))[: len(languages)]
+    if held_out:
+        held = held_out_indices(len(row_languages), held_out, seed)
+        available -= np.bincount(np.asarray(row_languages[held]), minlength=len(languages))[: len(languages)]
+    return {languages[c]: int(n) for c, n in enumerate(available) if n > 0}
+
+
+def stratified_subset_indices(row_languages: np.ndarray, languages: Sequence[str], size: int | None, seed: int, *,
+                              noun: str = "examples", held_out: int = 0) -> np.ndarray:
+    """A nested subset of `size` rows with equal shares of every language (`equal_shares`):
+    sorted int64 `[size]`. `row_languages[i]` is row i's index into `languages` (a store's
+    memory-mapped column; read a chunk at a time, so memory is O(size), never O(rows)).
+
+    Each language's share is the rows of that language whose (seed, row) hash is smallest, so
+    it is a prefix of one seeded order of the language's rows (as `nested_subsets(...,
+    per_language=True)`): the subset of a smaller size lies inside that of a larger one, and a
+    language's rows do not depend on the other languages. `held_out` rows (`held_out_indices`,
+    drawn from all rows) are in no subset. `size` None or 0: the largest stratified subset.
+    Raises InputError when a language cannot fill its share, naming it and the largest size
+    that can be stratified.
+    """
+    count = len(row_languages)
+    held = held_out_indices(count, held_out, seed) if held_out else np.empty(0, np.int64)
+    codes = np.arange(len(languages))
+    present = available_by_language(row_languages, languages, seed, held_out=held_out)
+    if not present:
+        raise InputError(f"no {noun} to stratify over")
+    largest = largest_stratified_size(present)
+    size = largest if not size else int(size)
+    if size < 0:
+        raise InputError(f"data.subset_size must be >= 0, got {size}")
+    shares = equal_shares(size, list(present))
+    short = [(name, share) for name, share in shares.items() if share > present[name]]
+    if short:
+        name, share = short[0]
+        after = f" left after data.dev_split={held_out}" if held_out else ""
+        raise InputError(f"data.stratify: a subset of {size} {noun} takes {share} of each of its {len(present)} languages, "
+                         f"but {name} has {present[name]}{after}; the largest stratified subset is {largest} "
+                         "(or drop data.stratify)")
+    quota = np.zeros(len(languages), dtype=np.int64)
+    for c in codes:
+        quota[c] = shares.get(languages[c], 0)
+    key = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+    best_rows = [np.empty(0, np.int64) for _ in codes]
+    best_scores = [np.empty(0, np.uint64) for _ in codes]
+    for start in range(0, count, _CHUNK):
+        chunk = np.asarray(row_languages[start : start + _CHUNK])
+        rows = np.arange(start, start + len(chunk), dtype=np.int64)
+        if len(held):
+            keep = ~np.isin(rows, held)
+            rows, chunk = rows[keep], chunk[keep]
+        scores = _splitmix64(rows.astype(np.uint64) ^ key)
+        for c in codes:
+            if not quota[c]:
+                continue
+            mine = chunk == c
+            r = np.concatenate([best_rows[c], rows[mine]])
+            s = np.concatenate([best_scores[c], scores[mine]])
+            if len(r) > quota[c]:
+                keep = np.argpartition(s, quota[c] - 1)[: quota[c]]
+                r, s = r[keep], s[keep]
+            best_rows[c], best_scores[c] = r, s
+    return np.sort(np.concatenate(best_rows))

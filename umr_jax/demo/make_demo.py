@@ -10,7 +10,7 @@ Layout of DIR:
   questions/{dev,test}_qrels.tsv         BEIR qrels: header "query-id<TAB>corpus-id<TAB>score", score 1
   passages.tsv                           DPR TSV, header "id<TAB>text<TAB>title"
   webfaq/{ara,ben,fin,jpn,kor,rus,tel}.parquet   WebFAQ schema, one file per language
-  translated_pairs.jsonl                 {"query","positive","lang"}: native query, English passage
+  translated_pairs.jsonl                 {"query","positive","lang","passage_lang"}: native query, English passage
   tokenizers/mt5/                        T5/mT5-style tokenizer (pad 0, </s> 1, <unk> 2, 100 sentinels)
   tokenizers/xlmr/                       XLM-R-style tokenizer (<s> 0, <pad> 1, </s> 2, <unk> 3, <mask> last)
   stats.json                             counts and the checks below

@@ -107,7 +107,7 @@ def make_translated_pairs(world: World, rng: random.Random) -> list[dict]:
             if (query, positive) in seen:
                 continue
             seen.add((query, positive))
-            pairs.append({"query": query, "positive": positive, "lang": lang})
+            pairs.append({"query": query, "positive": positive, "lang": lang, "passage_lang": "en"})
             count += 1
     return pairs
 

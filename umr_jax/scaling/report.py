@@ -157,21 +157,22 @@ def _flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def points_csv(results: Sequence[study.PointResult], arms: Sequence[str]) -> str:
-    """Every point as CSV: arm, size, seed, steps, per_question (whether its outcomes exist),
-    then every metric value (`r@5kt.average`, `r@5kt.ja`, ..., `counted.ja`), blank where a
+    """Every point as CSV: arm, size (in the arm's unit), seed, steps, per_question (whether its
+    outcomes exist), pairs_seen (training pairs seen, the unit every arm shares), then every
+    metric value (`r@5kt.average`, `r@5kt.ja`, ..., `counted.ja`), blank where a
     point lacks it. Tables sorted by name, each with its average first."""
     flat = {(r.source, r.size, r.seed): _flat_metrics(r.metrics) for r in results}
     keys = sorted({k for f in flat.values() for k in f},
                   key=lambda k: (k.split(".")[0], k.split(".", 1)[-1] != "average", k))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["arm", "size", "seed", "steps", "per_question", *keys])
+    writer.writerow(["arm", "size", "seed", "steps", "per_question", "pairs_seen", *keys])
     order = {name: i for i, name in enumerate(arms)}
     for r in sorted(results, key=lambda r: (order.get(r.source, len(order)), r.size, r.seed)):
         train = r.metrics.get("train") or {}
         values = flat[(r.source, r.size, r.seed)]
         writer.writerow([r.source, r.size, train.get("seed", ""), train.get("steps", ""),
-                         "yes" if per_question_file(r).is_file() else "no",
+                         "yes" if per_question_file(r).is_file() else "no", train.get("examples_seen", ""),
                          *[repr(values[k]) if k in values else "" for k in keys]])
     return buffer.getvalue()
 
@@ -242,7 +243,7 @@ def _protocol_lines(config: Mapping[str, Any], results: Sequence[study.PointResu
     else:
         head = ("Protocol: fixed epochs, each point trains its arm's `train.epochs` over its subset (at most; with "
                 "`train.early_stopping_patience` it stops early on a dev split of its source).")
-    lines = ["## Training", "", head, "", "| arm | starts from | sizes | seeds | seed sd | steps | examples seen | stopped early |",
+    lines = ["## Training", "", head, "", "| arm | starts from | sizes | seeds | seed sd | steps | training pairs seen | stopped early |",
              "|---|---|---|---|---|---|---|---|"]
     notes = []
     for arm in arms:
@@ -266,6 +267,24 @@ def _protocol_lines(config: Mapping[str, Any], results: Sequence[study.PointResu
         lines.append(f"| {arm} | {start} | {len(means)} | {'-'.join(map(str, seeds))} | {spread} | {span(steps)} | "
                      f"{span(seen)} | {early} |")
     return lines + [""] + [f"Note: {n}." for n in notes] + ([""] if notes else [])
+
+
+def _arm_lines(config: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
+    """What each arm trains on (`config["arms"]`, from `runner.arm_description`): its data,
+    languages and their shares, the direction of its pairs, and its unit of size."""
+    described = config.get("arms") or {}
+    if not any(arm in described for arm in arms):
+        return []
+    lines = ["## Arms", "", "| arm | objective | data | languages | shares | direction | size counts |",
+             "|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        d = described.get(arm)
+        if d:
+            lines.append(f"| {arm} | {d['objective']} | {d['data']} | {d['languages']} | {d['shares']} | {d['direction']} "
+                         f"| {d['unit']} |")
+    return lines + ["", "Each arm's x axis is its size in its own unit (the last column); the Training table gives every "
+                    "arm's training pairs seen, one query with its target each (a pair's positive, or a question's "
+                    "scored candidates), the unit they share.", ""]
 
 
 def _model_name(init: str) -> str:
@@ -337,6 +356,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     if baseline_value is not None:
         lines += [f"Starting model, before any training (n = 0, not part of the fits): {baseline_value:.2f}.", ""]
     lines += ["## Fits", "", markdown_table(fits, metric_label=label), "![scaling curves](scaling.png)", ""]
+    lines += _arm_lines(config, arms)
     lines += _protocol_lines(config, results, arms, metric)
     lines += _comparison_lines(comparisons, settings.confidence)
     lines += _language_lines(languages, table, arms, results)
@@ -360,6 +380,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
         "pending": [{"source": p.source, "size": p.size, "seed": p.seed} for p in pending],
         "baseline": baseline_value,
         "protocol": {"name": config.get("protocol", "epochs"), "steps": int(config.get("steps") or 0)},
+        "arms": {arm: dict((config.get("arms") or {}).get(arm) or {}) for arm in arms},
     }
     json_path = out / "scaling.json"
     with AtomicFile(json_path) as f:

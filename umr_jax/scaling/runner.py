@@ -55,7 +55,8 @@ _MERGED_SECTIONS = ("model", "data", "train", "runtime")
 # A point's settings that TensorBoard's hparams view shows (beside source, size and objective).
 HPARAMS = ("model.init", "model.similarity", "model.separate_towers", "model.query_max_length",
            "model.passage_max_length", "data.source", "data.hard_negatives", "data.candidates_per_question",
-           "data.dev_split", "data.batch_by_language", "train.batch_size", "train.questions_per_batch", "train.epochs", "train.steps",
+           "data.dev_split", "data.batch_by_language", "data.languages", "data.stratify", "data.direction",
+           "data.min_similarity", "train.batch_size", "train.questions_per_batch", "train.epochs", "train.steps",
            "train.learning_rate", "train.warmup_steps", "train.warmup_fraction", "train.early_stopping_patience",
            "train.scale", "train.temperature", "train.seed")
 PROTOCOLS = ("epochs", "steps")
@@ -125,20 +126,54 @@ def source_config(config, name: str) -> ml_collections.ConfigDict:
     return out
 
 
+def arm_description(config, name: str) -> dict[str, Any]:
+    """What arm `name` trains on, for the report: objective, data source, languages, their shares,
+    the direction of its pairs, its native unit of size, and the epochs or steps. Read from the
+    config alone (the base sections with `sources.<name>` over them), so a report written
+    without the data still says it."""
+    overlay = config.sources[name]
+    get = lambda section, key, default=None: (overlay.get(section) or {}).get(  # noqa: E731
+        key, (config.get(section) or {}).get(key, default))
+    objective = overlay.get("objective")
+    if objective == "distill":
+        candidates = int(get("data", "candidates_per_question", 0) or 0)
+        return {"objective": "distill", "data": "UMR pseudo labels", "languages": "those of the scored questions",
+                "shares": "as scored", "direction": "cross-lingual (a question with English passages, as scored)",
+                "unit": f"questions, each with its {candidates} scored candidates", "epochs": get("train", "epochs")}
+    source = get("data", "source", "pairs")
+    languages = get("data", "languages")
+    if isinstance(languages, (list, tuple)):
+        languages = ",".join(map(str, languages))
+    if not languages:
+        languages = "every language but English" if source == "webfaq" else "every language"
+    elif str(languages).lower() == "xor":
+        languages = "XOR-TyDi's 7 (those the source has)"
+    direction = get("data", "direction")
+    if source == "webfaq":
+        direction = "monolingual (a question and its answer)"
+    elif not direction:
+        direction = "not declared (data.direction)"
+    minimum = get("data", "min_similarity")
+    return {"objective": "contrastive", "data": "WebFAQ" if source == "webfaq" else "pairs file",
+            "languages": str(languages) + (f", semantic similarity >= {minimum}" if minimum is not None else ""),
+            "shares": "equal" if get("data", "stratify") else "as in the source", "direction": str(direction),
+            "unit": "pairs", "epochs": get("train", "epochs")}
+
+
 def source_size(config: ml_collections.ConfigDict) -> int:
-    """The training examples of a source config, read as its trainer reads them. A pairs source
-    is counted by its store's row count (`data.pair_store`: converted on first use, then read
-    from its manifest), never by holding its pairs."""
+    """The training examples of a source config, read as its trainer reads them, less its dev
+    split. A pairs source is counted by its store's row count (`data.pair_store`: converted on
+    first use, then read from its manifest), never by holding its pairs; with `data.stratify`,
+    as the largest subset with equal shares of its languages."""
+    if config.objective == "contrastive":  # (with data.stratify: the largest subset of equal language shares)
+        from umr_jax.training.contrastive import training_pairs_available
+
+        return training_pairs_available(config.data, int(config.data.get("subset_seed", config.train.seed)))
+    from umr_jax.training.distill import load_pseudo_labels
+
     held_out = int(config.data.get("dev_split") or 0)
-    if config.objective == "contrastive":
-        from umr_jax.training.contrastive import open_pairs
-
-        count = len(open_pairs(config.data))
-    else:
-        from umr_jax.training.distill import load_pseudo_labels
-
-        count = len(load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k,
-                                       file_format=config.data.get("pseudo_labels_format", "umr-jax")))
+    count = len(load_pseudo_labels(config.data.pseudo_labels, top_k=config.data.top_k,
+                                   file_format=config.data.get("pseudo_labels_format", "umr-jax")))
     if held_out and held_out >= count:
         raise InputError(f"data.dev_split={held_out} leaves none of the source's {count} training examples")
     return count - held_out  # the dev split is in no subset
@@ -364,7 +399,8 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     # The report compares arms by name: those the config defines (`sources.<name>`) are known even
     # when this study runs only some of them (`scaling.sources`).
     report_config = {**scaling.to_dict(), "defined_sources": sorted(config.get("sources", {}).keys()),
-                     "base_init": str(config.model.get("init") or "")}
+                     "base_init": str(config.model.get("init") or ""),
+                     "arms": {name: arm_description(config, name) for name in source_names(config)}}
     if report_only:
         report = study.write_report(study_dir, report_config)
         return {"plan": study.read_plan(study_dir), "report": report}

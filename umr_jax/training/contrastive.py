@@ -22,8 +22,9 @@ from umr_jax import storage
 from umr_jax.data import formats
 from umr_jax.data.batches import EpochBatches, pad_rows, rows_of
 from umr_jax.data.pair_store import PairStore, open_pair_store
-from umr_jax.data.languages import to_iso639_1
-from umr_jax.data.subsets import held_out_indices, nested_subset_indices
+from umr_jax.data.languages import XOR_LANGUAGES, to_iso639_1
+from umr_jax.data.subsets import (available_by_language, held_out_indices, largest_stratified_size,
+                                  nested_subset_indices, stratified_subset_indices)
 from umr_jax.errors import InputError
 from umr_jax.numerics import l2_normalize
 from umr_jax.training import common
@@ -41,25 +42,80 @@ def open_pairs(data) -> PairStore:
     converted on first use): `source` "pairs" (JSONL/parquet pairs, kept when their `lang` is in
     `languages`) or "webfaq" (WebFAQ parquet files/folder, filtered by `languages` and
     `min_similarity`; without `languages`, every language but English: WebFAQ's 47M non-English
-    pairs). Nothing of the source is held in memory. Raises InputError when a language asked
-    for has no pairs."""
+    pairs). `languages` "xor": XOR-TyDi's 7. `direction` (pairs only): "monolingual",
+    "cross-lingual" or "both" kinds of translated pair, by each pair's `passage_lang`. Nothing of
+    the source is held in memory. Raises InputError when a language asked for has no pairs."""
     source = data.get("source", "pairs")
     if source not in ("pairs", "webfaq"):
         raise InputError(f"data.source must be 'pairs' or 'webfaq', got {source!r}")
-    languages = list(data.languages) if data.get("languages") else None
-    if isinstance(data.get("languages"), str):
-        languages = [code.strip() for code in data.languages.split(",") if code.strip()]
+    languages = requested_languages(data.get("languages"))
     min_similarity = data.get("min_similarity") if source == "webfaq" else None
     exclude = WEBFAQ_EXCLUDED if source == "webfaq" and languages is None else ()
-    store = open_pair_store(source, data.path, languages=languages, min_similarity=min_similarity, exclude=exclude)
+    direction = data.get("direction") or None
+    if source == "webfaq" and direction not in (None, "monolingual"):
+        raise InputError(f"data.direction={direction}: WebFAQ pairs are monolingual (a question and its answer, in one "
+                         "language); leave data.direction unset for data.source=webfaq")
+    direction = None if source == "webfaq" else direction
+    store = open_pair_store(source, data.path, languages=languages, min_similarity=min_similarity, exclude=exclude,
+                            direction=direction)
     if languages:
         held = store.manifest.get("rows_per_language", {})
         missing = [code for code in languages if to_iso639_1(code) not in held and code not in held]
+        named = _named_outright(data.get("languages"))
+        if named is not None:  # "xor": those of XOR's languages the source has (an error only if it has none)
+            missing = [code for code in missing if code in named] or (missing if not held else [])
         if missing:
-            raise InputError(f"data.languages asks for {', '.join(missing)}, which this source has no pairs of (it has: "
-                             f"{', '.join(sorted(held)) or 'none'})", data.path)
+            raise InputError(f"data.languages asks for {', '.join(missing)}, which this source has no pairs of (of "
+                             f"those asked for, it has: {', '.join(sorted(held)) or 'none'})", data.path)
     return store
 
+
+
+def requested_languages(value) -> list[str] | None:
+    """`data.languages` as a list: None or "" for every language, a list, a comma-separated
+    string ("ar,ja"), or "xor" for XOR-TyDi's 7 question languages (ar, bn, fi, ja, ko, ru, te):
+    those of them the source has (mMARCO, say, has ar, ja and ru), where a language named
+    outright must be there."""
+    if not value:
+        return None
+    codes = [c.strip() for c in value.split(",")] if isinstance(value, str) else [str(c).strip() for c in value]
+    out: list[str] = []
+    for code in codes:
+        for one in (XOR_LANGUAGES if code.lower() == "xor" else (code,) if code else ()):
+            if one not in out:
+                out.append(one)
+    return out or None
+
+
+def _named_outright(value) -> set[str] | None:
+    """The codes `data.languages` names besides "xor", or None when it does not say "xor"."""
+    codes = [str(code).strip() for code in (value.split(",") if isinstance(value, str) else (value or ()))]
+    return {code for code in codes if code.lower() != "xor"} if any(c.lower() == "xor" for c in codes) else None
+
+
+def training_subset(store: PairStore, data, seed: int) -> np.ndarray | None:
+    """The rows a run trains on (None: all): `data.subset_size` rows drawn from every language
+    together, or with `data.stratify` equal shares of each language (`subset_size` 0: the
+    largest subset with equal shares); `data.dev_split` rows held out of either."""
+    held_out = int(data.get("dev_split") or 0)
+    if data.get("stratify"):
+        return stratified_subset_indices(store.row_languages(), store.languages, data.get("subset_size"), seed,
+                                         noun="pairs", held_out=held_out)
+    return nested_subset_indices(len(store), data.get("subset_size"), seed, noun="pairs", held_out=held_out)
+
+
+def training_pairs_available(data, seed: int) -> int:
+    """How many pairs a run of this `data` section can train on (`seed`: the subset seed, which
+    picks the dev rows): the source's rows less the dev split, or with `data.stratify` the
+    largest subset with equal shares of each language."""
+    store = open_pairs(data)
+    held_out = int(data.get("dev_split") or 0)
+    if held_out >= len(store):
+        raise InputError(f"data.dev_split={held_out} leaves none of the source's {len(store)} training pairs")
+    if data.get("stratify"):
+        return largest_stratified_size(available_by_language(store.row_languages(), store.languages, seed,
+                                                             held_out=held_out))
+    return len(store) - held_out
 
 
 def pair_languages(pairs: Sequence[formats.Pair] | PairStore, subset: np.ndarray | None) -> np.ndarray:
@@ -158,7 +214,7 @@ def train(config, *, output_dir: str | Path | None = None, runtime=None, resume_
     seed, held_out = d.get("subset_seed", t.seed), int(d.get("dev_split") or 0)
     if held_out and d.get("dev_path"):
         raise InputError("data.dev_split and data.dev_path both name dev pairs; give one")
-    subset = nested_subset_indices(len(store), d.get("subset_size"), seed, noun="pairs", held_out=held_out)
+    subset = training_subset(store, d, seed)
     if held_out:  # pairs of the source that no subset holds (`subsets.held_out_indices`)
         dev = [store[int(i)] for i in held_out_indices(len(store), held_out, seed)]
     else:

@@ -49,6 +49,8 @@ ADDED_WITH_DEFAULTS = {
     "train.early_stopping_patience": 0,
     "data.dev_split": 0,
     "data.batch_by_language": False,
+    "data.stratify": False,
+    "data.direction": None,
 }
 
 _ABSENT = object()

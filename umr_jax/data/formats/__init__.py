@@ -60,11 +60,13 @@ from umr_jax.data.formats.beir import (
     write_beir_queries,
 )
 from umr_jax.data.formats.pairs import (
+    DIRECTIONS,
     PAIR_SCHEMA,
     PAIRS_PARQUET_COLUMNS,
     WEBFAQ_OPTIONAL,
     WEBFAQ_REQUIRED,
     WEBFAQ_SCHEMA,
+    pair_direction,
     parse_pair,
     parse_webfaq_row,
     read_pairs,
@@ -150,7 +152,7 @@ __all__ = [
     "CONVERSIONS", "convert", "DPR_HEADER", "Fields", "first_char", "Format", "FORMAT_ALIASES", "FORMATS",
     "InputError", "iter_tsv_records", "json_items", "json_list_items", "jsonl_items", "known_codes",
     "MKQA_ANSWER_TYPES", "MKQA_SCHEMA", "mkqa_to_questions", "MkqaAnswer", "MkqaExample",
-    "open_format", "Pair", "PAIR_SCHEMA", "PAIRS_PARQUET_COLUMNS", "parquet_items",
+    "open_format", "Pair", "PAIR_SCHEMA", "PAIRS_PARQUET_COLUMNS", "DIRECTIONS", "pair_direction", "parquet_items",
     "parse_beir_document", "parse_beir_qrel", "parse_beir_query", "parse_dpr_row", "parse_mkqa",
     "parse_pair", "parse_passage", "parse_question", "parse_retrieval", "parse_trec_line", "question_id",
     "parse_trec_qrel", "parse_webfaq_row", "parse_xor_prediction", "Passage", "PASSAGE_SCHEMA",

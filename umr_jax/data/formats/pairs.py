@@ -1,5 +1,7 @@
-"""Training pairs: JSON lines or parquet `{query, positive, lang, negatives?}` (translated
-datasets such as mMARCO), and WebFAQ parquet as published (one language per file or folder)."""
+"""Training pairs: JSON lines or parquet `{query, positive, lang, negatives?, passage_lang?}`
+(translated datasets such as mMARCO; `passage_lang` says which language the passage is in, so a
+translated arm can declare its direction), and WebFAQ parquet as published (one language per
+file or folder)."""
 
 from __future__ import annotations
 
@@ -18,19 +20,31 @@ from umr_jax.errors import InputError
 # ----------------------------------------------------------------------------------------------
 # Pairs
 
-PAIR_SCHEMA = "{query, positive, lang, negatives?}"
-PAIRS_PARQUET_COLUMNS = ("query", "positive", "lang", "negatives")
+PAIR_SCHEMA = "{query, positive, lang, negatives?, passage_lang?}"
+PAIRS_PARQUET_COLUMNS = ("query", "positive", "lang", "negatives", "passage_lang")
+# How a translated arm pairs its languages (`data.direction`): a translated query with its
+# translated passage, a translated query with the English (original) passage, or both kinds.
+DIRECTIONS = ("monolingual", "cross-lingual", "both")
 
 
 def parse_pair(obj: dict, path: str, line: int, known: Collection[str]) -> Pair:
-    """A `Pair` from `{query, positive, lang, negatives?}`."""
+    """A `Pair` from `{query, positive, lang, negatives?, passage_lang?}`."""
     f = Fields(obj, path, line, PAIR_SCHEMA)
     return Pair(
         query=f.string("query", non_empty=True),
         positive=f.string("positive", non_empty=True),
         lang=f.language("lang", known),
         negatives=f.strings("negatives", optional=True, non_empty_items=True) or (),
+        passage_lang=f.language("passage_lang", known) if f.present("passage_lang") else None,
     )
+
+
+def pair_direction(pair: Pair) -> str | None:
+    """"monolingual" (the passage in the query's language), "cross-lingual" (in another), or
+    None when the pair does not say (no `passage_lang`)."""
+    if pair.passage_lang is None:
+        return None
+    return "monolingual" if pair.passage_lang == pair.lang else "cross-lingual"
 
 
 def _is_parquet(path: PathLike) -> bool:
@@ -47,13 +61,15 @@ def read_pairs(
     """Pairs from JSON lines or (by the `.parquet` suffix) parquet, read in row batches. Pairs
     have no ids, so repeated pairs are not errors."""
     known = known_codes(known_languages)
-    items = parquet_items(path, ("query", "positive", "lang"), ("negatives",), batch_size) if _is_parquet(path) else jsonl_items(path)
+    items = (parquet_items(path, ("query", "positive", "lang"), ("negatives", "passage_lang"), batch_size)
+             if _is_parquet(path) else jsonl_items(path))
     return validated(items, lambda obj, p, line: parse_pair(obj, p, line, known), skip_invalid=skip_invalid)
 
 
 def write_pairs(path: PathLike, pairs: Iterable[Pair], **sharding) -> list[Path]:
     """Write pairs as JSON lines, or as parquet when `path` ends in `.parquet`
-    (columns query, positive, lang: string; negatives: list<string>)."""
+    (columns query, positive, lang: string; negatives: list<string>; passage_lang: string, null
+    when not stated)."""
     return write_records(path, pairs, SINKS["pairs"], sharding)
 
 
@@ -61,17 +77,21 @@ def _pair_json(p: Pair) -> dict:
     obj: dict[str, Any] = {"query": p.query, "positive": p.positive, "lang": p.lang}
     if p.negatives:
         obj["negatives"] = list(p.negatives)
+    if p.passage_lang is not None:
+        obj["passage_lang"] = p.passage_lang
     return obj
 
 
 def _pair_row(p: Pair) -> dict:
-    return {"query": p.query, "positive": p.positive, "lang": p.lang, "negatives": list(p.negatives)}
+    return {"query": p.query, "positive": p.positive, "lang": p.lang, "negatives": list(p.negatives),
+            "passage_lang": p.passage_lang}
 
 
 def _pairs_schema():
     import pyarrow as pa
 
-    return pa.schema([("query", pa.string()), ("positive", pa.string()), ("lang", pa.string()), ("negatives", pa.list_(pa.string()))])
+    return pa.schema([("query", pa.string()), ("positive", pa.string()), ("lang", pa.string()), ("negatives", pa.list_(pa.string())),
+                      ("passage_lang", pa.string())])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -36,12 +36,16 @@ class Passage:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Pair:
-    """A training pair: a query, its positive passage, the language, optional hard negatives."""
+    """A training pair: a query, its positive passage, the query's language, optional hard
+    negatives, and the passage's language when the source says it (`passage_lang`: "en" for a
+    translated query with an English passage, the query's own for a translated pair; None:
+    not stated)."""
 
     query: str
     positive: str
     lang: str
     negatives: tuple[str, ...] = ()
+    passage_lang: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

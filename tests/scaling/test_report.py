@@ -325,3 +325,34 @@ def test_seeds_are_fitted_as_their_mean_with_their_outcomes_averaged(tmp_path):
     assert "| arm | ? | 5 | 2 | 7.07 |" in text
     assert (tmp_path / "points" / "arm" / "size-0000001000-seed-1" / "result.json").is_file()
     assert len(report.csv.read_text().splitlines()) == 1 + 10  # every seed's point
+
+
+def test_the_bootstrap_resamples_seeds_within_each_question_resample(tmp_path):
+    """Two levels: for a point of two seeds, each resample's value is the mean of two seeds drawn
+    with replacement from that resample's per-seed scores: seed 0's, seed 1's or their mean, in
+    about 1/4, 1/4, 1/2 of the resamples; the report says the seeds are resampled."""
+    from umr_jax.scaling import resample
+    from umr_jax.scaling.flattening import FitSettings
+    from umr_jax.scaling.report import question_replicates
+
+    rng = np.random.default_rng(4)
+    base, orders = hit_sets(PowerLaw(60.0, 300.0, 0.4), rng)
+    for size in SIZES:
+        write_point(tmp_path, "arm", size, base[size])
+        write_point(tmp_path, "arm", size, four_more(base[size], orders), seed=1)
+    settings = FitSettings.from_config(config(bootstrap_samples=400, sources="arm"))
+    means = study.mean_over_seeds(study.collect_results(tmp_path))
+    replicates, info = question_replicates(means, "r@5kt.average", settings)
+    assert info["method"] == "questions" and info["seeds_resampled"] is True
+    seeds = [resample.read_outcomes(per_question_file(x), "r@5kt") for r in means for x in r.replicas]
+    per_seed = resample.question_bootstrap(seeds, samples=400, seed=settings.bootstrap_seed).replicates
+    for j in range(len(SIZES)):
+        s0, s1 = per_seed[:, 2 * j], per_seed[:, 2 * j + 1]
+        got = replicates["arm"][:, j]
+        which = np.select([np.isclose(got, s0), np.isclose(got, s1), np.isclose(got, (s0 + s1) / 2)], [0, 1, 2], -1)
+        assert np.all(which >= 0)
+        shares = np.bincount(which, minlength=3) / len(which)
+        np.testing.assert_allclose(shares, [0.25, 0.25, 0.5], atol=0.08)
+        assert got.std() > ((s0 + s1) / 2).std()  # wider than the questions alone
+    text = study.write_report(tmp_path, config(bootstrap_samples=50, sources="arm")).markdown.read_text()
+    assert "each point's seeds drawn again with replacement within each resample (two levels" in text

@@ -187,7 +187,13 @@ def test_scaling_command_trains_evaluates_fits_and_resumes(tmp_path, study_data,
 def test_dry_run_prints_each_points_cost(tmp_path, study_data, tiny_retriever, capsys):  # noqa: F811
     args = ["scaling", "--config", CONFIG, "--output", str(tmp_path / "study")] + _overrides(study_data, tiny_retriever)
     assert cli.main(args + ["--dry-run", "--json"]) == 0
-    plan = {(p["source"], p["size"]): p for p in json.loads(capsys.readouterr().out)["plan"]}
+    printed = json.loads(capsys.readouterr().out)
+    plan = {(p["source"], p["size"]): p for p in printed["plan"]}
+    # What each arm trains on, as declared: the demo's translated pairs are cross-lingual.
+    assert printed["arms"]["translated"] == {"objective": "contrastive", "data": "pairs file", "languages": "every language",
+                                             "shares": "as in the source", "direction": "cross-lingual", "unit": "pairs",
+                                             "epochs": 1}
+    assert printed["arms"]["umr"]["unit"] == "questions, each with its 4 scored candidates"
     assert sorted(plan) == [("translated", 10), ("translated", 30), ("translated", 40),
                             ("umr", 10), ("umr", 30), ("umr", 40)]
     # 40 pairs at batch 8, one epoch: 5 steps, 40 pairs seen, one passage each; 160 passages of
@@ -203,6 +209,8 @@ def test_dry_run_prints_each_points_cost(tmp_path, study_data, tiny_retriever, c
         {"stage": "encode", "estimate": {"step_s": 0.1}, "items_per_s": 80.0}]}))
     assert cli.main(args + [f"scaling.step_time_from={compiled}", "--dry-run"]) == 0
     text = capsys.readouterr().out
+    assert ("  translated   contrastive on pairs file: every language, shares as in the source, cross-lingual; "
+            "size in pairs") in text.splitlines()
     row = next(line for line in text.splitlines() if "translated" in line and "n=    40" in line)
     assert row.split()[3:9] == ["5", "40", "40", "160", "10.2", "KB"] and "0.1 min" in row  # 5 x 0.5 s + 160 / 80 s
     assert "to train" in row and "n/a" not in text

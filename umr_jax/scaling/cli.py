@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         return 3
     if args.dry_run:
         finished = set(out["finished"])
-        lines = [f"{len(out['plan'])} points ({len(finished)} finished):",
+        lines = ["arms:"] + [f"  {name:<12} {a['objective']} on {a['data']}: {a['languages']}, shares {a['shares']}, "
+                             f"{a['direction']}; size in {a['unit']}" for name, a in out["arms"].items()]
+        lines += [f"{len(out['plan'])} points ({len(finished)} finished):",
                  f"  {'source':<12} {'n':>8}  {'steps':>9} {'pairs seen':>11} {'passages':>21} {'embeddings':>10} "
                  f"{'time':>9}  state",
                  f"  {'':<12} {'':>8}  {'':>9} {'':>11} {'train':>10} {'eval':>10} {'(float16)':>10}"]
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                          + ("  (too few examples for one batch)" if e["steps"] == 0 else ""))
         if not any(e["seconds"] is not None for e in out["estimates"]):
             lines.append("time: n/a (give scaling.step_time_from=FILE, a `umr-jax compile --json-out FILE` of this config)")
-        emit(args, {"plan": [{**e, "finished": point in finished} for point, e in zip(out["plan"], out["estimates"])]},
+        emit(args, {"arms": out["arms"],
+                    "plan": [{**e, "finished": point in finished} for point, e in zip(out["plan"], out["estimates"])]},
              "\n".join(lines))
         return 0
     report = out.get("report")

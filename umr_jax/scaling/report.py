@@ -78,17 +78,22 @@ def question_replicates(results: Sequence[study.PointResult], metric: str, setti
                         ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """source -> `[resamples, points]` for every source whose points all have per-question files
     (points in (size) order), and what was done: {"method", "resamples", "questions",
-    "languages", "sources", "without_outcomes": [...], "reason"}. Raises InputError when a
-    per-question file does not give back its point's metric."""
+    "languages", "sources", "seeds_resampled", "without_outcomes": [...], "reason"}. Raises
+    InputError when a per-question file does not give back its point's metric.
+
+    Two levels when a point has several seeds: every seed's score is recomputed on the shared
+    question resample, and each resample then averages a draw, with replacement, of the point's
+    seeds (drawn anew per point and resample), so the intervals carry the training-seed spread
+    as well as the questions'. With one seed per point this is the question bootstrap alone."""
     parsed = resample.question_metric(metric)
     info: dict[str, Any] = {"method": "points", "sources": [], "without_outcomes": [], "reason": None}
     if parsed is None:
         info["reason"] = f"the metric {metric} is not an R@kt the per-question files hold"
         return {}, info
     table, lang = parsed
-    outcomes: dict[tuple[str, int], resample.PointOutcomes] = {}
+    outcomes: dict[tuple[str, int], list[resample.PointOutcomes]] = {}
     for r in results:
-        found = _seed_mean_outcomes(r, table)
+        found = _seed_outcomes(r, table)
         if found is None:
             info["without_outcomes"].append(f"{r.source} n={format_size(r.size)}")
         else:
@@ -100,33 +105,44 @@ def question_replicates(results: Sequence[study.PointResult], metric: str, setti
     if not complete:
         return {}, info
     used = [r for r in sorted(results, key=lambda r: (r.source, r.size)) if r.source in complete]
-    boot = resample.question_bootstrap([outcomes[(r.source, r.size)] for r in used], lang,
-                                       samples=settings.bootstrap_samples, seed=settings.bootstrap_seed)
-    for r, observed in zip(used, boot.observed):
+    columns: list[list[int]] = []  # each point's seeds: their columns in the bootstrap
+    flat: list[resample.PointOutcomes] = []
+    for r in used:
+        columns.append(list(range(len(flat), len(flat) + len(outcomes[(r.source, r.size)]))))
+        flat.extend(outcomes[(r.source, r.size)])
+    boot = resample.question_bootstrap(flat, lang, samples=settings.bootstrap_samples, seed=settings.bootstrap_seed)
+    rows = boot.replicates.shape[0]
+    seed_draws = np.random.default_rng([settings.bootstrap_seed, 1])  # apart from the questions' stream
+    points = np.empty((rows, len(used)))
+    for i, (r, cols) in enumerate(zip(used, columns)):
+        observed = float(np.mean(boot.observed[cols]))  # the mean over seeds, as result.json has it
         expected = study.metric_value(r.metrics, metric, where=r.path)
         if not abs(observed - expected) <= 1e-6 * max(1.0, abs(expected)):
             raise InputError(f"its outcomes give {metric} = {observed:.6f}, but the point's result.json says {expected:.6f}: "
                              "the two files are not of the same evaluation", per_question_file(r))
-    replicates = {s: boot.replicates[:, [i for i, r in enumerate(used) if r.source == s]] for s in complete}
-    info.update(method="questions", sources=complete, resamples=int(boot.replicates.shape[0]),
-                questions=boot.questions, languages=boot.languages)
+        seeds = boot.replicates[:, cols]
+        if len(cols) > 1:
+            draw = seed_draws.integers(0, len(cols), (rows, len(cols)))
+            points[:, i] = np.take_along_axis(seeds, draw, axis=1).mean(axis=1)
+        else:
+            points[:, i] = seeds[:, 0]
+    replicates = {s: points[:, [i for i, r in enumerate(used) if r.source == s]] for s in complete}
+    info.update(method="questions", sources=complete, resamples=int(rows), questions=boot.questions,
+                languages=boot.languages, seeds_resampled=any(len(c) > 1 for c in columns))
     return replicates, info
 
 
-def _seed_mean_outcomes(result: study.PointResult, table: str) -> resample.PointOutcomes | None:
-    """A point's per-question outcomes; for a mean over seeds, each question's hits averaged over
-    the seeds (a fraction), so its R@kt is the mean of theirs. None when a seed has no file."""
+def _seed_outcomes(result: study.PointResult, table: str) -> list[resample.PointOutcomes] | None:
+    """The per-question outcomes of each of a point's seeds (one for a point of one seed); None
+    when a seed has no file. Raises InputError when the seeds counted other questions."""
     found = [resample.read_outcomes(per_question_file(r), table) for r in (result.replicas or (result,))]
     if any(f is None for f in found):
         return None
-    if len(found) == 1:
-        return found[0]
     for other in found[1:]:
         if other.ids != found[0].ids:
             raise InputError(f"the seeds of {result.source} n={format_size(result.size)} counted other questions than "
                              f"{found[0].path}: they must share one evaluation", other.path)
-    hits = np.mean([f.hits.astype(np.float64) for f in found], axis=0)
-    return resample.PointOutcomes(found[0].ids, found[0].langs, hits, found[0].path)
+    return found
 
 
 def per_language(results: Sequence[study.PointResult], table: str) -> dict[str, dict[str, list[list[float]]]]:
@@ -223,7 +239,10 @@ def _bootstrap_lines(info: Mapping[str, Any], arms: Sequence[str], confidence: f
         lines.append(f"Intervals ({confidence:.0%}): question-level paired bootstrap for "
                      f"{', '.join(a for a in arms if a in info['sources'])}: "
                      f"{info['resamples']} resamples of the {info['questions']} evaluation questions ({langs}), drawn "
-                     "within each language, the same resample for every point and arm; each resample's scores refitted.")
+                     "within each language, the same resample for every point and arm; "
+                     + ("each point's seeds drawn again with replacement within each resample (two levels: the "
+                        "intervals hold the seed spread too); " if info.get("seeds_resampled") else "")
+                     + "each resample's scores refitted.")
     rest = [a for a in arms if a not in info["sources"]]
     if rest:
         why = info["reason"] or "no per-question outcomes"

@@ -413,7 +413,7 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
         check_trainable(runner.sources[name], name, [p.size for p in points if p.source == name])
     if dry_run:
         return {"plan": points, "finished": [p for p in points if p.is_finished(study_dir)],
-                "estimates": runner.estimates(points)}
+                "estimates": runner.estimates(points), "arms": report_config["arms"]}
     writer = jax.process_index() == 0
     with StageFolder(study_dir, "scaling", not_fetched=LARGE).session(writer=writer, remove_on_failure=False):  # one study run at a time
         baseline = runner.baseline(study_dir) if config.evaluation.get("baseline", True) else None

@@ -54,10 +54,12 @@ def get_config(demo_output: str = "runs/demo"):
     # The report's comparisons: webfaq - translated (and WebFAQ pairs needed to match translated), where UMR sits.
     c.scaling.compare = "webfaq:translated,umr:translated,umr:webfaq"
     c.sources = dict(
-        webfaq=dict(objective="contrastive", data=dict(source="webfaq", path=str(p["webfaq_dir"]))),
+        webfaq=dict(objective="contrastive", data=dict(source="webfaq", path=str(p["webfaq_dir"]), languages=None,
+                                                       stratify=False)),
         # The demo's translated pairs are a native query with an English passage (passage_lang "en").
         translated=dict(objective="contrastive", model=dict(similarity="dot"),
-                        data=dict(source="pairs", path=str(p["translated_pairs"]), direction="cross-lingual")),
+                        data=dict(source="pairs", path=str(p["translated_pairs"]), languages=None, stratify=False,
+                                  direction="cross-lingual")),
         umr=dict(objective="distill",
                  data=dict(pseudo_labels=str(demo / "iter0" / "pseudo_labels" / "pseudo_labels.jsonl"),
                            dev_pseudo_labels="", top_k=16, candidates_per_question=4),

@@ -111,8 +111,13 @@ def test_the_demo_config_resolves_its_files_through_the_package_from_any_folder(
 
 def test_the_scaling_dry_run_reads_the_demo_study_by_name_from_any_folder(tmp_path):
     proc = _umr_jax(tmp_path, "scaling", "--config", "demo_scaling", "--output", str(tmp_path / "study"), "--dry-run",
-                    "scaling.sources=webfaq,translated")
+                    "scaling.sources=webfaq,translated", "sources.webfaq.data.stratify=True",
+                    "sources.translated.data.languages=xor")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ("  webfaq       contrastive on WebFAQ: every language but English, shares equal, monolingual (a question and "
+            "its answer); size in pairs") in proc.stdout.splitlines()
+    assert ("  translated   contrastive on pairs file: XOR-TyDi's 7 (those the source has), shares as in the source, "
+            "cross-lingual; size in pairs") in proc.stdout.splitlines()
     row = next(line for line in proc.stdout.splitlines() if "translated   n=   420" in line)
     assert "6 points (0 finished):" in proc.stdout and row.endswith("to train") and row.split()[3] == "39"  # steps
 

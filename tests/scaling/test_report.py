@@ -356,3 +356,38 @@ def test_the_bootstrap_resamples_seeds_within_each_question_resample(tmp_path):
         assert got.std() > ((s0 + s1) / 2).std()  # wider than the questions alone
     text = study.write_report(tmp_path, config(bootstrap_samples=50, sources="arm")).markdown.read_text()
     assert "each point's seeds drawn again with replacement within each resample (two levels" in text
+
+
+def test_the_fits_can_count_training_pairs_seen(tmp_path):
+    """scaling.x_axis=pairs_seen: every point's n is the pairs its training saw (the mean over its
+    seeds), in the fits, the comparisons and the language panels; refused under fixed compute
+    and for points that did not record it."""
+    rng = np.random.default_rng(5)
+    hits, _ = hit_sets(PowerLaw(60.0, 300.0, 0.4), rng)
+    for arm in ("once", "tenfold"):
+        for size in SIZES:
+            write_point(tmp_path, arm, size, hits[size])
+            result = study.read_point_result(StudyPoint(arm, size).result_path(tmp_path))
+            seen = size * (10 if arm == "tenfold" else 1)  # ten epochs against one
+            study.write_point_result(tmp_path, StudyPoint(arm, size),
+                                     {**result.metrics, "train": {**result.metrics["train"], "examples_seen": seen}}, 1.0)
+    by_size = study.write_report(tmp_path, config(bootstrap_samples=20, sources="once,tenfold"))
+    assert [list(f.sizes) for f in by_size.fits] == [list(SIZES), list(SIZES)]
+    report = study.write_report(tmp_path, config(bootstrap_samples=20, sources="once,tenfold", x_axis="pairs_seen"))
+    once, tenfold = report.fits
+    assert list(once.sizes) == list(SIZES) and list(tenfold.sizes) == [10 * n for n in SIZES]
+    # The same scores, ten times the pairs: the fitted curve shifts one decade right.
+    assert tenfold.fit.law.c == pytest.approx(once.fit.law.c, rel=1e-3)
+    assert tenfold.fit.predict(10 * 5000.0) == pytest.approx(once.fit.predict(5000.0), abs=0.01)
+    assert report.record["x_axis"] == "pairs_seen"
+    assert [n for n, _ in report.record["per_language"]["sources"]["tenfold"]["ja"]] == [10 * n for n in SIZES]
+    assert "n counts training pairs seen" in report.markdown.read_text()
+    with pytest.raises(InputError, match="x_axis=pairs_seen with scaling.protocol=steps"):
+        study.write_report(tmp_path, config(bootstrap_samples=20, sources="once", x_axis="pairs_seen", protocol="steps",
+                                            steps=10))
+    with pytest.raises(InputError, match="scaling.x_axis='epochs'; expected one of size, pairs_seen"):
+        study.write_report(tmp_path, config(bootstrap_samples=20, sources="once", x_axis="epochs"))
+    result = study.read_point_result(StudyPoint("once", 1000).result_path(tmp_path))
+    study.write_point_result(tmp_path, StudyPoint("once", 1000), {**result.metrics, "train": {"steps": 3}}, 1.0)
+    with pytest.raises(InputError, match="did not record the pairs it saw"):
+        study.write_report(tmp_path, config(bootstrap_samples=20, sources="once", x_axis="pairs_seen"))

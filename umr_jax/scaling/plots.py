@@ -87,12 +87,18 @@ def _language_panels(fig, fits: Sequence[SourceFit], per_language: PerLanguage, 
     axes[0].legend(fontsize=7, loc="lower right")
 
 
+X_LABELS = {"size": "training examples n (log scale): pairs, or questions for UMR pseudo labels",
+            "pairs_seen": "training pairs seen n (log scale): steps x queries per batch, every arm alike"}
+
+
 def build_figure(fits: Sequence[SourceFit], *, metric_label: str = "score", threshold: float | None = None,
-                 baseline: float | None = None, per_language: PerLanguage | None = None) -> Figure:
+                 baseline: float | None = None, per_language: PerLanguage | None = None,
+                 x_axis: str = "size") -> Figure:
     """The figure for the given sources: score and gain per 10x against n, and with
     `per_language` (source -> language -> [[size, score], ...]) a row of panels per language.
 
     `baseline`: the starting model's score (no training data), drawn as a horizontal line.
+    `x_axis`: what n counts (`X_LABELS`), for the axis labels.
     """
     if not fits:
         raise ValueError("no sources to plot")
@@ -146,7 +152,7 @@ def build_figure(fits: Sequence[SourceFit], *, metric_label: str = "score", thre
     for ax in (ax_score, ax_gain):
         _size_axis(ax)
         ax.set_xlim(left, right)
-        ax.set_xlabel("training examples n (log scale): pairs, or questions for UMR pseudo labels")
+        ax.set_xlabel(X_LABELS[x_axis])
     # Gains are positive and span decades: a log axis, floored well below the threshold.
     ax_gain.set_yscale("log")
     floor = (threshold or 1.0) / 30.0
@@ -154,7 +160,8 @@ def build_figure(fits: Sequence[SourceFit], *, metric_label: str = "score", thre
     ax_gain.set_ylim(floor, 2.0 * top)
     ax_score.set_ylabel(metric_label)
     ax_gain.set_ylabel("gain per 10x more data: score(10n) - score(n)")
-    ax_score.set_title(f"{metric_label} vs training examples", fontsize=11)
+    ax_score.set_title(f"{metric_label} vs {'training pairs seen' if x_axis == 'pairs_seen' else 'training examples'}",
+                       fontsize=11)
     ax_gain.set_title("what 10x more data adds (n* where a curve crosses the threshold)", fontsize=11)
     level = next((f.fit.confidence for f in fits if f.fit is not None), None)
     caption = "lines: fit a - b n^(-c), dashed beyond the largest size trained; star: n* (hollow: extrapolated)"
@@ -176,10 +183,11 @@ def plot_scaling_curves(
     threshold: float | None = None,
     baseline: float | None = None,
     per_language: PerLanguage | None = None,
+    x_axis: str = "size",
 ) -> tuple[Path, Path]:
     """Write `path_stem`.png (150 dpi) and `path_stem`.svg atomically; returns both paths."""
     fig = build_figure(fits, metric_label=metric_label, threshold=threshold, baseline=baseline,
-                       per_language=per_language)
+                       per_language=per_language, x_axis=x_axis)
     stem = Path(path_stem)
     written = []
     for fmt, options in (("png", {"dpi": 150}), ("svg", {})):

@@ -132,6 +132,31 @@ def question_replicates(results: Sequence[study.PointResult], metric: str, setti
     return replicates, info
 
 
+X_AXES = ("size", "pairs_seen")
+
+
+def x_values(results: Sequence[study.PointResult], x_axis: str, *, protocol: str = "epochs") -> dict[tuple[str, int], float]:
+    """(arm, size) -> the point's n on the fits' axis: its size, or with `x_axis` "pairs_seen"
+    the training pairs its seeds saw (their mean; `train.examples_seen` in result.json). Raises
+    InputError for an unknown axis, a point trained before pairs seen were recorded, or pairs
+    seen under the fixed-compute protocol (every point sees the same number)."""
+    if x_axis not in X_AXES:
+        raise InputError(f"scaling.x_axis={x_axis!r}; expected one of {', '.join(X_AXES)}")
+    if x_axis == "size":
+        return {(r.source, r.size): r.size for r in results}
+    if protocol == "steps":
+        raise InputError("scaling.x_axis=pairs_seen with scaling.protocol=steps: every point trains the same steps and "
+                         "sees the same pairs, so there is no curve to fit; use scaling.x_axis=size")
+    out = {}
+    for r in results:
+        seen = [(x.metrics.get("train") or {}).get("examples_seen") for x in (r.replicas or (r,))]
+        if any(s is None for s in seen):
+            raise InputError("scaling.x_axis=pairs_seen: the point did not record the pairs it saw (trained before "
+                             "they were recorded); use scaling.x_axis=size", r.path)
+        out[(r.source, r.size)] = float(np.mean(seen))
+    return out
+
+
 def _seed_outcomes(result: study.PointResult, table: str) -> list[resample.PointOutcomes] | None:
     """The per-question outcomes of each of a point's seeds (one for a point of one seed); None
     when a seed has no file. Raises InputError when the seeds counted other questions."""
@@ -335,7 +360,10 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     settings = FitSettings.from_config(config)
     arms = _arm_order(results, config)
     replicates, bootstrap_info = question_replicates(results, metric, settings)
-    by_source = study.points_by_source(results, metric)
+    x_axis = str(config.get("x_axis") or "size")
+    x_of = x_values(results, x_axis, protocol=str(config.get("protocol", "epochs")))
+    by_source = {source: [(x_of[(source, size)], score) for size, score in points]
+                 for source, points in study.points_by_source(results, metric).items()}
     fits = fit_sources({name: by_source[name] for name in arms}, settings, replicates)
     arm_objects = {f.source: compare_lib.Arm(f, replicates.get(f.source)) for f in fits}
     try:
@@ -346,7 +374,9 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     verdicts = [compare_lib.diminishing_returns(arm_objects[a], settings.flattening_gain) for a in arms]
     comparisons = [compare_lib.compare_arms(arm_objects[a], arm_objects[b], confidence=settings.confidence,
                                             horizon_factor=settings.horizon_factor) for a, b in pairs]
-    languages = per_language(results, table)
+    languages = {source: {lang: sorted([x_of[(source, size)], score] for size, score in points)
+                          for lang, points in by_lang.items()}
+                 for source, by_lang in per_language(results, table).items()}
 
     finished = {(r.source, r.size, r.seed) for r in every_seed}
     pending = [p for p in study.read_plan(study_dir) if (p.source, p.size, p.seed) not in finished]
@@ -364,13 +394,16 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
 
     out = study_dir / study.REPORT_DIR
     png, svg = plot_scaling_curves(fits, out / "scaling", metric_label=label, threshold=settings.flattening_gain,
-                                   baseline=baseline_value, per_language=languages)
+                                   baseline=baseline_value, per_language=languages, x_axis=x_axis)
     sentences = [v["sentence"] for v in verdicts] + [c["sentence"] for c in comparisons]
     lines = [f"# Scaling study: {label} ({metric})", "",
              f"{len(every_seed)} finished point{'s' if len(every_seed) != 1 else ''}"
              + (f" ({len(results)} sizes of the arms, each the mean of its seeds)" if len(every_seed) > len(results) else "")
              + (f", {len(pending)} pending" if pending else "") + ".", "", "## Conclusion", ""]
     lines += [f"- {s}" for s in sentences] + [""]
+    if x_axis == "pairs_seen":
+        lines += ["n counts training pairs seen (steps x queries per batch), the unit every arm shares; each "
+                  "point's subset size is in the CSV and the Per language table.", ""]
     lines += _bootstrap_lines(bootstrap_info, arms, settings.confidence)
     if baseline_value is not None:
         lines += [f"Starting model, before any training (n = 0, not part of the fits): {baseline_value:.2f}.", ""]
@@ -399,6 +432,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
         "pending": [{"source": p.source, "size": p.size, "seed": p.seed} for p in pending],
         "baseline": baseline_value,
         "protocol": {"name": config.get("protocol", "epochs"), "steps": int(config.get("steps") or 0)},
+        "x_axis": x_axis,
         "arms": {arm: dict((config.get("arms") or {}).get(arm) or {}) for arm in arms},
     }
     json_path = out / "scaling.json"

@@ -101,6 +101,10 @@ def scaling_config() -> ml_collections.ConfigDict:
         score_ceiling=100.0,        # recall in percent cannot exceed 100
         bootstrap_seed=0,
         compare=None,               # "a:b,c:d": arms to compare (a - b; a's examples to match b); None: every pair
+        # What the fits' n counts: "size", each point's subset in its arm's unit (pairs; questions
+        # for UMR), or "pairs_seen", the training pairs it saw (steps x queries per batch), the
+        # unit every arm shares (with scaling.protocol=steps every point sees the same: no curve).
+        x_axis="size",
         keep_embeddings=False,      # keep each point's eval embeddings (float16) after its result.json
         step_time_from="",          # a `umr-jax compile --json-out` file: --dry-run's time estimates
     ))

@@ -22,7 +22,9 @@ Remote files are worked on through a local mirror of the bucket, one fixed place
 - **Locks**: a stage folder in a bucket is locked by an object created only if absent
   (`ifGenerationMatch=0`) and refreshed by its holder; one whose holder stopped refreshing it
   for `UMR_JAX_REMOTE_LOCK_TTL` seconds (default 300), or whose holder was a process of this host
-  that is gone, is taken over (`RemoteLock`).
+  that is gone, is taken over (`RemoteLock`). A holder that was taken over (it stalled past the
+  TTL: a suspended VM, a stopped process) finds out before its next upload or removal there,
+  which stops it with one line instead of writing over the new holder's output.
 
 The remote file system is fsspec's (gcsfs for `gs://`, the library etils.epath and tfds use);
 `STORAGE_EMULATOR_HOST` points it (and the lock's client) at a Cloud Storage emulator, and
@@ -44,7 +46,7 @@ import threading
 import time
 from pathlib import Path
 
-from umr_jax.errors import InputError
+from umr_jax.errors import InputError, JobFailed
 
 PathLike = str | os.PathLike
 
@@ -288,6 +290,7 @@ def publish(path: PathLike) -> None:
     url = url_of(path)
     if url is None:
         return
+    check_lock(url)
     path = Path(path)
     fs, key = filesystem(url)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not _temporary(p))
@@ -308,6 +311,7 @@ def unpublish(path: PathLike) -> None:
     url = url_of(path)
     if url is None:
         return
+    check_lock(url)
     fs, key = filesystem(url)
     if "/" not in key.strip("/"):
         raise ValueError(f"refusing to remove a whole bucket: {url}")  # a bug, never a user's request
@@ -375,6 +379,18 @@ def lock_ttl() -> float:
     return float(os.environ.get("UMR_JAX_REMOTE_LOCK_TTL", "300"))
 
 
+_HELD: dict[str, "RemoteLock"] = {}  # folder URL -> the lock this process holds on it
+
+
+def check_lock(url: str) -> None:
+    """Raise JobFailed when `url` lies in a folder whose lock this process held and has lost
+    (`RemoteLock.verify`): another run took it over, and what this one would write now would
+    land in that run's output."""
+    for folder, lock in list(_HELD.items()):
+        if url == folder or url.startswith(folder + "/"):
+            lock.verify()
+
+
 class RemoteLock:
     """An exclusive lock on a remote folder: the object `<folder>/.umr-jax.lock`, created only if
     absent (`ifGenerationMatch=0`), holding the holder's host, pid, command and last heartbeat,
@@ -388,6 +404,8 @@ class RemoteLock:
         self._blob = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._mutex = threading.Lock()  # the heartbeat's rewrite against `verify`'s look
+        self.lost = False
 
     def _bucket_blob(self):
         from google.cloud import storage as gcs  # the Cloud Storage client: preconditions on writes
@@ -436,6 +454,7 @@ class RemoteLock:
         else:
             raise InputError("could not take the lock (it changed hands three times); try again", self.url)
         self._blob = blob
+        _HELD[self.url] = self
         self._thread = threading.Thread(target=self._heartbeat, name="umr-jax-lock", daemon=True)
         self._thread.start()
 
@@ -444,20 +463,43 @@ class RemoteLock:
 
         while not self._stop.wait(max(1.0, lock_ttl() / 5)):
             try:
-                self._blob.upload_from_string(json.dumps(self._holder()), if_generation_match=self._blob.generation)
+                with self._mutex:
+                    self._blob.upload_from_string(json.dumps(self._holder()), if_generation_match=self._blob.generation)
             except exceptions.PreconditionFailed:
+                self.lost = True
                 logging.getLogger(__name__).error("%s: the lock was taken over by another run", self.url)
                 return
             except Exception:  # a transient error: the next beat tries again
                 continue
 
+    def verify(self) -> None:
+        """Raise JobFailed when the lock object is no longer this holder's (gone, or rewritten by
+        another run that took it over); one metadata read. A look that fails for another reason
+        (the network) decides nothing: the write it guards reports its own error."""
+        if self._blob is None:
+            return
+        if not self.lost:
+            try:
+                with self._mutex:
+                    current = self._blob.bucket.get_blob(self._blob.name)
+                    self.lost = current is None or current.generation != self._blob.generation
+            except Exception:
+                return
+        if self.lost:
+            raise JobFailed(f"{self.url}: another run took over this folder's lock (this run sent no heartbeat for "
+                            f"{lock_ttl():.0f} s: stalled or suspended); stopping without writing to it, so the other "
+                            "run's output stays whole")
+
     def release(self) -> None:
         if self._blob is None:
             return
+        _HELD.pop(self.url, None)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         with contextlib.suppress(Exception):
+            self.verify()  # a lock another run took over is that run's: never deleted (the generation
+            # precondition below says so too, where the server honours it on deletes)
             self._blob.delete(if_generation_match=self._blob.generation)
         self._blob = None
 

@@ -14,7 +14,7 @@ import pytest
 
 from umr_jax import storage
 from umr_jax.data.files import AtomicFile, ShardedWriter, TextSink, expand_shards
-from umr_jax.errors import InputError
+from umr_jax.errors import InputError, JobFailed
 from umr_jax.outputs import check_output, removed_on_failure
 from umr_jax.stages.folder import StageFolder
 
@@ -127,6 +127,26 @@ def test_output_checks_name_the_url(bucket, tmp_path):
     with pytest.raises(InputError, match=rf"^gs://{bucket.name}/a/file: exists and is an object, not a folder"):
         check_output(f"{bucket.url}/a/file", "folder")
     check_output(f"{bucket.url}/a/new-folder", "folder")  # a new folder in an existing bucket is fine
+
+
+def test_a_holder_that_was_taken_over_stops_before_writing(bucket):
+    """A run whose lock another run took over (after it stalled past the TTL) stops at its next
+    upload with one line: nothing of it reaches the folder, and the new holder's lock stays."""
+    from google.cloud import storage as gcs
+
+    folder = StageFolder(f"{bucket.url}/stage", "encode")
+    with pytest.raises(JobFailed, match=rf"^gs://{bucket.name}/stage: another run took over this folder's lock"):
+        with folder.session():
+            with AtomicFile(folder.path / "before.txt") as f:
+                f.write(b"while the lock is ours")
+            assert bucket.keys("stage") == ["stage/.umr-jax.lock", "stage/before.txt"]
+            taken = {"stage": "encode", "host": "other-host", "pid": 7, "heartbeat": time.time()}
+            gcs.Client().bucket(bucket.name).blob("stage/.umr-jax.lock").upload_from_string(json.dumps(taken))
+            with AtomicFile(folder.path / "after.txt") as f:
+                f.write(b"after the takeover")
+    assert "stage/after.txt" not in bucket.keys("stage")
+    assert json.loads(bucket.read("stage/.umr-jax.lock"))["host"] == "other-host"  # not released by the old holder
+    assert storage._HELD == {}
 
 
 def test_the_lock_object_refuses_a_second_writer_and_expires_with_a_dead_one(bucket, monkeypatch):

@@ -118,14 +118,15 @@ def test_translated_pairs_splits_from_folders_and_names(tmp_path):
     manual = tmp_path / "manual"
     F.write_pairs(manual / "train" / "pt.parquet", samples.PAIRS[:1])
     F.write_pairs(manual / "train-ar.jsonl", samples.PAIRS[1:])
-    F.write_pairs(manual / "dev.jsonl.gz", [F.Pair("¿qué?", "eso", "es", ("a", "b"))])
+    F.write_pairs(manual / "dev.jsonl.gz", [F.Pair("¿qué?", "eso", "es", ("a", "b"), passage_lang="en")])
     build(builders.TranslatedPairs, tmp_path / "data", manual)
     train = sorted((decoded(e) for e in read_all("translated_pairs", tmp_path / "data", "train")), key=lambda e: e["lang"])
     assert train == [
-        {"query": p.query, "positive": p.positive, "lang": p.lang, "negatives": list(p.negatives)} for p in sorted(samples.PAIRS, key=lambda p: p.lang)
+        {"query": p.query, "positive": p.positive, "lang": p.lang, "negatives": list(p.negatives), "passage_lang": ""}
+        for p in sorted(samples.PAIRS, key=lambda p: p.lang)
     ]
     assert [decoded(e) for e in read_all("translated_pairs", tmp_path / "data", "validation")] == [
-        {"query": "¿qué?", "positive": "eso", "lang": "es", "negatives": ["a", "b"]}
+        {"query": "¿qué?", "positive": "eso", "lang": "es", "negatives": ["a", "b"], "passage_lang": "en"}
     ]
     F.write_pairs(manual / "extra.jsonl", samples.PAIRS)
     with pytest.raises(InputError, match="cannot tell the split of extra.jsonl"):

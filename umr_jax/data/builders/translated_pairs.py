@@ -33,18 +33,21 @@ def split_of(path: Path, manual_dir: Path) -> str | None:
 
 
 class TranslatedPairs(tfds.core.GeneratorBasedBuilder):
-    """Pairs {query, positive, lang, negatives} from JSON-lines or parquet pairs files."""
+    """Pairs {query, positive, lang, negatives, passage_lang} from JSON-lines or parquet pairs
+    files (`passage_lang` "" where a pair does not state its passage's language)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Pairs files in the umr-jax pairs format."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Pairs files in the umr-jax pairs format.",
+                     "1.1.0": "passage_lang: the positive passage's language, when the pair states it."}
     BUILDER_CONFIGS = [TranslatedPairsConfig(name="all", description="All pairs in the manual directory.")]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
-    Put pairs files ({query, positive, lang, negatives?} as JSON lines, .jsonl.gz or parquet) in
+    Put pairs files ({query, positive, lang, negatives?, passage_lang?} as JSON lines, .jsonl.gz or parquet) in
     the manual directory, in folders train/, dev/ (or validation/), test/, or named train*,
     dev*, test*. For mMARCO (machine-translated MS MARCO), get the per-language data from the
     Hugging Face dataset unicamp-dl/mmarco (https://huggingface.co/datasets/unicamp-dl/mmarco)
     and write each (query, positive, negative) triple as one pairs line
-    {"query": ..., "positive": ..., "negatives": [...], "lang": "pt"}.
+    {"query": ..., "positive": ..., "negatives": [...], "lang": "pt", "passage_lang": "en"}
+    ("en" with the English passage, "pt" with the translated one).
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -57,6 +60,7 @@ class TranslatedPairs(tfds.core.GeneratorBasedBuilder):
                     "positive": tfds.features.Text(),
                     "lang": tfds.features.Text(),
                     "negatives": tfds.features.Sequence(tfds.features.Text()),
+                    "passage_lang": tfds.features.Text(),
                 }
             ),
             homepage="https://huggingface.co/datasets/unicamp-dl/mmarco",
@@ -86,4 +90,5 @@ class TranslatedPairs(tfds.core.GeneratorBasedBuilder):
             for i, pair in enumerate(read_pairs(path)):
                 if languages is not None and pair.lang not in languages:
                     continue
-                yield f"{path.name}:{i}", {"query": pair.query, "positive": pair.positive, "lang": pair.lang, "negatives": list(pair.negatives)}
+                yield f"{path.name}:{i}", {"query": pair.query, "positive": pair.positive, "lang": pair.lang,
+                                           "negatives": list(pair.negatives), "passage_lang": pair.passage_lang or ""}

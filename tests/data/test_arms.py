@@ -54,7 +54,7 @@ def test_a_languages_share_does_not_depend_on_the_other_languages():
 def test_chunked_selection_equals_one_pass(monkeypatch):
     langs = row_languages(5000)
     whole = subsets.stratified_subset_indices(langs, NAMES, 450, seed=9, held_out=40)
-    monkeypatch.setattr(subsets, "_CHUNK", 64)  # 79 chunks
+    monkeypatch.setattr(subsets, "_CHUNK", 64)  # counted in 79 chunks, selected in 12 of 450 rows
     np.testing.assert_array_equal(subsets.stratified_subset_indices(langs, NAMES, 450, seed=9, held_out=40), whole)
 
 

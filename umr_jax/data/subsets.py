@@ -27,6 +27,11 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def _seed_key(seed: int) -> np.uint64:
+    """What a row's index is mixed with before hashing: the hash of the seed."""
+    return _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+
+
 def subset_order(record_languages: Sequence[str] | np.ndarray, *, seed: int, languages: Collection[str] | None = None) -> np.ndarray:
     """Indices of the records whose language is in `languages` (all if None), in a seeded
     random order. Returns int64 `[n]`.
@@ -41,7 +46,7 @@ def subset_order(record_languages: Sequence[str] | np.ndarray, *, seed: int, lan
         candidates = np.arange(len(langs), dtype=np.int64)
     else:
         candidates = np.flatnonzero(np.isin(langs, list(languages))).astype(np.int64)
-    key = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+    key = _seed_key(seed)
     scores = _splitmix64(candidates.astype(np.uint64) ^ key)
     return candidates[np.argsort(scores, kind="stable")]
 
@@ -126,7 +131,7 @@ def held_out_indices(count: int, n: int, seed: int) -> np.ndarray:
 
 
 def _smallest_hashes(count: int, size: int, seed: int, *, largest: bool) -> np.ndarray:
-    key = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+    key = _seed_key(seed)
     # The hash is a bijection of distinct inputs, so scores never tie: "the smallest `size`"
     # is one set, whatever the chunking.
     chunk = max(_CHUNK, size)
@@ -226,11 +231,12 @@ def stratified_subset_indices(row_languages: np.ndarray, languages: Sequence[str
     quota = np.zeros(len(languages), dtype=np.int64)
     for c in codes:
         quota[c] = shares.get(languages[c], 0)
-    key = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
+    key = _seed_key(seed)
     best_rows = [np.empty(0, np.int64) for _ in codes]
     best_scores = [np.empty(0, np.uint64) for _ in codes]
-    for start in range(0, count, _CHUNK):
-        chunk = np.asarray(row_languages[start : start + _CHUNK])
+    step = max(_CHUNK, size)  # (as `_smallest_hashes`: fewer passes over the kept rows when the subset is large)
+    for start in range(0, count, step):
+        chunk = np.asarray(row_languages[start : start + step])
         rows = np.arange(start, start + len(chunk), dtype=np.int64)
         if len(held):
             keep = ~np.isin(rows, held)

@@ -313,7 +313,7 @@ def _protocol_lines(config: Mapping[str, Any], results: Sequence[study.PointResu
     return lines + [""] + [f"Note: {n}." for n in notes] + ([""] if notes else [])
 
 
-def _arm_lines(config: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
+def _arm_lines(config: Mapping[str, Any], arms: Sequence[str], x_axis: str = "size") -> list[str]:
     """What each arm trains on (`config["arms"]`, from `runner.arm_description`): its data,
     languages and their shares, the direction of its pairs, and its unit of size."""
     described = config.get("arms") or {}
@@ -326,9 +326,13 @@ def _arm_lines(config: Mapping[str, Any], arms: Sequence[str]) -> list[str]:
         if d:
             lines.append(f"| {arm} | {d['objective']} | {d['data']} | {d['languages']} | {d['shares']} | {d['direction']} "
                          f"| {d['unit']} |")
-    return lines + ["", "Each arm's x axis is its size in its own unit (the last column); the Training table gives every "
-                    "arm's training pairs seen, one query with its target each (a pair's positive, or a question's "
-                    "scored candidates), the unit they share.", ""]
+    seen = ("training pairs seen, one query with its target each (a pair's positive, or a question's scored "
+            "candidates)")
+    if x_axis == "pairs_seen":
+        return lines + ["", f"The fits' n is every arm's {seen}, the unit they share; a point's size in its own unit "
+                        "(the last column) is in the CSV.", ""]
+    return lines + ["", f"Each arm's x axis is its size in its own unit (the last column); the Training table gives every "
+                    f"arm's {seen}, the unit they share (scaling.x_axis=pairs_seen fits against it).", ""]
 
 
 def _model_name(init: str) -> str:
@@ -408,7 +412,7 @@ def write_report(study_dir: str | os.PathLike, config: Mapping[str, Any],
     if baseline_value is not None:
         lines += [f"Starting model, before any training (n = 0, not part of the fits): {baseline_value:.2f}.", ""]
     lines += ["## Fits", "", markdown_table(fits, metric_label=label), "![scaling curves](scaling.png)", ""]
-    lines += _arm_lines(config, arms)
+    lines += _arm_lines(config, arms, x_axis)
     lines += _protocol_lines(config, results, arms, metric)
     lines += _comparison_lines(comparisons, settings.confidence)
     lines += _language_lines(languages, table, arms, results)

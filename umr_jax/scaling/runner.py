@@ -128,7 +128,7 @@ def source_config(config, name: str) -> ml_collections.ConfigDict:
 
 def arm_description(config, name: str) -> dict[str, Any]:
     """What arm `name` trains on, for the report: objective, data source, languages, their shares,
-    the direction of its pairs, its native unit of size, and the epochs or steps. Read from the
+    the direction of its pairs, its native unit of size, and its epochs. Read from the
     config alone (the base sections with `sources.<name>` over them), so a report written
     without the data still says it."""
     overlay = config.sources[name]

@@ -2,10 +2,11 @@
 
 Trains the same starting model on nested, log-spaced subsets of every source the config
 names (WebFAQ pairs, translated pairs, UMR pseudo labels), evaluates each point on
-XOR-Retrieve, fits score = a - b * n^-c per source with bootstrap intervals, reports where
-ten times more data adds less than `scaling.flattening_gain` points, and writes the plots
-(PNG, SVG) and a Markdown table. Finished points are never recomputed; an interrupted point
-resumes from its checkpoints.
+XOR-Retrieve, fits score = a - b * n^-c per source with question-level (and, with several
+seeds, seed-level) bootstrap intervals, compares the sources, reports where ten times more data
+adds less than `scaling.flattening_gain` points, and writes the plots (PNG, SVG), a Markdown
+report (what each arm trains on, how long, the answer), JSON and CSV. Finished points are never
+recomputed; an interrupted point resumes from its checkpoints.
 
   umr-jax scaling --config webfaq_scaling --output runs/scaling \\
       model.init=/models/xlm-roberta-base sources.webfaq.data.path=/data/webfaq ...
@@ -29,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="the study folder (plan.json, points/, baseline/, report/)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
-                      help="count the sources (converting pairs sources to their stores once) and print the planned "
-                           "points with their steps, pairs seen, passages encoded, embedding bytes (float16) and "
+                      help="count the sources (converting pairs sources to their stores once) and print what each "
+                           "arm trains on and the planned points with their steps, pairs seen, passages encoded, embedding bytes (float16) and "
                            "estimated time (with scaling.step_time_from=FILE); train nothing")
     mode.add_argument("--report-only", action="store_true", help="refit and redraw the report from the finished points; train nothing")
     parser.add_argument("--resume-anyway", action="store_true",

@@ -259,6 +259,13 @@ def test_a_study_point_too_small_for_a_batch_is_refused_before_training(tmp_path
     assert err.strip().endswith("sources.translated: the point of 5 examples cannot fill one batch of 8 (train.batch_size), "
                                 "so it trains for zero steps; raise scaling.min_size or lower the batch"), err
     assert "Traceback" not in err and not (tmp_path / "study").exists()
+    # An x axis the fits cannot use is refused before anything trains, not at the report.
+    for bad, says in (("scaling.x_axis=epochs", "scaling.x_axis='epochs'; expected one of size, pairs_seen"),
+                      ("scaling.protocol=steps scaling.steps=4 scaling.x_axis=pairs_seen",
+                       "scaling.x_axis=pairs_seen with scaling.protocol=steps")):
+        assert cli.main([*args, *bad.split()]) == 1
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "study").exists(), err
     # A dev split is held out of the source: the study's sizes count what is left.
     config = load_config(CONFIG, [*_overrides(study_data, tiny_retriever), "data.dev_split=10"])
     assert runner.source_size(runner.source_config(config, "translated")) == 30

@@ -135,18 +135,23 @@ def question_replicates(results: Sequence[study.PointResult], metric: str, setti
 X_AXES = ("size", "pairs_seen")
 
 
+def check_x_axis(x_axis: str, protocol: str) -> None:
+    """InputError for an unknown `scaling.x_axis`, or pairs seen under fixed compute."""
+    if x_axis not in X_AXES:
+        raise InputError(f"scaling.x_axis={x_axis!r}; expected one of {', '.join(X_AXES)}")
+    if x_axis == "pairs_seen" and protocol == "steps":
+        raise InputError("scaling.x_axis=pairs_seen with scaling.protocol=steps: every point trains the same steps and "
+                         "sees the same pairs, so there is no curve to fit; use scaling.x_axis=size")
+
+
 def x_values(results: Sequence[study.PointResult], x_axis: str, *, protocol: str = "epochs") -> dict[tuple[str, int], float]:
     """(arm, size) -> the point's n on the fits' axis: its size, or with `x_axis` "pairs_seen"
     the training pairs its seeds saw (their mean; `train.examples_seen` in result.json). Raises
     InputError for an unknown axis, a point trained before pairs seen were recorded, or pairs
     seen under the fixed-compute protocol (every point sees the same number)."""
-    if x_axis not in X_AXES:
-        raise InputError(f"scaling.x_axis={x_axis!r}; expected one of {', '.join(X_AXES)}")
+    check_x_axis(x_axis, protocol)
     if x_axis == "size":
         return {(r.source, r.size): r.size for r in results}
-    if protocol == "steps":
-        raise InputError("scaling.x_axis=pairs_seen with scaling.protocol=steps: every point trains the same steps and "
-                         "sees the same pairs, so there is no curve to fit; use scaling.x_axis=size")
     out = {}
     for r in results:
         seen = [(x.metrics.get("train") or {}).get("examples_seen") for x in (r.replicas or (r,))]

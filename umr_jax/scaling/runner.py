@@ -404,6 +404,9 @@ def run_scaling(config, study_dir: str | Path, *, report_only: bool = False, dry
     if report_only:
         report = study.write_report(study_dir, report_config)
         return {"plan": study.read_plan(study_dir), "report": report}
+    from umr_jax.scaling.report import check_x_axis
+
+    check_x_axis(str(scaling.get("x_axis") or "size"), str(scaling.get("protocol", "epochs")))  # before anything trains
     runner = PointRunner(config, runtime=runtime, on_stage=on_stage, resume_anyway=resume_anyway)
     try:
         points = study.plan_study(scaling, runner.available())

@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="count the sources (converting pairs sources to their stores once) and print what each "
-                           "arm trains on and the planned points with their steps, pairs seen, passages encoded, embedding bytes (float16) and "
-                           "estimated time (with scaling.step_time_from=FILE); train nothing")
+                           "arm trains on and the planned points with their steps, pairs seen, passages encoded, "
+                           "embedding bytes (float16) and estimated time (with scaling.step_time_from=FILE); "
+                           "train nothing")
     mode.add_argument("--report-only", action="store_true", help="refit and redraw the report from the finished points; train nothing")
     parser.add_argument("--resume-anyway", action="store_true",
                         help="let a point's interrupted training resume its checkpoint even if it was made with another "
